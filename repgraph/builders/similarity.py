@@ -1,0 +1,69 @@
+"""Sample-similarity (Gram) matrices, computed in float32 with torch on any device."""
+from __future__ import annotations
+
+import torch
+
+from .._arrays import as_features
+
+METRICS = ("cosine", "correlation", "linear", "rbf")
+NORM_FLOOR = 1e-8  # rows are divided by max(‖x‖, 1e-8), as in Lu et al.'s reference
+
+
+def normalized_rows(X: torch.Tensor, metric: str) -> torch.Tensor:
+    """Rows prepared so that ``R Rᵀ`` is the similarity: cosine → ``x / max(‖x‖, 1e-8)``;
+    correlation → the same after subtracting each row's mean; linear → ``x`` itself."""
+    if metric == "correlation":
+        X = X - X.mean(dim=1, keepdim=True)
+    elif metric == "linear":
+        return X
+    elif metric != "cosine":
+        raise ValueError(f"metric must be one of {METRICS[:3]} here, got {metric!r}.")
+    return X / X.norm(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
+
+
+def median(t: torch.Tensor) -> torch.Tensor:
+    """Median of all entries, averaging the two middle values for an even count (as numpy does)."""
+    values = t.reshape(-1).sort().values
+    mid = values.numel() // 2
+    return values[mid] if values.numel() % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def squared_distances(X: torch.Tensor) -> torch.Tensor:
+    """``‖x_i − x_j‖²`` from the Gram matrix, clamped at 0 against rounding."""
+    sq = (X * X).sum(dim=1)
+    return (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
+
+
+def similarity_matrix(X, metric: str = "cosine", *, device=None, sigma: float | None = None):
+    """(N, N) similarity of the rows of ``X`` (N, ...; flattened to (N, D)).
+
+    - ``cosine``: ``x_i·x_j / (max(‖x_i‖,1e-8)·max(‖x_j‖,1e-8))``
+    - ``correlation``: cosine of the row-centred rows (Pearson correlation between samples)
+    - ``linear``: ``x_i·x_j``
+    - ``rbf``: ``exp(−‖x_i−x_j‖²/(2σ²))``, σ = ``sigma`` or, if None, sqrt(median squared distance)
+
+    The diagonal is left as the metric gives it (1 for cosine); graph builders zero or skip it.
+    Returns a torch tensor when ``X`` is one (on ``device``), else a float32 numpy array.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
+    Xt = as_features(X, name="X", device=device, min_samples=1)
+    if metric == "rbf":
+        d2 = squared_distances(Xt)
+        if sigma is None:
+            sigma = float(torch.sqrt(median(d2)))
+        if not sigma > 0:
+            raise ValueError("rbf similarity: sigma is 0 (all samples identical); pass sigma= explicitly.")
+        S = torch.exp(-d2 / (2.0 * sigma ** 2))
+    else:
+        R = normalized_rows(Xt, metric)
+        S = R @ R.T
+    return S if isinstance(X, torch.Tensor) else S.cpu().numpy()
+
+
+def row_chunk(n_rows: int, n_cols: int, budget_bytes: int = 256 * 2**20) -> int:
+    """Rows per chunk so a float32 (chunk, n_cols) block stays within ``budget_bytes``."""
+    return int(max(1, min(n_rows, budget_bytes // max(1, 4 * n_cols))))
+
+
+__all__ = ["similarity_matrix", "normalized_rows", "median", "squared_distances", "row_chunk", "METRICS"]

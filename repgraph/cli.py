@@ -1,0 +1,177 @@
+"""The ``repgraph`` command: ``demo``, ``layers``, ``train``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .analyzers import modularity_curve  # noqa: E402
+from .datasets import digits  # noqa: E402
+from .hooks import capture_activations, list_layers, select_layers  # noqa: E402
+from .models import MODELS, get_model  # noqa: E402
+from .plotting import plot_modularity_curve  # noqa: E402
+from .pruning import evaluate, redundant_layers, removable_layers, train  # noqa: E402
+
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "resnet20_digits.pt"
+DIGITS_CLASSES = 10
+
+
+def _atomic_write(path: Path, write):
+    """Write through a temporary file and rename, so no half-written result is left behind."""
+    tmp = path.with_name(path.name + ".part")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _train_digits(model_name: str, size: int, epochs: int, seed: int, progress: bool):
+    torch.manual_seed(seed)
+    model = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1)
+    train_set, test_set = digits("train", size=size, seed=seed), digits("test", size=size, seed=seed)
+    history = train(model, train_set, epochs=epochs, lr=0.05, seed=seed, eval_data=test_set,
+                    progress=progress)
+    return model, float(history["test_accuracy"].iloc[-1])
+
+
+def _load_checkpoint(path: Path, model_name: str, size: int, seed: int):
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if (ckpt.get("model"), ckpt.get("size"), ckpt.get("seed")) != (model_name, size, seed):
+        return None
+    model = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def cmd_train(args):
+    model, acc = _train_digits(args.model, args.size, args.epochs, args.seed, not args.no_progress)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": args.model, "size": args.size, "seed": args.seed, "epochs": args.epochs,
+               "test_accuracy": acc, "state_dict": model.state_dict(),
+               "made_by": f"repgraph {__version__}: repgraph train --model {args.model} --size "
+                          f"{args.size} --epochs {args.epochs} --seed {args.seed}"}
+    _atomic_write(out, lambda p: torch.save(payload, p))
+    print(f"{args.model} on digits {args.size}x{args.size}: test accuracy {acc:.4f}; saved {out}")
+
+
+def cmd_demo(args):
+    progress = not args.no_progress
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_name, size, seed = "resnet20", args.size, args.seed
+    model = None if args.retrain else _load_checkpoint(SHIPPED_CHECKPOINT, model_name, size, seed)
+    if model is None:
+        print(f"Training {model_name} on digits ({args.epochs} epochs) ...", flush=True)
+        model, _ = _train_digits(model_name, size, args.epochs, seed, progress)
+        source = "trained now"
+    else:
+        source = f"checkpoint {SHIPPED_CHECKPOINT.name}"
+    test_set = digits("test", size=size, seed=seed)
+    accuracy = evaluate(model, test_set)
+    torch.manual_seed(seed)
+    untrained = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1).eval()
+
+    curves = {}
+    for label, net in (("trained", model), ("untrained", untrained)):
+        acts = capture_activations(net, test_set, layers="modularity", progress=progress)
+        curves[label] = modularity_curve(acts, k=args.k, batch_size=args.batch_size, progress=progress)
+    example = test_set.data[:2]
+    flags = redundant_layers(curves["trained"], tol=args.tol, removable=removable_layers(model, example))
+
+    table = pd.concat([c.assign(model=label) for label, c in curves.items()], ignore_index=True)
+    _atomic_write(out / "modularity.csv", lambda p: table.to_csv(p, index=False))
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plot_modularity_curve(curves, ax=ax, title=f"{model_name} on sklearn digits (test split, "
+                                                f"accuracy {accuracy:.3f})")
+    fig.tight_layout()
+    _atomic_write(out / "modularity.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+    plt.close(fig)
+
+    pd.set_option("display.width", 120)
+    print(f"\n{model_name} ({source}), digits {size}x{size}, test accuracy {accuracy:.4f}")
+    print(f"Sample graphs: cosine kNN, k={args.k}, batches of {args.batch_size} test samples "
+          f"({curves['trained']['n_samples'].iloc[0]} samples used)\n")
+    merged = curves["trained"][["layer", "modularity", "std"]].merge(
+        curves["untrained"][["layer", "modularity"]], on="layer", suffixes=("_trained", "_untrained"))
+    merged["delta_q"] = flags["delta_q"].round(4)
+    merged["plateau"] = flags["redundant"]
+    print(merged.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    plateau = flags.loc[flags["redundant"], "layer"].tolist()
+    print(f"\nFinal modularity: trained {curves['trained']['modularity'].iloc[-1]:.4f}, "
+          f"untrained {curves['untrained']['modularity'].iloc[-1]:.4f}")
+    print(f"Removable blocks on a plateau (delta Q <= {args.tol}): {', '.join(plateau) or 'none'}")
+    print(f"Wrote {out / 'modularity.csv'} and {out / 'modularity.png'}")
+
+
+def cmd_layers(args):
+    model = get_model(args.model, num_classes=10, in_channels=args.in_channels)
+    x = torch.zeros(1, args.in_channels, args.size, args.size)
+    table = list_layers(model, x)
+    hooks = set(select_layers(model, args.preset))
+    table[args.preset] = table["name"].isin(hooks)
+    if args.only_preset:
+        table = table[table[args.preset]]
+    pd.set_option("display.width", 160)
+    print(table.to_string(index=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repgraph", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"repgraph {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="modularity curves of a trained and an untrained ResNet-20 on digits")
+    demo.add_argument("--out", default="results/demo", help="output folder (default: results/demo)")
+    demo.add_argument("--retrain", action="store_true", help="train instead of loading the shipped checkpoint")
+    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--size", type=int, default=16, help="digits are resized to size x size")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--k", type=int, default=3, help="neighbours per sample in the kNN graph")
+    demo.add_argument("--batch-size", type=int, default=250,
+                      help="samples per sample graph (the test split has 540; the paper uses 500 on CIFAR)")
+    demo.add_argument("--tol", type=float, default=0.01, help="delta Q at or below this is a plateau")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    layers = sub.add_parser("layers", help="list a model's layers and hook points")
+    layers.add_argument("--model", default="resnet20", choices=sorted(MODELS))
+    layers.add_argument("--size", type=int, default=32)
+    layers.add_argument("--in-channels", type=int, default=3)
+    layers.add_argument("--preset", default="modularity", choices=["blocks", "convs", "relus", "modularity"])
+    layers.add_argument("--only-preset", action="store_true", help="show only the preset's layers")
+    layers.set_defaults(func=cmd_layers)
+
+    tr = sub.add_parser("train", help="train a model on digits and save a checkpoint")
+    tr.add_argument("--model", default="resnet20", choices=sorted(MODELS))
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--size", type=int, default=16)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"repgraph {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Layer selection (names, glob patterns, predicates, presets) and the layer table."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from typing import Iterable
+
+import pandas as pd
+import torch
+from torch import nn
+
+PRESETS = ("blocks", "convs", "relus", "modularity")
+_BLOCK_NAME = re.compile(r"(Block|Bottleneck)$")
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def is_residual_block(module: nn.Module) -> bool:
+    """True for repgraph's ``BasicBlock`` (``is_residual_block = True``) and for modules whose class
+    name ends in ``Block`` or ``Bottleneck`` (the torchvision/timm convention)."""
+    return bool(getattr(module, "is_residual_block", False)) or bool(_BLOCK_NAME.search(type(module).__name__))
+
+
+def _inside(name: str, parents: Iterable[str]) -> bool:
+    return any(name.startswith(p + ".") for p in parents)
+
+
+def _preset(model: nn.Module, preset: str) -> list[str]:
+    named = [(n, m) for n, m in model.named_modules() if n]
+    blocks = [n for n, m in named if is_residual_block(m) and not _inside(n, [b for b, mb in named if b != n and is_residual_block(mb)])]
+    convs = [n for n, m in named if isinstance(m, _CONV_TYPES)]
+    if preset == "convs":
+        return convs
+    if preset == "relus":
+        return [n for n, m in named if isinstance(m, nn.ReLU)]
+    if preset == "blocks":
+        if blocks:
+            return blocks
+        return [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+    # "modularity" (Lu et al., ECCV 2022): ResNets -> stem conv + every residual block; else every conv.
+    if blocks:
+        stem = [n for n in convs if not _inside(n, blocks)][:1]
+        return stem + blocks
+    return convs
+
+
+def select_layers(model: nn.Module, layers) -> list[str]:
+    """Resolve a layer specification to module names, in registration order.
+
+    ``layers`` is a preset (``"blocks"``, ``"convs"``, ``"relus"``, ``"modularity"``), a name, a glob
+    pattern (``"layer1.*"``), a list of names/patterns, or a predicate ``(name, module) -> bool``.
+    Unknown names raise ``ValueError`` listing close matches.
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    if callable(layers) and not isinstance(layers, str):
+        chosen = [n for n, m in model.named_modules() if n and layers(n, m)]
+        if not chosen:
+            raise ValueError("The layer predicate selected no module; check it against list_layers(model, x).")
+        return chosen
+    if isinstance(layers, str):
+        if layers in PRESETS:
+            chosen = _preset(model, layers)
+            if not chosen:
+                raise ValueError(f"The preset {layers!r} matches no module of {type(model).__name__}; "
+                                 "pass layer names instead (see list_layers(model, x)).")
+            return chosen
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(x, str) for x in layers):
+        raise TypeError(f"layers must be a preset {PRESETS}, a name, a glob pattern, a list of those, "
+                        f"or a predicate (name, module) -> bool; got {type(layers).__name__}.")
+    chosen: list[str] = []
+    for spec in layers:
+        if any(ch in spec for ch in "*?["):
+            hits = fnmatch.filter(names, spec)
+        else:
+            hits = [spec] if spec in names else []
+        if not hits:
+            close = difflib.get_close_matches(spec, names, n=5)
+            hint = f" Close matches: {', '.join(close)}." if close else ""
+            raise ValueError(f"Unknown layer {spec!r} in {type(model).__name__}.{hint} "
+                             "list_layers(model, x) shows every name.")
+        chosen.extend(h for h in hits if h not in chosen)
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def _shape_of(output) -> str | tuple:
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, (tuple, list)):
+        return str([_shape_of(o) for o in output])
+    return type(output).__name__
+
+
+def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
+    """One row per submodule: ``name``, ``type``, ``output_shape`` (first call), ``params`` (in the
+    module and its children), ``calls`` (per forward). Runs one forward in eval mode under no_grad
+    and restores the model's modes."""
+    rows: dict[str, dict] = {}
+    handles = []
+
+    def make_hook(name, module):
+        def hook(_mod, _inp, out):
+            row = rows.setdefault(name, {"name": name, "type": type(module).__name__,
+                                         "output_shape": _shape_of(out),
+                                         "params": sum(p.numel() for p in module.parameters()),
+                                         "calls": 0})
+            row["calls"] += 1
+        return hook
+
+    modes = {m: m.training for m in model.modules()}
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name, module)))
+        model.eval()
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    table = [rows.get(n, {"name": n, "type": type(m).__name__, "output_shape": None,
+                          "params": sum(p.numel() for p in m.parameters()), "calls": 0})
+             for n, m in model.named_modules() if n]
+    return pd.DataFrame(table, columns=["name", "type", "output_shape", "params", "calls"])
+
+
