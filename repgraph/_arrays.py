@@ -34,10 +34,19 @@ def as_tensor(X, *, name: str = "X", device=None, dtype=torch.float32) -> torch.
     return t.to(device=resolve_device(device, t), dtype=dtype)
 
 
-def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_samples: int = 2):
+def non_finite_error(name: str, n_bad: int, n: int) -> ValueError:
+    return ValueError(
+        f"{name} contains NaN or Inf in {n_bad} of {n} samples; check the layer's input data "
+        "or the model (e.g. a diverged training run) before analysing it."
+    )
+
+
+def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_samples: int = 2,
+                check_finite: bool = True):
     """Validate a feature matrix: at least 2-D (N, ...), flattened to (N, D), finite values.
 
-    Raises ``ValueError`` naming ``name`` for too few samples, empty features or NaN/Inf.
+    Raises ``ValueError`` naming ``name`` for too few samples, empty features or NaN/Inf
+    (``check_finite=False`` leaves that check to a caller that gets it for free, e.g. from norms).
     """
     t = as_tensor(X, name=name, device=device, dtype=dtype)
     if t.ndim < 2:
@@ -51,12 +60,8 @@ def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_sam
         raise ValueError(f"{name} has {n} sample(s); at least {min_samples} are needed.")
     if d == 0:
         raise ValueError(f"{name} has no features (shape {tuple(t.shape)}).")
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).any(dim=1).sum())
-        raise ValueError(
-            f"{name} contains NaN or Inf in {bad} of {n} samples; check the layer's input data "
-            "or the model (e.g. a diverged training run) before analysing it."
-        )
+    if check_finite and not bool(torch.isfinite(t).all()):
+        raise non_finite_error(name, int((~torch.isfinite(t)).any(dim=1).sum()), n)
     return t
 
 

@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 from .._arrays import as_features, as_label_codes
 from ..builders.convert import is_symmetric
 from ..builders.knn import knn_edges, symmetrized
-from ..builders.similarity import normalized_rows
 
 
 def _adjacency(A) -> sp.csr_matrix:
@@ -79,6 +78,8 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500,
         labels = getattr(acts, "labels", None)
         if labels is None:
             raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}.")
     rows = []
@@ -90,11 +91,11 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500,
         bounds = _batch_bounds(X.shape[0], batch_size, n_batches)
         for start, stop in bounds:
             name = f"layer {layer!r} (samples {start}:{stop})"
-            Xb = as_features(X[start:stop], name=name, device=device)
+            Xb = as_features(X[start:stop], name=name, device=device, check_finite=False)
             n = Xb.shape[0]
             if n <= k:
                 raise ValueError(f"{name} has N={n} samples but k={k}: a kNN graph needs N > k.")
-            r, c, w = knn_edges(normalized_rows(Xb, "cosine"), k)
+            r, c, w = knn_edges(Xb, k, "cosine", name=name)
             values.append(modularity(symmetrized(r, c, w, n, "mean"), codes[start:stop]))
         rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
                      "std": float(np.std(values)), "n_samples": sum(b - a for a, b in bounds)})

@@ -5,23 +5,26 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._arrays import as_features
-from .similarity import normalized_rows, row_chunk
+from .._arrays import as_features, non_finite_error
+from .similarity import NORM_FLOOR, row_chunk
 
 SYMMETRIZE = ("mean", "max", "mutual", None)
 NEGATIVE = ("keep", "clip", "raise")
 
 
-TIE_RTOL = 1e-6  # similarities this close (relative) count as tied: float32 rounding splits exact ties
+TIE_RTOL = 1e-12  # float64 similarities this close (relative) are the same value: a tie
+CANDIDATES = 8  # float32 candidates kept beyond k for the float64 re-scoring of near-tied rows
+# Near-tie band 4·(sqrt(D) + 8)·eps(float32)·scale: the largest float32-vs-float64 cosine error
+# measured on D = 64 … 65536 was 0.63·sqrt(D)·eps, so the band keeps a margin of 6 or more.
+ERROR_FACTOR = 4.0
 
 
-def topk_lowest_index(S: torch.Tensor, k: int) -> torch.Tensor:
-    """Column indices of the ``k`` largest entries of each row of ``S``; among tied values the
-    lowest indices win. Values within ``TIE_RTOL·max(1, |v_k|)`` of the k-th largest value ``v_k``
-    are tied, so a tie that float32 rounding splits still goes to the lowest index.
+def topk_lowest_index(S: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.Tensor:
+    """Column indices of the ``k`` largest entries of each row of ``S``; among tied values (within
+    ``rtol·max(1, |v_k|)`` of the k-th largest value ``v_k``) the lowest indices win.
     Returned per row in ascending index order, shape (rows, k)."""
     kth = torch.topk(S, k, dim=1).values[:, -1:]
-    tol = TIE_RTOL * kth.abs().clamp_min(1.0)
+    tol = rtol * kth.abs().clamp_min(1.0)
     greater = S > kth + tol
     tied = (S - kth).abs() <= tol
     need = k - greater.sum(dim=1, keepdim=True)
@@ -29,21 +32,77 @@ def topk_lowest_index(S: torch.Tensor, k: int) -> torch.Tensor:
     return take.nonzero()[:, 1].view(-1, k)
 
 
-def knn_edges(R: torch.Tensor, k: int):
-    """Directed kNN edges of the rows of ``R`` under the similarity ``R Rᵀ`` (self excluded):
-    numpy arrays (rows, cols, weights), computed in row chunks bounded by a memory budget."""
-    n = R.shape[0]
+def _exact_rows(X, rows, cand, scaled, k):
+    """Float64 similarities of ``rows`` to their candidate columns ``cand`` (rows, m), or to every
+    column where ``cand`` is None; returns the top-k indices (ties: lowest index) and values."""
+    Xr = X[rows].double()
+    if cand is None:
+        Xc = X.double()
+        S = Xr @ Xc.T
+        cols = torch.arange(X.shape[0], device=X.device).expand(len(rows), -1)
+        col_norms = torch.linalg.vector_norm(Xc, dim=1)[None, :]
+    else:
+        Xc = X[cand].double()
+        S = torch.einsum("rd,rmd->rm", Xr, Xc)
+        cols = cand
+        col_norms = torch.linalg.vector_norm(Xc, dim=2)
+    if scaled:
+        row_norms = torch.linalg.vector_norm(Xr, dim=1)[:, None]
+        S = S / (row_norms.clamp_min(NORM_FLOOR) * col_norms.clamp_min(NORM_FLOOR))
+    S = torch.where(cols == rows[:, None], torch.full_like(S, -torch.inf), S)
+    order = cols.argsort(dim=1)  # ascending column index, so the tie rule picks the lowest index
+    cols, S = cols.gather(1, order), S.gather(1, order)
+    pick = topk_lowest_index(S, k)
+    return cols.gather(1, pick), S.gather(1, pick)
+
+
+def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X"):
+    """Directed kNN edges of the rows of ``X`` (N, D) under ``metric`` (self excluded): numpy
+    arrays (rows, cols, weights). The neighbours are those of the float64 definition.
+
+    Cosine is ``(X Xᵀ)_ij / (max(‖x_i‖,1e-8)·max(‖x_j‖,1e-8))``: the float32 Gram product of the
+    raw rows, rescaled afterwards (no normalised copy of X), in row chunks bounded by a memory
+    budget. Rows whose k-th and (k+1)-th float32 similarities lie within the float32 error band
+    ``4·(sqrt(D) + 8)·eps·scale`` are re-scored in float64 (their top k+8 candidates, or the whole row
+    if all candidates are in the band), so float32 rounding never decides a neighbour or a tie.
+    NaN/Inf in X is detected from the row norms (one pass over X).
+    """
+    if metric == "correlation":
+        X = X - X.mean(dim=1, keepdim=True)
+    elif metric not in ("cosine", "linear"):
+        raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
+    n, d = X.shape
+    norms = torch.linalg.vector_norm(X, dim=1)
+    if not bool(torch.isfinite(norms).all()):
+        raise non_finite_error(name, int((~torch.isfinite(norms)).sum()), n)
+    if metric == "linear":
+        scale, band_scale = None, norms * norms.max()
+    else:
+        scale, band_scale = 1.0 / norms.clamp_min(NORM_FLOOR), torch.ones_like(norms)
+    band = ERROR_FACTOR * (d ** 0.5 + 8.0) * torch.finfo(torch.float32).eps * band_scale
+    m = min(k + CANDIDATES, n - 1)
     rows, cols, vals = [], [], []
     step = row_chunk(n, n)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        S = R[start:stop] @ R.T
+        S = X[start:stop] @ X.T
+        if scale is not None:
+            S *= scale[start:stop, None]
+            S *= scale[None, :]
         local = torch.arange(stop - start, device=S.device)
         S[local, local + start] = -torch.inf
-        idx = topk_lowest_index(S, k)
+        top_vals, cand = torch.topk(S, m, dim=1)  # descending float32 values
+        idx, w = cand[:, :k].clone(), top_vals[:, :k].double()
+        if m > k:
+            near = top_vals[:, k - 1] - top_vals[:, k] <= band[start:stop]
+            whole = near & (top_vals[:, k - 1] - top_vals[:, m - 1] <= band[start:stop])
+            for subset, full in ((near & ~whole, False), (whole, True)):
+                # sub-batches keep the float64 candidate block within the memory budget
+                for r in subset.nonzero().flatten().split(row_chunk(n, 2 * m * d)):
+                    idx[r], w[r] = _exact_rows(X, r + start, None if full else cand[r], scale is not None, k)
         rows.append(np.repeat(np.arange(start, stop), k))
         cols.append(idx.reshape(-1).cpu().numpy())
-        vals.append(S.gather(1, idx).reshape(-1).double().cpu().numpy())
+        vals.append(w.reshape(-1).cpu().numpy())
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
 
@@ -85,12 +144,12 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
         raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}.")
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
-    Xt = as_features(X, name=name, device=device)
+    Xt = as_features(X, name=name, device=device, check_finite=False)
     n = Xt.shape[0]
     if n <= k:
         raise ValueError(f"{name} has N={n} samples but k={k}: a kNN graph needs N > k; "
                          "use more samples or a smaller k.")
-    rows, cols, vals = knn_edges(normalized_rows(Xt, metric), int(k))
+    rows, cols, vals = knn_edges(Xt, int(k), metric, name=name)
     if negative != "keep" and (vals < 0).any():
         if negative == "raise":
             raise ValueError(f"{name}: {(vals < 0).sum()} kNN edges have negative similarity "

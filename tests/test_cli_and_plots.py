@@ -1,0 +1,48 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from repgraph.cli import SHIPPED_CHECKPOINT, main  # noqa: E402
+from repgraph.plotting import plot_modularity_curve  # noqa: E402
+
+
+def test_plot_modularity_curve_returns_labelled_axes():
+    a = pd.DataFrame({"layer": ["conv1", "layer1.0"], "depth": [0, 1], "modularity": [0.2, 0.5], "std": [0.01, 0.02]})
+    ax = plot_modularity_curve({"trained": a, "untrained": a.assign(modularity=[0.2, 0.1])})
+    assert len(ax.lines) == 2 and ax.get_ylabel() and ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "1.0"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["trained", "untrained"]
+    plt.close("all")
+    with pytest.raises(ValueError, match="lacks column"):
+        plot_modularity_curve(pd.DataFrame({"x": [1]}))
+
+
+def test_layers_command(capsys):
+    assert main(["layers", "--model", "resnet56", "--only-preset"]) == 0
+    out = capsys.readouterr().out
+    assert "layer3.8" in out and "conv1" in out
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(), reason="shipped checkpoint absent")
+def test_demo_on_the_shipped_checkpoint(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "modularity.csv")
+    assert set(table["model"]) == {"trained", "untrained"}
+    assert (tmp_path / "modularity.png").stat().st_size > 10_000
+    trained = table[table["model"] == "trained"]["modularity"].to_numpy()
+    untrained = table[table["model"] == "untrained"]["modularity"].to_numpy()
+    assert len(trained) == 10  # stem conv + 9 blocks of ResNet-20
+    assert trained[-1] > trained[0]  # rises with depth
+    assert trained[-1] > untrained[-1] + 0.05
+    assert "test accuracy 0.9" in out and "plateau" in out
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--k", "0", "--no-progress"]) == 2
+    assert "k must be" in capsys.readouterr().err
