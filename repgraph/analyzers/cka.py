@@ -1,0 +1,225 @@
+"""Centered kernel alignment (Kornblith et al., ICML 2019) with the biased and the unbiased HSIC
+estimator (Song et al., JMLR 2012; Nguyen et al., ICLR 2021), for one pair or all layer pairs."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._arrays import as_features
+from ..builders.similarity import median, row_chunk
+
+KERNELS = ("linear", "rbf")
+
+
+def _centred_features(X, name, device, min_samples):
+    """float32 features with column means (computed in float64) removed: ``X̃ X̃ᵀ = H X Xᵀ H``,
+    so the Gram needs no centring of large raw values (no cancellation)."""
+    Xt = as_features(X, name=name, device=device, min_samples=min_samples)
+    return (Xt - Xt.mean(dim=0, dtype=torch.float64, keepdim=True).float())
+
+
+class _Kernel:
+    """One layer's kernel: blocks of rows of its Gram matrix, plus the sums centring needs."""
+
+    def __init__(self, X: torch.Tensor, kernel: str, sigma: float, debiased: bool, name: str):
+        self.X, self.kernel, self.debiased, self.n = X, kernel, debiased, X.shape[0]
+        self.sq = (X.double() ** 2).sum(dim=1)
+        if kernel == "rbf":
+            d2 = self._sq_distances(slice(0, self.n))
+            width2 = sigma ** 2 * float(median(d2))
+            if not width2 > 0:
+                raise ValueError(f"{name}: every sample is identical, so the RBF width "
+                                 "sigma·sqrt(median squared distance) is 0; CKA is undefined.")
+            self.width2 = width2
+        if kernel == "linear":  # K·1 = X̃(X̃ᵀ1) in O(ND); the unbiased estimator drops the diagonal
+            row_sums = X.double() @ X.sum(dim=0, dtype=torch.float64)
+            if debiased:
+                row_sums = row_sums - self.sq
+        else:
+            row_sums = torch.zeros(self.n, dtype=torch.float64, device=X.device)
+            for rows in self._row_blocks():
+                row_sums[rows] = self.block(rows).sum(dim=1)
+        self.row_sums, self.total = row_sums, row_sums.sum()
+
+    def _row_blocks(self):
+        step = row_chunk(self.n, 2 * self.n)
+        return [slice(s, min(self.n, s + step)) for s in range(0, self.n, step)]
+
+    def _sq_distances(self, rows):
+        d2 = self.sq[rows, None] + self.sq[None, :] - 2.0 * (self.X[rows] @ self.X.T).double()
+        return d2.clamp_min(0.0)
+
+    def block(self, rows: slice) -> torch.Tensor:
+        """Rows ``rows`` of the kernel matrix (float64); diagonal zeroed for the unbiased estimator."""
+        if self.kernel == "linear":
+            K = (self.X[rows] @ self.X.T).double()
+        else:
+            K = torch.exp(-self._sq_distances(rows) / (2.0 * self.width2))
+        if self.debiased:
+            local = torch.arange(rows.stop - rows.start, device=K.device)
+            K[local, local + rows.start] = 0.0
+        return K
+
+    def centred_block(self, rows: slice) -> torch.Tensor:
+        """Rows of the centred kernel: ``HKH`` (biased) or the U-centred K̃ (unbiased):
+        ``U_ij = K̃_ij − r_i/(n−2) − r_j/(n−2) + s/((n−1)(n−2))`` for i ≠ j, ``U_ii = 0``."""
+        K, n = self.block(rows), self.n
+        r = self.row_sums
+        if self.debiased:
+            U = K - r[rows, None] / (n - 2) - r[None, :] / (n - 2) + self.total / ((n - 1) * (n - 2))
+            local = torch.arange(rows.stop - rows.start, device=U.device)
+            U[local, local + rows.start] = 0.0
+            return U
+        return K - r[rows, None] / n - r[None, :] / n + self.total / n ** 2
+
+
+def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
+                device=None, names=None) -> np.ndarray:
+    """HSIC between every pair of the feature matrices in ``features`` (each (N, ...), same N), in
+    float64, from one stacked product of the flattened centred Grams per block of rows:
+    biased ``Σ_ij (HKH)_ij (HLH)_ij / (n−1)²``; unbiased ``Σ_ij U(K)_ij U(L)_ij / (n(n−3))``."""
+    names = names or [f"features[{i}]" for i in range(len(features))]
+    min_n = 4 if debiased else 2
+    Xs = [_centred_features(X, name, device, min_n) for X, name in zip(features, names)]
+    sizes = {name: X.shape[0] for name, X in zip(names, Xs)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"All inputs must hold the same samples (same N); got {sizes}.")
+    kernels = [_Kernel(X, kernel, sigma, debiased, name) for X, name in zip(Xs, names)]
+    n = Xs[0].shape[0]
+    H = torch.zeros(len(Xs), len(Xs), dtype=torch.float64, device=Xs[0].device)
+    step = row_chunk(n, 2 * n * len(Xs))  # the stacked float64 block stays within the budget
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        M = torch.stack([k.centred_block(rows).reshape(-1) for k in kernels])
+        H += M @ M.T
+    scale = n * (n - 3) if debiased else (n - 1) ** 2
+    return (H / scale).cpu().numpy()
+
+
+def _normalise(hsic: np.ndarray, names) -> np.ndarray:
+    self_hsic = np.diag(hsic)
+    bad = [names[i] for i in np.flatnonzero(self_hsic <= 0)]
+    if bad:
+        raise ValueError(f"HSIC of {bad} with itself is not positive: those features are constant "
+                         "across samples (or nearly so), so CKA is undefined for them.")
+    return hsic / np.sqrt(np.outer(self_hsic, self_hsic))
+
+
+def _check_kernel(kernel, debiased, sigma):
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}.")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}.")
+
+
+def cka(X, Y, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5, device=None) -> float:
+    """CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L)) with K, L the kernels of X and Y.
+
+    Linear kernel ``K = XXᵀ``; biased HSIC with the centring matrix H, which for column-centred
+    X̃, Ỹ equals ``‖ỸᵀX̃‖²_F / (‖X̃ᵀX̃‖_F ‖ỸᵀỸ‖_F)`` (used when N ≥ D, the Gram path otherwise).
+    RBF: ``K_ij = exp(−‖x_i − x_j‖²/(2σ²))`` with σ = ``sigma``·sqrt(median squared distance, zero
+    diagonal included). ``debiased=True`` uses the unbiased HSIC (U-statistic, Székely–Rizzo
+    centring; needs N ≥ 4). Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021.
+    """
+    _check_kernel(kernel, debiased, sigma)
+    if kernel == "linear" and not debiased:
+        Xc = _centred_features(X, "X", device, 2)
+        Yc = _centred_features(Y, "Y", device, 2)
+        if Xc.shape[0] != Yc.shape[0]:
+            raise ValueError(f"X has {Xc.shape[0]} samples but Y has {Yc.shape[0]}; CKA compares "
+                             "representations of the same samples.")
+        if Xc.shape[0] >= max(Xc.shape[1], Yc.shape[1]):  # feature path: D×D products
+            Xd, Yd = Xc.double(), Yc.double()
+            xy, xx, yy = (torch.linalg.matrix_norm(a.T @ b) for a, b in ((Yd, Xd), (Xd, Xd), (Yd, Yd)))
+            return float(_normalise(np.array([[float(xx) ** 2, float(xy) ** 2],
+                                              [float(xy) ** 2, float(yy) ** 2]]), ["X", "Y"])[0, 1])
+    hsic = hsic_matrix([X, Y], kernel=kernel, debiased=debiased, sigma=sigma, device=device, names=["X", "Y"])
+    return float(_normalise(hsic, ["X", "Y"])[0, 1])
+
+
+class MinibatchCKA:
+    """Streaming CKA across minibatches (Nguyen et al., ICLR 2021), torchmetrics-style.
+
+    ``update(xs, ys=None)``: ``xs`` (and ``ys``) a list of one batch's features per layer. The
+    unbiased HSIC of every layer pair is summed over batches in float64; ``compute()`` normalises
+    once at the end: ``CKA_ij = Σ_b HSIC_b(i, j) / sqrt(Σ_b HSIC_b(i, i) · Σ_b HSIC_b(j, j))``.
+    With ``ys`` the result is the (L, L′) cross block between two models; without, (L, L).
+    Linear kernel (as in Nguyen et al.). Each batch needs at least 4 samples.
+    """
+
+    def __init__(self, device=None):
+        self.device = device
+        self.hsic = None
+        self.n_x = None
+        self.n_batches = 0
+
+    def update(self, xs, ys=None):
+        xs = list(xs.values()) if isinstance(xs, Mapping) else list(xs)
+        ys = None if ys is None else (list(ys.values()) if isinstance(ys, Mapping) else list(ys))
+        features = xs + (ys or [])
+        names = [f"xs[{i}]" for i in range(len(xs))] + [f"ys[{i}]" for i in range(len(ys or []))]
+        if self.n_x is not None and (self.n_x, self.hsic.shape[0]) != (len(xs), len(features)):
+            raise ValueError(f"update() got {len(xs)} + {len(ys or [])} layers but earlier batches had "
+                             f"{self.n_x} + {self.hsic.shape[0] - self.n_x}.")
+        h = hsic_matrix(features, kernel="linear", debiased=True, device=self.device, names=names)
+        self.hsic = h if self.hsic is None else self.hsic + h
+        self.n_x = len(xs)
+        self.n_batches += 1
+
+    def compute(self) -> np.ndarray:
+        if self.hsic is None:
+            raise ValueError("MinibatchCKA.compute() before any update(): feed at least one batch.")
+        names = [f"layer {i}" for i in range(self.hsic.shape[0])]
+        cka_all = _normalise(self.hsic, names)
+        if self.n_x == self.hsic.shape[0]:
+            return cka_all
+        return cka_all[:self.n_x, self.n_x:]
+
+
+def _as_mapping(acts, name):
+    if not isinstance(acts, Mapping) or len(acts) == 0:
+        raise TypeError(f"{name} must be a non-empty Activations or mapping layer -> array (N, ...).")
+    return acts
+
+
+def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
+               batch_size: int | None = None, device=None) -> pd.DataFrame:
+    """CKA between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts`` itself).
+
+    All pairs come from one stacked product of the layers' centred Gram matrices (``hsic_matrix``),
+    not a loop over pairs. With ``batch_size`` the samples are split into consecutive batches of
+    that size and ``MinibatchCKA`` accumulates the unbiased HSIC (linear kernel; the estimator is
+    then always the unbiased one). Returns a DataFrame (rows: layers of ``acts``, columns: layers of
+    ``acts2``); ``attrs`` record the kernel and the estimator.
+    """
+    _check_kernel(kernel, debiased, sigma)
+    acts = _as_mapping(acts, "acts")
+    other = acts if acts2 is None else _as_mapping(acts2, "acts2")
+    rows, cols = list(acts), list(other)
+    xs = [acts[l] for l in rows]
+    ys = [] if acts2 is None else [other[l] for l in cols]
+    if batch_size is not None:
+        if kernel != "linear":
+            raise ValueError("Minibatch CKA (batch_size=...) is defined for the linear kernel only.")
+        n = xs[0].shape[0]
+        if batch_size < 4:
+            raise ValueError(f"batch_size must be >= 4 for the unbiased HSIC, got {batch_size}.")
+        acc = MinibatchCKA(device=device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            acc.update([x[start:start + batch_size] for x in xs],
+                       None if acts2 is None else [y[start:start + batch_size] for y in ys])
+        values = acc.compute()
+        estimator = f"minibatch unbiased HSIC, {acc.n_batches} batches of {batch_size} (Nguyen et al. 2021)"
+    else:
+        names = [f"layer {l!r}" for l in rows] + [f"layer {l!r} (acts2)" for l in (cols if ys else [])]
+        full = _normalise(hsic_matrix(xs + ys, kernel=kernel, debiased=debiased, sigma=sigma,
+                                      device=device, names=names), names)
+        values = full if acts2 is None else full[:len(xs), len(xs):]
+        estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
+    out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
+    out.attrs.update({"measure": "CKA", "kernel": kernel, "estimator": estimator,
+                      "sigma": sigma if kernel == "rbf" else None, "batch_size": batch_size})
+    return out

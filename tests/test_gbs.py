@@ -1,0 +1,100 @@
+import importlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from repgraph import Activations, gbs, gbs_matrix, layer_correspondence
+
+
+def _naive_graph(X, k):
+    """kNN graph from the definition (loops; ties to the lowest index), (A + A^T)/2;
+    k=None: the full cosine matrix with a zero diagonal."""
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-8)
+    S = Xn @ Xn.T
+    if k is None:
+        np.fill_diagonal(S, 0)
+        return S
+    n = len(X)
+    D = np.zeros((n, n))
+    for i in range(n):
+        for j in sorted((j for j in range(n) if j != i), key=lambda j: (-round(S[i, j], 9), j))[:k]:
+            D[i, j] = S[i, j]
+    return (D + D.T) / 2
+
+
+def _naive_gbs(X, Y, k):
+    A, B = _naive_graph(X, k), _naive_graph(Y, k)
+    num = (A * B).sum(1)
+    den = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
+    return float(np.mean(np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)))
+
+
+@pytest.mark.parametrize("k", [5, 3, None])
+def test_gbs_equals_the_definition(rng, k):
+    X = rng.normal(size=(60, 10))
+    Y = X @ rng.normal(size=(10, 8)) + 0.8 * rng.normal(size=(60, 8))
+    # neighbours follow the float64 definition; edge weights are float32-rounded similarities
+    assert gbs(X, Y, k=k) == pytest.approx(_naive_gbs(X, Y, k), abs=1e-7)
+
+
+def test_gbs_properties(rng):
+    X = rng.normal(size=(80, 12))
+    Y = np.tanh(X @ rng.normal(size=(12, 12))) + 0.3 * rng.normal(size=(80, 12))
+    base = gbs(X, Y)
+    assert gbs(X, X) == pytest.approx(1.0, abs=1e-12)
+    assert gbs(Y, X) == pytest.approx(base, abs=1e-12)
+    Q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    assert gbs(X @ Q, Y) == pytest.approx(base, abs=1e-7)
+    scales = rng.uniform(0.1, 10.0, size=(80, 1))  # per-sample positive scaling
+    assert gbs(scales * X, Y) == pytest.approx(base, abs=1e-7)
+    assert gbs(2.5 * X, Y) == pytest.approx(base, abs=1e-7)
+    assert abs(gbs(X + 1.5, Y) - base) > 1e-3  # not translation invariant
+    assert abs(gbs(X * np.linspace(0.05, 20, 12), Y) - base) > 1e-3  # nor to anisotropic scaling
+
+
+def test_gbs_matrix_builds_each_graph_once_and_equals_pairs(rng, monkeypatch):
+    acts = Activations({f"l{i}": rng.normal(size=(50, 6 + i)) for i in range(4)})
+    other = {f"m{i}": rng.normal(size=(50, 5)) for i in range(3)}
+    gbs_module = importlib.import_module("repgraph.analyzers.gbs")  # the package exports a function `gbs`
+    calls = []
+    original = gbs_module.sample_graph
+    monkeypatch.setattr(gbs_module, "sample_graph", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    M = gbs_matrix(acts)
+    assert len(calls) == 4
+    cross = gbs_matrix(acts, other, k=3)
+    assert len(calls) == 4 + 7
+    monkeypatch.setattr(gbs_module, "sample_graph", original)
+    assert isinstance(M, pd.DataFrame) and list(M.columns) == acts.layers and M.attrs["k"] == 5
+    np.testing.assert_allclose(M.to_numpy(), [[gbs(acts[a], acts[b]) for b in acts] for a in acts], atol=1e-12)
+    np.testing.assert_allclose(cross.to_numpy(), [[gbs(acts[a], other[b], k=3) for b in other] for a in acts],
+                               atol=1e-12)
+
+
+def test_zero_rows_contribute_zero_with_a_warning(rng):
+    X = rng.normal(size=(20, 4))
+    X[3] = 0.0  # an all-zero sample has cosine 0 with everyone: an empty row
+    with pytest.warns(UserWarning, match="all-zero adjacency row"):
+        value = gbs(X, X)
+    assert value == pytest.approx(19 / 20)
+
+
+def test_gbs_bad_input(rng):
+    X = rng.normal(size=(6, 3))
+    with pytest.raises(ValueError, match="N=6 samples but k=6"):
+        gbs(X, X, k=6)
+    with pytest.raises(ValueError, match="6 samples but Y has 5"):
+        gbs(X, X[:5])
+    with pytest.raises(TypeError, match="non-empty"):
+        gbs_matrix({})
+    with pytest.raises(ValueError, match="same N"):
+        gbs_matrix({"a": X}, {"b": X[:5]})
+
+
+def test_layer_correspondence():
+    assert layer_correspondence(np.eye(4)) == 1.0
+    M = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.1], [0.1, 0.2, 0.6]])
+    assert layer_correspondence(M) == pytest.approx(2 / 3)  # row 1 peaks at column 0
+    with pytest.raises(ValueError, match="square"):
+        layer_correspondence(np.ones((2, 3)))
