@@ -57,3 +57,32 @@ def plot_modularity_curve(curve_or_curves, ax=None, *, show_std: bool = True, ti
     return ax
 
 
+
+
+def plot_similarity_heatmap(matrix, ax=None, vmin: float = 0.0, vmax: float = 1.0, *, half: bool = False,
+                            title: str | None = None, cmap: str = "magma", colorbar: bool = True):
+    """Heatmap of a layer × layer similarity DataFrame (``cka_matrix``, ``gbs_matrix``) with
+    shortened layer labels; ``half=True`` masks the upper triangle of a symmetric matrix."""
+    import numpy as np
+
+    if not isinstance(matrix, pd.DataFrame):
+        raise TypeError("matrix must be a DataFrame from cka_matrix or gbs_matrix.")
+    values = matrix.to_numpy(dtype=float)
+    if half:
+        if values.shape[0] != values.shape[1]:
+            raise ValueError("half=True needs a square (symmetric) matrix.")
+        values = np.where(np.triu(np.ones_like(values, dtype=bool), k=1), np.nan, values)
+    ax = _axes(ax)
+    image = ax.imshow(values, vmin=vmin, vmax=vmax, cmap=cmap, origin="lower", interpolation="nearest")
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_xticklabels([short_layer_name(c) for c in matrix.columns], rotation=90, fontsize=7)
+    ax.set_yticks(range(values.shape[0]))
+    ax.set_yticklabels([short_layer_name(i) for i in matrix.index], fontsize=7)
+    ax.set_xlabel(str(matrix.columns.name or "layer"))
+    ax.set_ylabel(str(matrix.index.name or "layer"))
+    measure = matrix.attrs.get("measure", "similarity")
+    detail = matrix.attrs.get("estimator") or (f"k={matrix.attrs['k']}" if "k" in matrix.attrs else "")
+    ax.set_title(title or (f"{measure} ({detail})" if detail else measure), fontsize=9)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=measure)
+    return ax

@@ -46,3 +46,20 @@ def test_demo_on_the_shipped_checkpoint(tmp_path, capsys):
 def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--k", "0", "--no-progress"]) == 2
     assert "k must be" in capsys.readouterr().err
+
+
+def test_plot_similarity_heatmap():
+    import numpy as np
+
+    from repgraph.plotting import plot_similarity_heatmap
+    M = pd.DataFrame(np.eye(3), index=pd.Index(["conv1", "layer1.0", "layer1.1"], name="layer"),
+                     columns=pd.Index(["conv1", "layer1.0", "layer1.1"], name="layer2"))
+    M.attrs.update({"measure": "CKA", "estimator": "biased HSIC"})
+    ax = plot_similarity_heatmap(M, half=True)
+    shown = ax.images[0].get_array()
+    assert np.ma.is_masked(shown[0, 2]) or np.isnan(shown[0, 2])  # upper triangle hidden
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["conv1", "1.0", "1.1"]
+    assert "CKA" in ax.get_title() and ax.get_xlabel() == "layer2"
+    plt.close("all")
+    with pytest.raises(ValueError, match="square"):
+        plot_similarity_heatmap(M.iloc[:2], half=True)

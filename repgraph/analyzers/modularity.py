@@ -9,19 +9,12 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from .._arrays import as_features, as_label_codes
-from ..builders.convert import is_symmetric
+from ..builders.convert import as_sparse, is_symmetric
 from ..builders.knn import knn_edges, symmetrized
 
 
 def _adjacency(A) -> sp.csr_matrix:
-    if sp.issparse(A):
-        M = sp.csr_matrix(A, dtype=np.float64)
-    else:
-        if hasattr(A, "detach"):
-            A = A.detach().cpu().numpy()
-        M = sp.csr_matrix(np.asarray(A, dtype=np.float64))
-    if M.ndim != 2 or M.shape[0] != M.shape[1]:
-        raise ValueError(f"A must be a square adjacency matrix, got shape {M.shape}.")
+    M = as_sparse(A)
     if not np.isfinite(M.data).all():
         raise ValueError("A contains NaN or Inf weights; check the similarity it was built from.")
     if not is_symmetric(M, atol=1e-12 * max(1.0, float(abs(M).max()) if M.nnz else 1.0)):

@@ -7,7 +7,8 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def _as_sparse(A) -> sp.csr_matrix:
+def as_sparse(A) -> sp.csr_matrix:
+    """``A`` (dense numpy/torch or scipy sparse) as a square float64 CSR matrix."""
     if sp.issparse(A):
         A = sp.csr_matrix(A, dtype=np.float64)
     else:
@@ -32,7 +33,7 @@ def _check_labels(labels, n):
 def to_networkx(A, labels=None) -> nx.Graph:
     """networkx Graph (DiGraph when ``A`` is not symmetric) with edge attribute ``weight`` and,
     when ``labels`` are given, node attribute ``label``."""
-    A = _as_sparse(A)
+    A = as_sparse(A)
     _check_labels(labels, A.shape[0])
     G = nx.from_scipy_sparse_array(A, create_using=nx.Graph if is_symmetric(A) else nx.DiGraph)
     if labels is not None:
@@ -43,7 +44,7 @@ def to_networkx(A, labels=None) -> nx.Graph:
 def to_igraph(A, labels=None) -> ig.Graph:
     """igraph Graph (directed when ``A`` is not symmetric) with edge attribute ``weight`` and,
     when ``labels`` are given, vertex attribute ``label``."""
-    A = _as_sparse(A)
+    A = as_sparse(A)
     _check_labels(labels, A.shape[0])
     directed = not is_symmetric(A)
     coo = (A if directed else sp.triu(A)).tocoo()

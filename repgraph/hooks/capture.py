@@ -16,6 +16,7 @@ from .activations import FORMAT, Activations, layer_filename, read_manifest, wri
 from .npy_stream import NpyStreamWriter
 from .recorder import ActivationRecorder
 from .layers import select_layers
+from .modes import evaluating
 
 
 def _flatten(t):
@@ -191,14 +192,12 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         folder.mkdir(parents=True, exist_ok=True)
         writer = _StoreWriter(folder, fingerprint)
 
-    modes = {m: m.training for m in model.modules()}
-    grads = {p: p.requires_grad for p in model.parameters()}
     collected: dict[str, list[np.ndarray]] = {}
     labels: list[np.ndarray] = []
     seen = 0
     try:
-        model.eval()
-        with ActivationRecorder(model, names, reducer=reducer, device="cpu") as rec, torch.no_grad():
+        with evaluating(model), ActivationRecorder(model, names, reducer=reducer, device="cpu") as rec, \
+                torch.no_grad():
             bar = tqdm(batches, total=None if total is None else -(-total // batch_size),
                        desc="capture", disable=not progress, leave=False)
             for x, y in bar:
@@ -230,11 +229,6 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         if writer is not None:
             writer.abort()
         raise
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        for p, flag in grads.items():
-            p.requires_grad_(flag)
     if writer is not None:
         return writer.finish(meta)
     arrays = {n: np.concatenate(parts) for n, parts in collected.items()}

@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .modes import evaluating
+
 PRESETS = ("blocks", "convs", "relus", "modularity")
 _BLOCK_NAME = re.compile(r"(Block|Bottleneck)$")
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -108,19 +110,15 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
             row["calls"] += 1
         return hook
 
-    modes = {m: m.training for m in model.modules()}
     try:
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(make_hook(name, module)))
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     table = [rows.get(n, {"name": n, "type": type(m).__name__, "output_shape": None,
                           "params": sum(p.numel() for p in m.parameters()), "calls": 0})
              for n, m in model.named_modules() if n]

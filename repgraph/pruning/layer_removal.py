@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..hooks.layers import is_residual_block
+from ..hooks.modes import evaluating
 
 
 def _shape_preserving_blocks(model: nn.Module, example_input) -> list[str]:
@@ -17,16 +18,12 @@ def _shape_preserving_blocks(model: nn.Module, example_input) -> list[str]:
                 if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
                     shapes[name] = tuple(inputs[0].shape) == tuple(output.shape)
             handles.append(module.register_forward_hook(hook))
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return [name for name, ok in shapes.items() if ok]
 
 
