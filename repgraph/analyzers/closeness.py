@@ -1,0 +1,62 @@
+"""Closeness of filters in a filter-similarity graph (Duan et al., arXiv 2112.05493, §3.2)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse.csgraph import shortest_path
+
+KINDS = ("shortest_path", "cf_local")
+CF_OFFSET = 1024.0  # the Central-Filter reference turns similarity into a length as 1024 − S
+
+
+def similarity_graph(S, threshold: float | None = None) -> np.ndarray:
+    """Boolean adjacency of the filter graph: i ≠ j, ``S[i, j]`` finite and, if given, > ``threshold``."""
+    S = np.asarray(S.detach().cpu().numpy() if hasattr(S, "detach") else S, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square (C, C) similarity matrix, got shape {S.shape}.")
+    if S.shape[0] < 2:
+        raise ValueError(f"S has {S.shape[0]} filter(s); a filter graph needs C >= 2.")
+    with np.errstate(invalid="ignore"):
+        edges = np.isfinite(S) & ~np.eye(len(S), dtype=bool)
+        if threshold is not None:
+            edges &= S > threshold
+    if not (edges == edges.T).all():
+        raise ValueError("S is not symmetric; a filter-similarity matrix must be.")
+    return edges
+
+
+def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | None = None) -> np.ndarray:
+    """Closeness of every node of the filter graph (edges: finite ``S[i, j]``, i ≠ j, above
+    ``threshold`` when given).
+
+    - ``shortest_path``: closeness on path lengths with edge length ``1 − S[i, j]`` (Dijkstra),
+      ``(r − 1)/Σ_j d(i, j)·(r − 1)/(C − 1)`` over the r nodes reachable from i (Wasserman–Faust
+      scaling for disconnected graphs); 0 for an isolated node. Equals
+      ``networkx.closeness_centrality(G, distance=...)``.
+    - ``cf_local``: the Central-Filter reference score ``deg_i / Σ_{j∈N(i)} (1024 − S[i, j])``, which
+      only looks at direct neighbours; 0 for an isolated node. A different measure: it ranks by
+      degree first and by similarity second.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    edges = similarity_graph(S, threshold)
+    S = np.asarray(S.detach().cpu().numpy() if hasattr(S, "detach") else S, dtype=np.float64)
+    c = len(S)
+    if kind == "cf_local":
+        degree = edges.sum(axis=1)
+        lengths = np.where(edges, CF_OFFSET - np.where(edges, S, 0.0), 0.0).sum(axis=1)
+        return np.where(degree > 0, degree / np.where(degree > 0, lengths, 1.0), 0.0)
+    length = np.where(edges, 1.0 - np.where(edges, S, 0.0), 0.0)
+    if (length < 0).any():
+        raise ValueError("Some similarities exceed 1, so 1 − S is a negative length; closeness on "
+                         "1 − S needs S <= 1 (Pearson similarities are).")
+    # csgraph reads 0 as "no edge": give zero-length edges the smallest positive length instead;
+    # it vanishes in every sum with a positive term and is treated as 0 below.
+    tiny = np.finfo(np.float64).tiny
+    dist = shortest_path(np.where(edges, np.maximum(length, tiny), 0.0), method="D", directed=False)
+    reachable = np.isfinite(dist)
+    r = reachable.sum(axis=1)  # includes the node itself
+    total = np.where(reachable, dist, 0.0).sum(axis=1)
+    total = np.where(total < 1e-300, 0.0, total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        closeness = np.where(total > 0, (r - 1) / total * (r - 1) / (c - 1), 0.0)
+    return closeness

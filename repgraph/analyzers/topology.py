@@ -1,0 +1,206 @@
+"""Topological feature entropy of units (Zhao & Zhang, arXiv 2103.09716 / ICLR 2022), computed
+in-process and exactly; and persistence entropy of cubical complexes as a separate spatial measure."""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .filter_similarity import as_feature_maps
+
+
+def edge_levels(maps: np.ndarray):
+    """Edges (u, v), u < v, of each symmetrised map ``max(M, Mᵀ)`` of ``maps`` (..., H, H), and
+    their levels: the number of distinct off-diagonal values strictly larger than the edge's own
+    (0 = the largest value; ties share a level). Returns u, v (E,) and levels (..., E)."""
+    h = maps.shape[-1]
+    u, v = np.triu_indices(h, 1)
+    values = np.maximum(maps[..., u, v], maps[..., v, u])
+    flat = values.reshape(-1, len(u))
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranked = np.take_along_axis(-flat, order, axis=1)
+    dense = np.concatenate([np.zeros((len(flat), 1), dtype=np.int64),
+                            np.cumsum(np.diff(ranked, axis=1) != 0, axis=1)], axis=1)
+    levels = np.empty_like(dense)
+    np.put_along_axis(levels, order, dense, axis=1)
+    return u, v, levels.reshape(values.shape)
+
+
+def level_limit(h: int, max_level: int, max_edge_density: float) -> int:
+    """Highest level that can count: edges at level ≥ ceil(C(h, 2)·density) are excluded."""
+    return min(max_level, math.ceil(h * (h - 1) // 2 * max_edge_density) - 1)
+
+
+def _first_birth(pairs, order, levels_in_order, h: int, limit: int) -> int:
+    """Edges ``pairs[order[i]]`` taken in order of level; see ``birth_point_of_map``."""
+    parent = list(range(h))
+    adjacency = [0] * h  # bitsets of neighbours
+    edge_bit = {}
+    basis = {}  # GF(2) echelon basis of triangle boundaries: pivot bit -> vector
+    cycles = rank = 0
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    n_edges = len(levels_in_order)
+    for i in range(n_edges):
+        current = levels_in_order[i]
+        a, b = pairs[order[i]]
+        if current > limit:
+            break
+        bit_ab = 1 << len(edge_bit)
+        edge_bit[(a, b)] = bit_ab
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            cycles += 1
+        else:
+            parent[ra] = rb
+        common = adjacency[a] & adjacency[b]
+        while common:
+            w = (common & -common).bit_length() - 1
+            common &= common - 1
+            vec = bit_ab | edge_bit[(a, w) if a < w else (w, a)] | edge_bit[(b, w) if b < w else (w, b)]
+            while vec:
+                pivot = vec.bit_length() - 1
+                if pivot in basis:
+                    vec ^= basis[pivot]
+                else:
+                    basis[pivot] = vec
+                    rank += 1
+                    break
+        adjacency[a] |= 1 << b
+        adjacency[b] |= 1 << a
+        level_done = i + 1 == n_edges or levels_in_order[i + 1] != current
+        if level_done and cycles > rank:
+            return current
+    return 0
+
+
+def _birth_points_flat(maps: np.ndarray, max_level: int, max_edge_density: float) -> list:
+    """Birth points of (M, H, H) maps: levels for all maps at once, then the incremental loop."""
+    h = maps.shape[-1]
+    limit = level_limit(h, max_level, max_edge_density)
+    u, v, levels = edge_levels(maps)
+    order = np.argsort(levels, axis=1, kind="stable")
+    sorted_levels = np.take_along_axis(levels, order, axis=1).tolist()
+    pairs = list(zip(u.tolist(), v.tolist()))
+    return [_first_birth(pairs, row, lv, h, limit) for row, lv in zip(order.tolist(), sorted_levels)]
+
+
+def birth_point_of_map(M: np.ndarray, max_level: int = 50, max_edge_density: float = 0.8) -> int:
+    """First level at which the flag complex (up to triangles) of the rank filtration of one map has
+    β1 > 0, or 0 if none at a level ≤ ``max_level``.
+
+    Edges are added level by level and only up to the first level that can count; a union–find keeps
+    the cycle rank ``E − V + #components`` and an incremental GF(2) elimination the rank of the
+    triangles' boundaries; β1 = cycle rank − boundary rank, checked when a level is complete. Each
+    triangle is found once, when its last edge arrives, so a 1-cycle born and filled at the same
+    level (a zero-length bar) never counts.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise ValueError(f"A birth point needs a square H×H map, got shape {M.shape}.")
+    return _birth_points_flat(M[None], max_level, max_edge_density)[0]
+
+
+def _birth_points_chunk(args):
+    return _birth_points_flat(*args)
+
+
+def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n_jobs: int | None = None) -> np.ndarray:
+    """(N, C) integer birth points of every image's and unit's map (Zhao & Zhang, §3).
+
+    Each H×H map (H = W required) is symmetrised ``max(A, Aᵀ)`` and read as a weighted graph on H
+    vertices (diagonal ignored); the filtration adds edges by rank of value (level = number of
+    distinct larger values; edges at level ≥ ceil(C(H,2)·``max_edge_density``) excluded); the birth
+    point is the first level with β1 > 0 in the flag complex, 0 if none at a level ≤ ``max_level``.
+    Depends only on the order of values. Exact and in-process (``birth_point_of_map``), in parallel
+    over ``n_jobs`` processes (default: all cores; 1 = serial).
+    """
+    A = as_feature_maps(fmaps, square=True, dtype=torch.float64)
+    n, c, h, _ = A.shape
+    if h < 3:
+        raise ValueError(f"fmaps has {h}x{h} maps; a 1-cycle needs at least 3 vertices (H >= 3).")
+    maps = A.reshape(n * c, h, h).cpu().numpy()
+    jobs = (os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
+    if jobs == 1 or len(maps) < 256:
+        flat = _birth_points_flat(maps, max_level, max_edge_density)
+    else:
+        chunks = np.array_split(maps, jobs)
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            parts = pool.map(_birth_points_chunk, [(ch, max_level, max_edge_density) for ch in chunks])
+            flat = [b for part in parts for b in part]
+    return np.asarray(flat, dtype=np.int64).reshape(n, c)
+
+
+def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
+    """Per unit (column) of an (N, C) birth-point array from the images of one class:
+    ``selective_rate`` = fraction of zero birth points; p = distribution of the non-zero ones;
+    ``entropy`` = −Σ p ln p; ``ineffectiveness`` = entropy/(1 − selective_rate) (= entropy when the
+    rate is 1). Lower ineffectiveness = a more effective unit."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[0] < 1:
+        raise ValueError(f"birth points must be an (N, C) array with N >= 1, got shape {points.shape}.")
+    rows = []
+    for unit in range(points.shape[1]):
+        column = points[:, unit]
+        rate = float(np.mean(column == 0))
+        nonzero = column[column != 0]
+        if nonzero.size:
+            _, counts = np.unique(nonzero, return_counts=True)
+            p = counts / counts.sum()
+            entropy = float(-(p * np.log(p)).sum())
+        else:
+            entropy = 0.0
+        rows.append({"unit": unit, "entropy": entropy, "selective_rate": rate,
+                     "ineffectiveness": entropy if rate == 1.0 else entropy / (1.0 - rate)})
+    return pd.DataFrame(rows, columns=["unit", "entropy", "selective_rate", "ineffectiveness"])
+
+
+def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
+    """Feature entropy per unit (Zhao & Zhang): from (N, C, H, W) maps of one class's images (birth
+    points computed first, ``birth_kwargs`` passed on) or from an (N, C) birth-point array.
+    Returns (unit, entropy, selective_rate, ineffectiveness)."""
+    data = fmaps_or_birth_points
+    ndim = data.ndim if hasattr(data, "ndim") else np.asarray(data).ndim
+    points = birth_points(data, **birth_kwargs) if ndim == 4 else np.asarray(data)
+    out = entropy_of_birth_points(points)
+    out.attrs.update({"measure": "feature entropy (Zhao & Zhang)", "n_images": int(points.shape[0])})
+    return out
+
+
+RANKING_FLOOR = 0.1  # the reference maps |ineffectiveness| below this to 100·ln 100
+
+
+def entropy_ranking_scores(table: pd.DataFrame) -> np.ndarray:
+    """Importance per unit for pruning (higher = keep): −ineffectiveness, where an ineffectiveness
+    with |value| < 0.1 first becomes 100·ln 100, as the reference ranking does."""
+    ineff = table["ineffectiveness"].to_numpy(dtype=np.float64)
+    return -np.where(np.abs(ineff) < RANKING_FLOOR, 100.0 * np.log(100.0), ineff)
+
+
+def persistence_entropy(fmaps) -> np.ndarray:
+    """(N, C) persistence entropy of each raw map's sublevel cubical complex (gudhi): finite bars of
+    lengths l_i, p_i = l_i/Σl, −Σ p ln p (natural log); 0 when there is no finite bar of positive
+    length. A spatial measure, different from the rank-filtration ``feature_entropy``."""
+    import gudhi
+
+    A = as_feature_maps(fmaps).double().cpu().numpy()
+    n, c = A.shape[:2]
+    out = np.zeros((n, c))
+    for i in range(n):
+        for j in range(c):
+            complex_ = gudhi.CubicalComplex(top_dimensional_cells=A[i, j])
+            bars = complex_.persistence()
+            lengths = np.array([d - b for _, (b, d) in bars if np.isfinite(d) and d > b])
+            if lengths.size:
+                p = lengths / lengths.sum()
+                out[i, j] = float(-(p * np.log(p)).sum())
+    return out
