@@ -180,7 +180,9 @@ def test_birth_points_equal_the_naive_gudhi_route_on_random_maps_with_ties(rng):
         assert birth_point_of_map(M, max_level=max_level) == _naive_birth_point(M, max_level=max_level)
 
 
-def test_birth_points_invariances_and_parallel(rng):
+def test_birth_points_invariances_and_parallel(rng, monkeypatch):
+    import importlib
+    monkeypatch.setattr(importlib.import_module("repgraph.analyzers.topology"), "PARALLEL_MIN_MAPS", 100)
     F = rng.random((4, 70, 8, 8))  # 280 maps: the parallel path runs
     base = birth_points(F, n_jobs=2)
     assert (birth_points(np.exp(3 * F) - 7.0) == base).all()  # strictly increasing transform

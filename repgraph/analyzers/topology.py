@@ -110,6 +110,9 @@ def birth_point_of_map(M: np.ndarray, max_level: int = 50, max_edge_density: flo
     return _birth_points_flat(M[None], max_level, max_edge_density)[0]
 
 
+PARALLEL_MIN_MAPS = 20000  # below this, starting worker processes costs more than it saves
+
+
 def _birth_points_chunk(args):
     return _birth_points_flat(*args)
 
@@ -122,7 +125,7 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     distinct larger values; edges at level ≥ ceil(C(H,2)·``max_edge_density``) excluded); the birth
     point is the first level with β1 > 0 in the flag complex, 0 if none at a level ≤ ``max_level``.
     Depends only on the order of values. Exact and in-process (``birth_point_of_map``), in parallel
-    over ``n_jobs`` processes (default: all cores; 1 = serial).
+    over ``n_jobs`` processes for 20 000 maps or more (default: all cores; 1 = serial).
     """
     A = as_feature_maps(fmaps, square=True, dtype=torch.float64)
     n, c, h, _ = A.shape
@@ -130,7 +133,7 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
         raise ValueError(f"fmaps has {h}x{h} maps; a 1-cycle needs at least 3 vertices (H >= 3).")
     maps = A.reshape(n * c, h, h).cpu().numpy()
     jobs = (os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
-    if jobs == 1 or len(maps) < 256:
+    if jobs == 1 or len(maps) < PARALLEL_MIN_MAPS:
         flat = _birth_points_flat(maps, max_level, max_edge_density)
     else:
         chunks = np.array_split(maps, jobs)
