@@ -11,7 +11,8 @@ from .analyzers import (CentralFilters, MinibatchCKA, birth_points, central_filt
                         persistence_entropy)
 from .builders import knn_graph, similarity_matrix, to_igraph, to_networkx
 from .hooks import ActivationRecorder, Activations, capture_activations, list_layers
-from .pruning import evaluate, redundant_layers, removable_layers, remove_layers, train
+from .pruning import (count_params_flops, evaluate, prune_experiment, prune_filters, redundant_by_similarity,
+                      redundant_layers, removable_layers, remove_layers, train)
 
 __all__ = [
     "ActivationRecorder", "Activations", "capture_activations", "list_layers",
@@ -22,4 +23,5 @@ __all__ = [
     "compensate_next_layer", "birth_points", "feature_entropy", "persistence_entropy",
     "hrank_scores", "chip_scores", "clp_scores", "l1_scores", "layer_filter_report",
     "evaluate", "redundant_layers", "removable_layers", "remove_layers", "train",
+    "count_params_flops", "prune_filters", "prune_experiment", "redundant_by_similarity",
 ]

@@ -28,3 +28,24 @@ def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None) 
                         "removable": is_removable, "redundant": flat & is_removable})
     out.attrs.update({"criterion": "delta_q <= tol (plateau or drop of modularity)", "tol": tol})
     return out
+
+
+def redundant_by_similarity(matrix: pd.DataFrame, *, threshold: float = 0.95, removable=None) -> pd.DataFrame:
+    """Flag layers whose representation is almost that of the previous layer: the similarity of
+    layer i to layer i−1 (a ``gbs_matrix`` or ``cka_matrix`` of one network, in depth order) is
+    ≥ ``threshold``. Returns (layer, similarity_to_previous, removable, redundant); the first
+    layer's similarity is NaN (no predecessor) and it is never flagged."""
+    if not isinstance(matrix, pd.DataFrame) or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError("matrix must be a square DataFrame from gbs_matrix or cka_matrix of one network.")
+    values = matrix.to_numpy(dtype=np.float64)
+    names = [str(n) for n in matrix.index]
+    previous = np.concatenate([[np.nan], values[np.arange(1, len(names)), np.arange(len(names) - 1)]])
+    allowed = set(names) if removable is None else set(removable)
+    is_removable = np.array([n in allowed for n in names])
+    with np.errstate(invalid="ignore"):
+        similar = np.concatenate([[False], previous[1:] >= threshold])
+    out = pd.DataFrame({"layer": names, "similarity_to_previous": previous,
+                        "removable": is_removable, "redundant": similar & is_removable})
+    out.attrs.update({"criterion": f"{matrix.attrs.get('measure', 'similarity')} to the previous layer "
+                      ">= threshold", "threshold": threshold})
+    return out
