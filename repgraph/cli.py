@@ -1,4 +1,4 @@
-"""The ``repgraph`` command: ``demo``, ``layers``, ``train``."""
+"""The ``repgraph`` command: ``demo``, ``prune``, ``layers``, ``train``."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,8 @@ from .datasets import digits  # noqa: E402
 from .hooks import capture_activations, list_layers, select_layers  # noqa: E402
 from .models import MODELS, get_model  # noqa: E402
 from .plotting import plot_modularity_curve  # noqa: E402
-from .pruning import evaluate, redundant_layers, removable_layers, train  # noqa: E402
+from .pruning import (CRITERIA, evaluate, filter_scores, prune_experiment, prune_filters,  # noqa: E402
+                      redundant_layers, removable_layers, remove_layers, train, uncoupled_convs)
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "resnet20_digits.pt"
 DIGITS_CLASSES = 10
@@ -69,13 +70,8 @@ def cmd_demo(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model_name, size, seed = "resnet20", args.size, args.seed
-    model = None if args.retrain else _load_checkpoint(SHIPPED_CHECKPOINT, model_name, size, seed)
-    if model is None:
-        print(f"Training {model_name} on digits ({args.epochs} epochs) ...", flush=True)
-        model, _ = _train_digits(model_name, size, args.epochs, seed, progress)
-        source = "trained now"
-    else:
-        source = f"checkpoint {SHIPPED_CHECKPOINT.name}"
+    model, trained_now = _digits_model(args, progress)
+    source = "trained now" if trained_now else f"checkpoint {SHIPPED_CHECKPOINT.name}"
     test_set = digits("test", size=size, seed=seed)
     accuracy = evaluate(model, test_set)
     torch.manual_seed(seed)
@@ -114,6 +110,52 @@ def cmd_demo(args):
     print(f"Wrote {out / 'modularity.csv'} and {out / 'modularity.png'}")
 
 
+def _digits_model(args, progress):
+    """``(model, trained_now)``: the shipped ResNet-20 digits checkpoint when it matches the
+    options, else a ResNet-20 trained now."""
+    model = None if args.retrain else _load_checkpoint(SHIPPED_CHECKPOINT, "resnet20", args.size, args.seed)
+    trained_now = model is None
+    if trained_now:
+        print(f"Training resnet20 on digits ({args.epochs} epochs) ...", flush=True)
+        model, _ = _train_digits("resnet20", args.size, args.epochs, args.seed, progress)
+    return model, trained_now
+
+
+def cmd_prune(args):
+    progress = not args.no_progress
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, _ = _digits_model(args, progress)
+    train_set, test_set = digits("train", size=args.size, seed=args.seed), digits("test", size=args.size, seed=args.seed)
+    x = test_set.data[:1]
+    if args.method == "layers":
+        acts = capture_activations(model, test_set, layers="modularity", progress=progress)
+        curve = modularity_curve(acts, k=3, batch_size=250, progress=progress)
+        flags = redundant_layers(curve, tol=args.tol, removable=removable_layers(model, x))
+        names = flags.loc[flags["redundant"], "layer"].tolist()
+        if not names:
+            print(f"No removable block sits on a modularity plateau (delta Q <= {args.tol}); nothing to prune.")
+            return
+        label = f"remove {len(names)} plateau blocks: {', '.join(names)}"
+        prune = lambda m: remove_layers(m, names)  # noqa: E731
+    else:
+        convs = uncoupled_convs(model, x)
+        scores = filter_scores(model, args.criterion, convs=convs, data=train_set, example_input=x,
+                               ratio=args.ratio, seed=args.seed)
+        label = f"{args.criterion} filters, ratio {args.ratio} of {len(convs)} convs"
+        prune = lambda m: prune_filters(m, scores, ratio=args.ratio, example_input=x)  # noqa: E731
+    row = prune_experiment(model, prune, train_set, test_set, example_input=x, finetune_epochs=args.finetune_epochs,
+                           seed=args.seed, name=label, progress=progress)
+    table = row.to_frame().T
+    _atomic_write(out / "prune.csv", lambda p: table.to_csv(p, index=False))
+    print(f"\n{label}")
+    print(f"params {row['params_before']:,} -> {row['params_after']:,} ({row['params_reduction']:.1%} fewer), "
+          f"FLOPs {row['flops_before']:,} -> {row['flops_after']:,} ({row['flops_reduction']:.1%} fewer)")
+    print(f"test accuracy {row['accuracy_before']:.4f} -> {row['accuracy_pruned']:.4f} after pruning -> "
+          f"{row['accuracy_finetuned']:.4f} after {args.finetune_epochs} fine-tuning epochs")
+    print(f"Wrote {out / 'prune.csv'}")
+
+
 def cmd_layers(args):
     model = get_model(args.model, num_classes=10, in_channels=args.in_channels)
     x = torch.zeros(1, args.in_channels, args.size, args.size)
@@ -143,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tol", type=float, default=0.01, help="delta Q at or below this is a plateau")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("prune", help="prune the digits ResNet-20 (plateau blocks or filters), fine-tune, report")
+    pr.add_argument("--method", choices=["layers", "filters"], default="layers")
+    pr.add_argument("--criterion", choices=list(CRITERIA), default="l1", help="filter criterion (--method filters)")
+    pr.add_argument("--ratio", type=float, default=0.4, help="fraction of each pruned conv's filters")
+    pr.add_argument("--tol", type=float, default=0.01, help="delta Q at or below this is a plateau")
+    pr.add_argument("--finetune-epochs", type=int, default=5)
+    pr.add_argument("--out", default="results/prune")
+    pr.add_argument("--retrain", action="store_true")
+    pr.add_argument("--epochs", type=int, default=30, help="training epochs when no checkpoint is used")
+    pr.add_argument("--size", type=int, default=16)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=cmd_prune)
 
     layers = sub.add_parser("layers", help="list a model's layers and hook points")
     layers.add_argument("--model", default="resnet20", choices=sorted(MODELS))

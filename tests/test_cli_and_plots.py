@@ -63,3 +63,12 @@ def test_plot_similarity_heatmap():
     plt.close("all")
     with pytest.raises(ValueError, match="square"):
         plot_similarity_heatmap(M.iloc[:2], half=True)
+
+
+@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(), reason="shipped checkpoint absent")
+def test_prune_command_removes_plateau_blocks(tmp_path, capsys):
+    assert main(["prune", "--out", str(tmp_path), "--finetune-epochs", "1", "--no-progress"]) == 0
+    row = pd.read_csv(tmp_path / "prune.csv").iloc[0]
+    assert row["params_after"] < row["params_before"] and row["flops_after"] < row["flops_before"]
+    assert "plateau blocks" in row["name"]
+    assert "after 1 fine-tuning epochs" in capsys.readouterr().out

@@ -182,10 +182,11 @@ def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
 RANKING_FLOOR = 0.1  # the reference maps |ineffectiveness| below this to 100·ln 100
 
 
-def entropy_ranking_scores(table: pd.DataFrame) -> np.ndarray:
+def entropy_ranking_scores(table) -> np.ndarray:
     """Importance per unit for pruning (higher = keep): −ineffectiveness, where an ineffectiveness
-    with |value| < 0.1 first becomes 100·ln 100, as the reference ranking does."""
-    ineff = table["ineffectiveness"].to_numpy(dtype=np.float64)
+    with |value| < 0.1 first becomes 100·ln 100, as the reference ranking does. ``table``: the
+    output of ``feature_entropy`` (or any mapping with an ``ineffectiveness`` column)."""
+    ineff = np.asarray(table["ineffectiveness"], dtype=np.float64)
     return -np.where(np.abs(ineff) < RANKING_FLOOR, 100.0 * np.log(100.0), ineff)
 
 

@@ -1,0 +1,92 @@
+"""Pruning experiment on digits (not part of CI): train ResNet-56, then on the same model and
+fine-tuning budget compare
+  (a) layer pruning: the blocks on a modularity plateau vs the same number of removable blocks
+      chosen at random (several seeds) vs the last removable blocks;
+  (b) filter pruning of the uncoupled convs at one ratio (≈40 % FLOPs) with Central-Filter, HRank,
+      CHIP, feature entropy, CLP, L1 and random scores.
+Prints a table (params, FLOPs, accuracy before and after fine-tuning) and saves it as CSV.
+
+    python benchmarks/prune_digits.py [--epochs 30] [--finetune-epochs 5] [--ratio 0.4] [--out results/prune_digits.csv]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from repgraph import (capture_activations, modularity_curve, prune_experiment, prune_filters, redundant_layers,
+                      removable_layers, remove_layers, train)
+from repgraph.datasets import digits
+from repgraph.models import get_model
+from repgraph.pruning import filter_scores, uncoupled_convs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet56")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--ratio", type=float, default=0.4)
+    parser.add_argument("--tol", type=float, default=0.01)
+    parser.add_argument("--random-seeds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--out", default="results/prune_digits.csv")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", UserWarning)
+    train_set, test_set = digits("train", size=args.size), digits("test", size=args.size)
+    x = test_set.data[:1]
+    torch.manual_seed(0)
+    model = get_model(args.model, num_classes=10, in_channels=1)
+    t0 = time.perf_counter()
+    history = train(model, train_set, epochs=args.epochs, seed=0, eval_data=test_set, progress=False)
+    print(f"{args.model} trained in {time.perf_counter() - t0:.0f} s: test accuracy "
+          f"{history['test_accuracy'].iloc[-1]:.4f}", flush=True)
+
+    def run(name, prune):
+        row = prune_experiment(model, prune, train_set, test_set, example_input=x,
+                               finetune_epochs=args.finetune_epochs, name=name)
+        print(f"  {name:45s} params -{row['params_reduction']:.1%} FLOPs -{row['flops_reduction']:.1%} "
+              f"acc {row['accuracy_pruned']:.4f} -> {row['accuracy_finetuned']:.4f}", flush=True)
+        return row
+
+    rows = []
+    acts = capture_activations(model, test_set, layers="modularity", progress=False)
+    curve = modularity_curve(acts, k=3, batch_size=250, progress=False)
+    removable = removable_layers(model, x)
+    flags = redundant_layers(curve, tol=args.tol, removable=removable)
+    chosen = flags.loc[flags["redundant"], "layer"].tolist()
+    n = len(chosen)
+    print(f"(a) layer pruning: {n} of {len(removable)} removable blocks on a plateau (delta Q <= {args.tol}): {chosen}")
+    if n:
+        rows.append(run(f"modularity plateau ({n} blocks)", lambda m: remove_layers(m, chosen)))
+        for seed in range(args.random_seeds):
+            pick = sorted(np.random.default_rng(seed).choice(removable, n, replace=False).tolist())
+            rows.append(run(f"random {n} blocks (seed {seed})", lambda m, p=pick: remove_layers(m, p)))
+        rows.append(run(f"last {n} blocks", lambda m: remove_layers(m, removable[-n:])))
+
+    convs = uncoupled_convs(model, x)
+    print(f"(b) filter pruning of {len(convs)} uncoupled convs, ratio {args.ratio}")
+    for criterion in ("central_filter", "hrank", "chip", "entropy", "clp", "l1", "random"):
+        scores = filter_scores(model, criterion, convs=convs, data=train_set, example_input=x, ratio=args.ratio)
+        rows.append(run(f"filters: {criterion}",
+                        lambda m, s=scores: prune_filters(m, s, ratio=args.ratio, example_input=x)))
+
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    cols = ["name", "params_after", "params_reduction", "flops_after", "flops_reduction", "accuracy_before",
+            "accuracy_pruned", "accuracy_finetuned"]
+    print()
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
