@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--ratio", type=float, default=0.4)
-    parser.add_argument("--tol", type=float, default=0.01)
+    parser.add_argument("--blocks", type=int, default=9, help="how many blocks to remove (a third of ResNet-56's 27)")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--out", default="results/prune_digits.csv")
@@ -58,12 +58,15 @@ def main():
     acts = capture_activations(model, test_set, layers="modularity", progress=False)
     curve = modularity_curve(acts, k=3, batch_size=250, progress=False)
     removable = removable_layers(model, x)
-    flags = redundant_layers(curve, tol=args.tol, removable=removable)
+    # every step of a 56-layer curve is small, so compare at a fixed budget: the removable blocks
+    # with the smallest delta Q (plateaus and drops first)
+    flags = redundant_layers(curve, tol=float("inf"), removable=removable, max_layers=args.blocks)
     chosen = flags.loc[flags["redundant"], "layer"].tolist()
     n = len(chosen)
-    print(f"(a) layer pruning: {n} of {len(removable)} removable blocks on a plateau (delta Q <= {args.tol}): {chosen}")
+    print("modularity curve:", curve["modularity"].round(4).tolist())
+    print(f"(a) layer pruning: the {n} of {len(removable)} removable blocks with the smallest delta Q: {chosen}")
     if n:
-        rows.append(run(f"modularity plateau ({n} blocks)", lambda m: remove_layers(m, chosen)))
+        rows.append(run(f"modularity, smallest delta Q ({n} blocks)", lambda m: remove_layers(m, chosen)))
         for seed in range(args.random_seeds):
             pick = sorted(np.random.default_rng(seed).choice(removable, n, replace=False).tolist())
             rows.append(run(f"random {n} blocks (seed {seed})", lambda m, p=pick: remove_layers(m, p)))

@@ -1,4 +1,4 @@
-"""The ``repgraph`` command: ``demo``, ``prune``, ``layers``, ``train``."""
+"""The ``repgraph`` command: ``demo``, ``report``, ``prune``, ``layers``, ``train``."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +18,11 @@ from .analyzers import modularity_curve  # noqa: E402
 from .datasets import digits  # noqa: E402
 from .hooks import capture_activations, list_layers, select_layers  # noqa: E402
 from .models import MODELS, get_model  # noqa: E402
-from .plotting import plot_modularity_curve  # noqa: E402
+from .analyzers import (birth_points, central_filters, cka_matrix, filter_similarity, gbs_matrix,  # noqa: E402
+                        layer_filter_report)
+from .plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,  # noqa: E402
+                       plot_similarity_heatmap)
+from .report import write_report  # noqa: E402
 from .pruning import (CRITERIA, evaluate, filter_scores, prune_experiment, prune_filters,  # noqa: E402
                       redundant_layers, removable_layers, remove_layers, train, uncoupled_convs)
 
@@ -92,6 +96,11 @@ def cmd_demo(args):
                                                 f"accuracy {accuracy:.3f})")
     fig.tight_layout()
     _atomic_write(out / "modularity.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+    write_report(out / "report.html", "repgraph demo: layer-wise modularity on digits",
+                 [("Modularity curves", fig), ("Modularity per layer", table),
+                  ("Plateau blocks (removable, delta Q <= tol)", flags)],
+                 {"model": model_name, "source": source, "test accuracy": round(accuracy, 4),
+                  "digits size": size, "k": args.k, "batch size": args.batch_size, "tol": args.tol, "seed": seed})
     plt.close(fig)
 
     pd.set_option("display.width", 120)
@@ -107,7 +116,7 @@ def cmd_demo(args):
     print(f"\nFinal modularity: trained {curves['trained']['modularity'].iloc[-1]:.4f}, "
           f"untrained {curves['untrained']['modularity'].iloc[-1]:.4f}")
     print(f"Removable blocks on a plateau (delta Q <= {args.tol}): {', '.join(plateau) or 'none'}")
-    print(f"Wrote {out / 'modularity.csv'} and {out / 'modularity.png'}")
+    print(f"Wrote {out / 'modularity.csv'}, {out / 'modularity.png'} and {out / 'report.html'}")
 
 
 def _digits_model(args, progress):
@@ -156,6 +165,49 @@ def cmd_prune(args):
     print(f"Wrote {out / 'prune.csv'}")
 
 
+def cmd_report(args):
+    import matplotlib.pyplot as plt
+
+    progress = not args.no_progress
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, trained_now = _digits_model(args, progress)
+    test_set = digits("test", size=args.size, seed=args.seed)
+    accuracy = evaluate(model, test_set)
+    torch.manual_seed(args.seed)
+    untrained = get_model("resnet20", num_classes=DIGITS_CLASSES, in_channels=1).eval()
+    sections = []
+    acts = capture_activations(model, test_set, layers="modularity", progress=progress)
+    curves = {"trained": modularity_curve(acts, batch_size=250, progress=progress),
+              "untrained": modularity_curve(capture_activations(untrained, test_set, layers="modularity",
+                                                                progress=progress), batch_size=250, progress=progress)}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    plot_modularity_curve(curves, ax=ax, title=f"ResNet-20 on digits (test accuracy {accuracy:.3f})")
+    sections += [("Modularity curves: trained vs untrained", fig),
+                 ("Modularity per layer", pd.concat([c.assign(model=k) for k, c in curves.items()]))]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, matrix in zip(axes, (gbs_matrix(acts), cka_matrix(acts), cka_matrix(acts, debiased=True))):
+        plot_similarity_heatmap(matrix, ax=ax, half=True, vmin=min(0.0, float(matrix.to_numpy().min())))
+    fig.tight_layout()
+    sections.append(("Layer similarity: GBS (k=5), biased CKA, debiased CKA", fig))
+    layer = "layer1.0.relu1"
+    maps = capture_activations(model, test_set, layers=[layer], reduce=None, max_samples=128, progress=False)[layer]
+    S = filter_similarity(maps)
+    selection = central_filters(S, 0.25)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    plot_filter_graph(S, selection, ax=axes[0])
+    plot_birth_point_histogram(birth_points(maps), ax=axes[1], title=f"birth points of {layer} (128 images)")
+    fig.tight_layout()
+    sections += [(f"Filters of {layer}: Central-Filter graph and birth points", fig),
+                 (f"Filter criteria of {layer}", layer_filter_report(model, test_set, layer, max_samples=128))]
+    parameters = {"model": "resnet20", "source": "trained now" if trained_now else SHIPPED_CHECKPOINT.name,
+                  "test accuracy": round(accuracy, 4), "digits size": args.size, "seed": args.seed,
+                  "modularity": "k=3, batches of 250", "GBS": "k=5", "Central Filter ratio": 0.25}
+    path = write_report(out / "report.html", "repgraph report: ResNet-20 on sklearn digits", sections, parameters)
+    plt.close("all")
+    print(f"Wrote {path}")
+
+
 def cmd_layers(args):
     model = get_model(args.model, num_classes=10, in_channels=args.in_channels)
     x = torch.zeros(1, args.in_channels, args.size, args.size)
@@ -199,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--no-progress", action="store_true")
     pr.set_defaults(func=cmd_prune)
+
+    rep = sub.add_parser("report", help="an HTML report of every analysis on the digits ResNet-20")
+    rep.add_argument("--out", default="results/report")
+    rep.add_argument("--retrain", action="store_true")
+    rep.add_argument("--epochs", type=int, default=30)
+    rep.add_argument("--size", type=int, default=16)
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--no-progress", action="store_true")
+    rep.set_defaults(func=cmd_report)
 
     layers = sub.add_parser("layers", help="list a model's layers and hook points")
     layers.add_argument("--model", default="resnet20", choices=sorted(MODELS))

@@ -86,3 +86,117 @@ def plot_similarity_heatmap(matrix, ax=None, vmin: float = 0.0, vmax: float = 1.
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=measure)
     return ax
+
+
+def plot_sample_graph(A, labels, ax=None, *, max_nodes: int = 300, layout: str = "spring", seed: int = 0,
+                      title: str | None = None):
+    """Draw a sample graph (e.g. ``knn_graph(acts[layer][:N])``) on a subsample of at most
+    ``max_nodes`` nodes (the first ones), nodes coloured by class, ``spring`` or ``spectral`` layout."""
+    import networkx as nx
+    import numpy as np
+
+    from .builders import to_networkx
+
+    if layout not in ("spring", "spectral"):
+        raise ValueError(f"layout must be 'spring' or 'spectral', got {layout!r}.")
+    labels = np.asarray(labels)
+    n = min(max_nodes, A.shape[0])
+    G = to_networkx(A[:n, :n], labels[:n])
+    pos = nx.spring_layout(G, seed=seed) if layout == "spring" else nx.spectral_layout(G)
+    ax = _axes(ax)
+    nx.draw_networkx_edges(G, pos, ax=ax, alpha=0.25, width=0.5)
+    classes = np.unique(labels[:n])
+    cmap = matplotlib_colormap("tab10" if len(classes) <= 10 else "tab20")
+    for i, c in enumerate(classes):
+        nodes = [v for v in G.nodes if labels[v] == c]
+        nx.draw_networkx_nodes(G, pos, nodelist=nodes, node_size=12, node_color=[cmap(i % cmap.N)], ax=ax,
+                               label=str(c))
+    ax.set_axis_off()
+    ax.legend(title="class", fontsize=6, title_fontsize=7, markerscale=1.5, loc="upper right", ncol=2)
+    ax.set_title(title or f"sample graph ({n} samples, {G.number_of_edges()} edges)", fontsize=9)
+    return ax
+
+
+def matplotlib_colormap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def plot_filter_graph(S, selection=None, ax=None, *, threshold: float | None = None, seed: int = 0,
+                      title: str | None = None):
+    """The filter-similarity graph (edges ``S > threshold``; default: the selection's threshold),
+    central filters in red, pruned delegates in grey, the others in blue, edges to delegates dark."""
+    import networkx as nx
+
+    from .analyzers.closeness import similarity_graph
+
+    if threshold is None:
+        threshold = selection.threshold if selection is not None else None
+    edges = similarity_graph(S, threshold)
+    G = nx.from_numpy_array(edges.astype(float))
+    pos = nx.spring_layout(G, seed=seed)
+    ax = _axes(ax)
+    central = set(selection.delegates) if selection is not None else set()
+    pruned = set(selection.pruned) if selection is not None else set()
+    nx.draw_networkx_edges(G, pos, ax=ax, alpha=0.3, width=0.6)
+    if selection is not None:
+        delegate_edges = [(c, d) for c, ds in selection.delegates.items() for d in ds]
+        nx.draw_networkx_edges(G, pos, edgelist=delegate_edges, ax=ax, width=1.5, edge_color="black")
+    groups = (("central filter", central, "tab:red"), ("pruned (delegate)", pruned, "tab:gray"),
+              ("kept", set(G.nodes) - central - pruned, "tab:blue"))
+    for label, nodes, colour in groups:
+        if nodes:
+            nx.draw_networkx_nodes(G, pos, nodelist=sorted(nodes), node_size=40, node_color=colour, ax=ax, label=label)
+    nx.draw_networkx_labels(G, pos, ax=ax, font_size=5)
+    ax.set_axis_off()
+    ax.legend(fontsize=7, loc="upper right")
+    t = "" if threshold is None else f", edges S > {threshold:.3g}"
+    ax.set_title(title or f"filter graph ({len(S)} filters{t})", fontsize=9)
+    return ax
+
+
+def plot_persistence_diagram(fmap, ax=None, *, title: str | None = None):
+    """Persistence diagram (birth vs death) of one raw H×W map's sublevel cubical complex (gudhi),
+    H0 and H1 bars; infinite deaths drawn on a line above the finite ones."""
+    import gudhi
+    import numpy as np
+
+    fmap = np.asarray(fmap, dtype=np.float64)
+    if fmap.ndim != 2:
+        raise ValueError(f"plot_persistence_diagram takes one 2-D map, got shape {fmap.shape}.")
+    bars = gudhi.CubicalComplex(top_dimensional_cells=fmap).persistence()
+    ax = _axes(ax)
+    finite = [d for _, (b, d) in bars if np.isfinite(d)]
+    top = max(finite + [float(fmap.max())]) * 1.05 + 1e-12
+    lo = float(fmap.min())
+    for dim, marker in ((0, "o"), (1, "^")):
+        pts = [(b, d if np.isfinite(d) else top) for k, (b, d) in bars if k == dim]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, marker=marker, s=18, label=f"H{dim}")
+    ax.plot([lo, top], [lo, top], color="grey", lw=0.8)
+    ax.axhline(top, color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("birth (map value)")
+    ax.set_ylabel("death (map value; dotted line = never)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "persistence diagram (sublevel cubical complex)", fontsize=9)
+    return ax
+
+
+def plot_birth_point_histogram(points, ax=None, *, units=None, title: str | None = None):
+    """Histogram of birth points (an (N, C) array from ``birth_points``), pooled over the chosen
+    ``units`` (default: all); zero (no 1-cycle up to the last level) is its own bar."""
+    import numpy as np
+
+    points = np.asarray(points)
+    if points.ndim != 2:
+        raise ValueError(f"points must be an (N, C) birth-point array, got shape {points.shape}.")
+    values = points[:, list(units)] if units is not None else points
+    ax = _axes(ax)
+    top = int(values.max()) if values.size else 0
+    ax.hist(values.ravel(), bins=np.arange(-0.5, top + 1.5, 1.0), color="tab:purple", alpha=0.8)
+    ax.set_xlabel("birth point (filtration level; 0 = none)")
+    ax.set_ylabel("count (images × units)")
+    ax.set_title(title or "birth points", fontsize=9)
+    return ax

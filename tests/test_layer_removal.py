@@ -21,6 +21,11 @@ def test_redundant_layers_on_hand_made_curves():
     assert not rising["redundant"].any()
     limited = redundant_layers(_curve([0.1, 0.1, 0.1]), tol=0.0, removable=["l2"])
     assert limited["redundant"].tolist() == [False, False, True]
+    # a budget keeps the smallest steps: -0.05 (l4) then 0.005 (l2)
+    budget = redundant_layers(_curve([0.1, 0.3, 0.305, 0.5, 0.45, 0.6]), tol=float("inf"), max_layers=2)
+    assert budget["redundant"].tolist() == [False, False, True, False, True, False]
+    one = redundant_layers(_curve([0.1, 0.3, 0.305, 0.5, 0.45, 0.6]), tol=float("inf"), max_layers=1)
+    assert one.loc[one["redundant"], "layer"].tolist() == ["l4"]
     with pytest.raises(ValueError, match="modularity"):
         redundant_layers(pd.DataFrame({"layer": ["a"]}))
 

@@ -24,6 +24,14 @@ class CentralFilters:
     threshold: float
     scores: np.ndarray = field(repr=False)
     requested: int = 0
+    similarity: np.ndarray = field(default=None, repr=False)
+
+    def plot(self, ax=None, **kwargs):
+        """The filter graph with central filters and delegates (``plotting.plot_filter_graph``).
+        A convenience, as pandas' ``.plot``: plotting is imported only when called."""
+        from .. import plotting
+
+        return plotting.plot_filter_graph(self.similarity, self, ax=ax, **kwargs)
 
     def _repr_html_(self):
         rows = "".join(f"<tr><td>{c}</td><td>{', '.join(map(str, d))}</td></tr>" for c, d in self.delegates.items())
@@ -99,7 +107,7 @@ def central_filters(S, ratio: float, *, kind: str = "cf_local") -> CentralFilter
     delegates = {k: v for k, v in delegates.items() if v}
     return CentralFilters(kept=[int(i) for i in np.flatnonzero(state != 2)],
                           pruned=[int(i) for i in np.flatnonzero(state == 2)],
-                          delegates=delegates, threshold=t, scores=scores, requested=target)
+                          delegates=delegates, threshold=t, scores=scores, requested=target, similarity=S)
 
 
 def compensate_next_layer(next_conv: nn.Conv2d, selection: CentralFilters) -> nn.Conv2d:

@@ -98,6 +98,13 @@ class Activations(Mapping):
         more = f", … ({len(self)} layers)" if len(self) > 6 else ""
         return f"Activations(N={self.n_samples}, {{{shapes}{more}}}, labels={'yes' if self.labels is not None else 'no'})"
 
+    def _repr_html_(self):
+        rows = "".join(f"<tr><td>{n}</td><td>{tuple(a.shape[1:])}</td><td>{a.dtype}</td></tr>"
+                       for n, a in self._arrays.items())
+        labels = "none" if self.labels is None else f"{len(np.unique(self.labels))} classes"
+        return (f"<p>Activations: {self.n_samples} samples, {len(self)} layers, labels: {labels}</p>"
+                f"<table><tr><th>layer</th><th>shape per sample</th><th>dtype</th></tr>{rows}</table>")
+
     def save(self, path):
         """Write to folder ``path``: one ``.npy`` per layer, ``labels.npy``, then the manifest last
         (an interrupted save leaves no complete manifest, so it is never loaded as complete)."""

@@ -5,14 +5,17 @@ import numpy as np
 import pandas as pd
 
 
-def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None) -> pd.DataFrame:
+def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None,
+                     max_layers: int | None = None) -> pd.DataFrame:
     """Flag the layers whose modularity rises by at most ``tol`` over the previous point.
 
     ``delta_q[i] = Q[i] − Q[i−1]`` (NaN for the first point, which has no predecessor and is never
     flagged). A layer is ``redundant`` when ``delta_q ≤ tol`` (a plateau or a drop) and it is
     ``removable``: listed in ``removable`` (e.g. ``removable_layers(model, x)``); with
-    ``removable=None`` every layer counts as removable. Returns (layer, modularity, delta_q,
-    removable, redundant); ``attrs`` record ``tol``.
+    ``removable=None`` every layer counts as removable. ``max_layers`` keeps only that many
+    candidates, those with the smallest ``delta_q`` (ties: the earlier layer) — deep networks have
+    many small steps, so a budget is often the useful question. Returns (layer, modularity,
+    delta_q, removable, redundant); ``attrs`` record ``tol`` and ``max_layers``.
     """
     missing = {"layer", "modularity"} - set(curve.columns)
     if missing:
@@ -24,9 +27,17 @@ def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None) 
     is_removable = np.array([n in allowed for n in names])
     with np.errstate(invalid="ignore"):
         flat = np.concatenate([[False], delta[1:] <= tol])
+    redundant = flat & is_removable
+    if max_layers is not None:
+        if max_layers < 0:
+            raise ValueError(f"max_layers must be >= 0, got {max_layers}.")
+        candidates = np.flatnonzero(redundant)
+        keep = candidates[np.argsort(delta[candidates], kind="stable")[:max_layers]]
+        redundant = np.isin(np.arange(len(names)), keep)
     out = pd.DataFrame({"layer": names, "modularity": q, "delta_q": delta,
-                        "removable": is_removable, "redundant": flat & is_removable})
-    out.attrs.update({"criterion": "delta_q <= tol (plateau or drop of modularity)", "tol": tol})
+                        "removable": is_removable, "redundant": redundant})
+    out.attrs.update({"criterion": "delta_q <= tol (plateau or drop of modularity)", "tol": tol,
+                      "max_layers": max_layers})
     return out
 
 
