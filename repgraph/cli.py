@@ -7,26 +7,23 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from . import __version__  # noqa: E402
-from .analyzers import modularity_curve  # noqa: E402
-from .datasets import digits  # noqa: E402
-from .hooks import capture_activations, list_layers, select_layers  # noqa: E402
-from .models import MODELS, get_model  # noqa: E402
-from .analyzers import (birth_points, central_filters, cka_matrix, filter_similarity, gbs_matrix,  # noqa: E402
+from . import __version__
+from .analyzers import modularity_curve
+from .datasets import digits
+from .hooks import capture_activations, list_layers, select_layers
+from .models import MODELS, get_model
+from .models.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+from .analyzers import (birth_points, central_filters, cka_matrix, filter_similarity, gbs_matrix,
                         layer_filter_report)
-from .plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,  # noqa: E402
+from .plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,
                        plot_similarity_heatmap)
-from .report import write_report  # noqa: E402
-from .pruning import (CRITERIA, evaluate, filter_scores, prune_experiment, prune_filters,  # noqa: E402
+from .report import write_report
+from .pruning import (CRITERIA, evaluate, filter_scores, prune_experiment, prune_filters,
                       redundant_layers, removable_layers, remove_layers, train, uncoupled_convs)
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "resnet20_digits.pt"
 DIGITS_CLASSES = 10
 
 
@@ -44,17 +41,6 @@ def _train_digits(model_name: str, size: int, epochs: int, seed: int, progress: 
     history = train(model, train_set, epochs=epochs, lr=0.05, seed=seed, eval_data=test_set,
                     progress=progress)
     return model, float(history["test_accuracy"].iloc[-1])
-
-
-def _load_checkpoint(path: Path, model_name: str, size: int, seed: int):
-    if not path.is_file():
-        return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if (ckpt.get("model"), ckpt.get("size"), ckpt.get("seed")) != (model_name, size, seed):
-        return None
-    model = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
 
 
 def cmd_train(args):
@@ -122,7 +108,7 @@ def cmd_demo(args):
 def _digits_model(args, progress):
     """``(model, trained_now)``: the shipped ResNet-20 digits checkpoint when it matches the
     options, else a ResNet-20 trained now."""
-    model = None if args.retrain else _load_checkpoint(SHIPPED_CHECKPOINT, "resnet20", args.size, args.seed)
+    model = None if args.retrain else load_checkpoint(SHIPPED_CHECKPOINT, "resnet20", args.size, args.seed)
     trained_now = model is None
     if trained_now:
         print(f"Training resnet20 on digits ({args.epochs} epochs) ...", flush=True)
@@ -204,8 +190,11 @@ def cmd_report(args):
                   "test accuracy": round(accuracy, 4), "digits size": args.size, "seed": args.seed,
                   "modularity": "k=3, batches of 250", "GBS": "k=5", "Central Filter ratio": 0.25}
     path = write_report(out / "report.html", "repgraph report: ResNet-20 on sklearn digits", sections, parameters)
+    figures = [item for _, item in sections if hasattr(item, "savefig")]
+    for name, fig in zip(("modularity.png", "similarity.png", "filters.png"), figures):
+        _atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, dpi=80, format="png", bbox_inches="tight"))
     plt.close("all")
-    print(f"Wrote {path}")
+    print(f"Wrote {path} and its figures as PNG")
 
 
 def cmd_layers(args):
@@ -282,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    matplotlib.use("Agg")  # files only; set here, not at import, so notebooks keep their backend
     try:
         args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from repgraph.cli import SHIPPED_CHECKPOINT, main  # noqa: E402
+from repgraph.cli import main
+from repgraph.models.checkpoint import SHIPPED_CHECKPOINT  # noqa: E402
 from repgraph.report import write_report  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

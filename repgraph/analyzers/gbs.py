@@ -55,7 +55,7 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", d
     ``GBS_ab = (1/N)·⟨Â_a, Â_b⟩`` for all pairs from one sparse product of the stacked, flattened
     graphs. Returns a DataFrame (rows: ``acts`` layers, columns: ``acts2`` layers) with ``attrs``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .._arrays import as_features, as_label_codes
 from ..builders.convert import as_sparse, is_symmetric

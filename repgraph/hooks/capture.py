@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .activations import FORMAT, Activations, layer_filename, read_manifest, write_manifest
 from .npy_stream import NpyStreamWriter

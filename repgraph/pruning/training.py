@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def _dataset(data) -> Dataset:
