@@ -1,6 +1,5 @@
 import json
 import tracemalloc
-import warnings
 
 import numpy as np
 import pytest

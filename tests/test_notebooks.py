@@ -1,5 +1,4 @@
 """Every notebook runs top to bottom on a fresh install (small settings, outputs not saved)."""
-import os
 from pathlib import Path
 
 import nbformat

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..hooks import capture_activations
-from ..hooks.modes import evaluating
+from ..hooks.trace import execution_order
 from .central_filters import central_filters
 from .closeness import closeness_centrality
 from .criteria import chip_scores, clp_scores, hrank_scores, l1_scores
@@ -18,16 +18,7 @@ from .topology import birth_points, entropy_of_birth_points
 def producing_conv(model: nn.Module, layer: str, example_input) -> str:
     """The last Conv2d executed before ``layer`` in a traced forward (the conv whose filters make
     the layer's channels, e.g. ``layer1.0.conv1`` for ``layer1.0.relu1``)."""
-    order, handles = [], []
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append(name)))
-    try:
-        with evaluating(model), torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    order = execution_order(model, example_input)
     if layer not in order:
         raise ValueError(f"Layer {layer!r} did not run in the forward pass.")
     modules = dict(model.named_modules())

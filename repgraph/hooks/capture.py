@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import shutil
 from pathlib import Path
 
 import numpy as np

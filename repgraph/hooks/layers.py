@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .modes import evaluating
+from .trace import run_with_hooks
 
 PRESETS = ("blocks", "convs", "relus", "modularity")
 _BLOCK_NAME = re.compile(r"(Block|Bottleneck)$")
@@ -99,7 +99,6 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
     module and its children), ``calls`` (per forward). Runs one forward in eval mode under no_grad
     and restores the model's modes."""
     rows: dict[str, dict] = {}
-    handles = []
 
     def make_hook(name, module):
         def hook(_mod, _inp, out):
@@ -110,15 +109,7 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
             row["calls"] += 1
         return hook
 
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name, module)))
-        with evaluating(model), torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, example_input, [(m, make_hook(n, m)) for n, m in model.named_modules() if n])
     table = [rows.get(n, {"name": n, "type": type(m).__name__, "output_shape": None,
                           "params": sum(p.numel() for p in m.parameters()), "calls": 0})
              for n, m in model.named_modules() if n]

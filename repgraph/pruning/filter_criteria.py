@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -10,7 +9,7 @@ from ..analyzers import (central_filters, chip_scores, clp_scores, filter_simila
                          l1_scores)
 from ..analyzers.topology import birth_points, entropy_of_birth_points, entropy_ranking_scores
 from ..hooks import capture_activations
-from ..hooks.modes import evaluating
+from ..hooks.trace import execution_order
 
 CRITERIA = ("l1", "clp", "hrank", "chip", "entropy", "central_filter", "random")
 
@@ -33,16 +32,7 @@ def uncoupled_convs(model: nn.Module, example_input) -> list[str]:
 
 def following_relu(model: nn.Module, conv: str, example_input) -> str:
     """The first ReLU module that runs after ``conv`` in a traced forward."""
-    order, handles = [], []
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append(name)))
-    try:
-        with evaluating(model), torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    order = execution_order(model, example_input)
     modules = dict(model.named_modules())
     after = order[order.index(conv) + 1:]
     relu = next((n for n in after if isinstance(modules[n], nn.ReLU)), None)

@@ -7,23 +7,18 @@ import torch
 from torch import nn
 
 from ..hooks.layers import is_residual_block
-from ..hooks.modes import evaluating
+from ..hooks.trace import run_with_hooks
 
 
 def _shape_preserving_blocks(model: nn.Module, example_input) -> list[str]:
-    shapes, handles = {}, []
-    for name, module in model.named_modules():
-        if name and is_residual_block(module):
-            def hook(_m, inputs, output, name=name):
-                if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
-                    shapes[name] = tuple(inputs[0].shape) == tuple(output.shape)
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with evaluating(model), torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    shapes = {}
+
+    def hook(_m, inputs, output, name):
+        if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            shapes[name] = tuple(inputs[0].shape) == tuple(output.shape)
+
+    run_with_hooks(model, example_input, [(m, lambda m_, i, o, name=n: hook(m_, i, o, name))
+                                          for n, m in model.named_modules() if n and is_residual_block(m)])
     return [name for name, ok in shapes.items() if ok]
 
 
