@@ -32,28 +32,49 @@ def topk_lowest_index(S: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.
     return take.nonzero()[:, 1].view(-1, k)
 
 
-def _exact_rows(X, rows, cand, scaled, k):
-    """Float64 similarities of ``rows`` to their candidate columns ``cand`` (rows, m), or to every
-    column where ``cand`` is None; returns the top-k indices (ties: lowest index) and values."""
-    Xr = X[rows].double()
-    if cand is None:
-        Xc = X.double()
-        S = Xr @ Xc.T
-        cols = torch.arange(X.shape[0], device=X.device).expand(len(rows), -1)
-        col_norms = torch.linalg.vector_norm(Xc, dim=1)[None, :]
-    else:
-        Xc = X[cand].double()
-        S = torch.einsum("rd,rmd->rm", Xr, Xc)
-        cols = cand
-        col_norms = torch.linalg.vector_norm(Xc, dim=2)
+def _exact_rows(X, rows, scaled, k):
+    """Float64 similarities of ``rows`` to every column; the top-k indices (ties: lowest index)
+    and values."""
+    Xr, Xc = X[rows].double(), X.double()
+    S = Xr @ Xc.T
     if scaled:
-        row_norms = torch.linalg.vector_norm(Xr, dim=1)[:, None]
-        S = S / (row_norms.clamp_min(NORM_FLOOR) * col_norms.clamp_min(NORM_FLOOR))
-    S = torch.where(cols == rows[:, None], torch.full_like(S, -torch.inf), S)
-    order = cols.argsort(dim=1)  # ascending column index, so the tie rule picks the lowest index
-    cols, S = cols.gather(1, order), S.gather(1, order)
+        S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
+                 * torch.linalg.vector_norm(Xc, dim=1).clamp_min(NORM_FLOOR)[None, :])
+    S[torch.arange(len(rows), device=S.device), rows] = -torch.inf
     pick = topk_lowest_index(S, k)
-    return cols.gather(1, pick), S.gather(1, pick)
+    return pick, S.gather(1, pick)
+
+
+def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
+    """Top-k of ``rows`` when only the candidates within ``band`` of the k-th float32 value are in
+    doubt: candidates above the band are kept, those in it are re-scored in float64 and the best
+    fill the remaining places (ties within ``TIE_RTOL``: lowest index)."""
+    safe = values > (kth + band)[:, None]
+    doubt = (values - kth[:, None]).abs() <= band[:, None]
+    n_safe = safe.sum(dim=1)
+    width = int(doubt.sum(dim=1).max())
+    positions = (n_safe[:, None] + torch.arange(width, device=X.device)).clamp_max(values.shape[1] - 1)
+    valid = torch.arange(width, device=X.device)[None, :] < doubt.sum(dim=1, keepdim=True)
+    cols = cand.gather(1, positions)
+    Xr = X[rows].double()
+    Xc = X[cols].double()
+    exact = torch.einsum("rd,rtd->rt", Xr, Xc)
+    if scaled:
+        exact = exact / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
+                         * torch.linalg.vector_norm(Xc, dim=2).clamp_min(NORM_FLOOR))
+    scale = exact.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+    key = torch.where(valid, torch.round(exact / (scale * TIE_RTOL)), torch.full_like(exact, -torch.inf))
+    by_index = cols.masked_fill(~valid, X.shape[0]).argsort(dim=1)  # ascending column index first,
+    order = by_index.gather(1, key.gather(1, by_index).argsort(dim=1, descending=True, stable=True))
+    need = k - n_safe  # then descending exact value (stable, so ties keep the lowest index)
+    picked_cols, picked_vals = cols.gather(1, order), exact.gather(1, order)
+    out_idx = torch.empty(len(rows), k, dtype=cand.dtype, device=X.device)
+    out_val = torch.empty(len(rows), k, dtype=torch.float64, device=X.device)
+    for i in range(len(rows)):  # rows differ in how many places are safe; k is small
+        s_, n_ = int(n_safe[i]), int(need[i])
+        out_idx[i, :s_], out_val[i, :s_] = cand[i, :s_], values[i, :s_].double()
+        out_idx[i, s_:], out_val[i, s_:] = picked_cols[i, :n_], picked_vals[i, :n_]
+    return out_idx, out_val
 
 
 def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X"):
@@ -63,8 +84,9 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
     Cosine is ``(X Xᵀ)_ij / (max(‖x_i‖,1e-8)·max(‖x_j‖,1e-8))``: the float32 Gram product of the
     raw rows, rescaled afterwards (no normalised copy of X), in row chunks bounded by a memory
     budget. Rows whose k-th and (k+1)-th float32 similarities lie within the float32 error band
-    ``4·(sqrt(D) + 8)·eps·scale`` are re-scored in float64 (their top k+8 candidates, or the whole row
-    if all candidates are in the band), so float32 rounding never decides a neighbour or a tie.
+    ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band re-scored in float64 (the
+    whole row when the band reaches past the k+8 candidates), so float32 rounding never decides a
+    neighbour or a tie.
     NaN/Inf in X is detected from the row norms (one pass over X).
     """
     if metric == "correlation":
@@ -94,12 +116,17 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
         top_vals, cand = torch.topk(S, m, dim=1)  # descending float32 values
         idx, w = cand[:, :k].clone(), top_vals[:, :k].double()
         if m > k:
-            near = top_vals[:, k - 1] - top_vals[:, k] <= band[start:stop]
-            whole = near & (top_vals[:, k - 1] - top_vals[:, m - 1] <= band[start:stop])
-            for subset, full in ((near & ~whole, False), (whole, True)):
-                # sub-batches keep the float64 candidate block within the memory budget
-                for r in subset.nonzero().flatten().split(row_chunk(n, 2 * m * d)):
-                    idx[r], w[r] = _exact_rows(X, r + start, None if full else cand[r], scale is not None, k)
+            b = band[start:stop]
+            kth = top_vals[:, k - 1]
+            near = kth - top_vals[:, k] <= b
+            whole = near & (kth - top_vals[:, m - 1] <= b)
+            for r in (near & ~whole).nonzero().flatten().split(row_chunk(n, 2 * m * d)):
+                if len(r):
+                    idx[r], w[r] = _rescore_band(X, r + start, top_vals[r], cand[r], kth[r], b[r], k,
+                                                 scale is not None)
+            for r in whole.nonzero().flatten().split(row_chunk(n, 2 * n)):
+                if len(r):
+                    idx[r], w[r] = _exact_rows(X, r + start, scale is not None, k)
         rows.append(np.repeat(np.arange(start, stop), k))
         cols.append(idx.reshape(-1).cpu().numpy())
         vals.append(w.reshape(-1).cpu().numpy())
