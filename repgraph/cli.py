@@ -11,13 +11,12 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .analyzers import modularity_curve
+from .analyzers import (birth_points, central_filters, cka_matrix, filter_similarity, gbs_matrix,
+                        layer_filter_report, modularity_curve)
 from .datasets import digits
 from .hooks import capture_activations, list_layers, select_layers
 from .models import MODELS, get_model
 from .models.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
-from .analyzers import (birth_points, central_filters, cka_matrix, filter_similarity, gbs_matrix,
-                        layer_filter_report)
 from .plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,
                        plot_similarity_heatmap)
 from .report import write_report
@@ -32,6 +31,16 @@ def _atomic_write(path: Path, write):
     tmp = path.with_name(path.name + ".part")
     write(tmp)
     os.replace(tmp, path)
+
+
+def _curves_trained_and_untrained(model, test_set, *, seed: int, k: int, batch_size: int, progress: bool):
+    """Modularity curves (hook points of Lu et al.) of ``model`` and of an untrained ResNet-20 made
+    with ``seed``, on ``test_set``."""
+    torch.manual_seed(seed)
+    untrained = get_model("resnet20", num_classes=DIGITS_CLASSES, in_channels=1).eval()
+    return {label: modularity_curve(capture_activations(net, test_set, layers="modularity", progress=progress),
+                                    k=k, batch_size=batch_size, progress=progress)
+            for label, net in (("trained", model), ("untrained", untrained))}
 
 
 def _train_digits(model_name: str, size: int, epochs: int, seed: int, progress: bool):
@@ -64,13 +73,8 @@ def cmd_demo(args):
     source = "trained now" if trained_now else f"checkpoint {SHIPPED_CHECKPOINT.name}"
     test_set = digits("test", size=size, seed=seed)
     accuracy = evaluate(model, test_set)
-    torch.manual_seed(seed)
-    untrained = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1).eval()
-
-    curves = {}
-    for label, net in (("trained", model), ("untrained", untrained)):
-        acts = capture_activations(net, test_set, layers="modularity", progress=progress)
-        curves[label] = modularity_curve(acts, k=args.k, batch_size=args.batch_size, progress=progress)
+    curves = _curves_trained_and_untrained(model, test_set, seed=seed, k=args.k, batch_size=args.batch_size,
+                                           progress=progress)
     example = test_set.data[:2]
     flags = redundant_layers(curves["trained"], tol=args.tol, removable=removable_layers(model, example))
 
@@ -160,13 +164,9 @@ def cmd_report(args):
     model, trained_now = _digits_model(args, progress)
     test_set = digits("test", size=args.size, seed=args.seed)
     accuracy = evaluate(model, test_set)
-    torch.manual_seed(args.seed)
-    untrained = get_model("resnet20", num_classes=DIGITS_CLASSES, in_channels=1).eval()
     sections = []
+    curves = _curves_trained_and_untrained(model, test_set, seed=args.seed, k=3, batch_size=250, progress=progress)
     acts = capture_activations(model, test_set, layers="modularity", progress=progress)
-    curves = {"trained": modularity_curve(acts, batch_size=250, progress=progress),
-              "untrained": modularity_curve(capture_activations(untrained, test_set, layers="modularity",
-                                                                progress=progress), batch_size=250, progress=progress)}
     fig, ax = plt.subplots(figsize=(8, 4))
     plot_modularity_curve(curves, ax=ax, title=f"ResNet-20 on digits (test accuracy {accuracy:.3f})")
     sections += [("Modularity curves: trained vs untrained", fig),
