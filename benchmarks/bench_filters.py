@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import gudhi
 import networkx as nx
 import numpy as np
 
 from repgraph import birth_points, closeness_centrality, filter_similarity
+from timing import timed
 
 
 def reference_similarity(F):
@@ -61,12 +61,6 @@ def naive_birth_point(M, max_level=50, density=0.8):
     st.compute_persistence(homology_coeff_field=2, persistence_dim_max=True)
     births = [b for b, d in st.persistence_intervals_in_dimension(1) if d > b and b <= max_level]
     return int(min(births)) if births else 0
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
 
 
 def main():

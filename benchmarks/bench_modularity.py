@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import time
 
 import networkx as nx
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 
 from repgraph import Activations, modularity_curve
 from repgraph.datasets import synthetic_clusters
+from timing import timed
 
 
 def reference_layer(X: np.ndarray, labels: np.ndarray, k: int, batch_size: int, n_batches: int,
@@ -78,25 +78,14 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.layers} layers x "
           f"{args.batches} batches x {args.batch_size} samples x {args.features} features, k={args.k}")
 
-    t0 = time.perf_counter()
-    reference = [reference_layer(X, labels, args.k, args.batch_size, args.batches) for X in layers.values()]
-    t_ref = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    reference32 = [reference_layer(X, labels, args.k, args.batch_size, args.batches, np.float32)
-                   for X in layers.values()]
-    t_ref32 = time.perf_counter() - t0
+    t_ref, reference = timed(lambda: [reference_layer(X, labels, args.k, args.batch_size, args.batches)
+                                      for X in layers.values()])
+    t_ref32, reference32 = timed(lambda: [reference_layer(X, labels, args.k, args.batch_size, args.batches, np.float32)
+                                          for X in layers.values()])
 
-    def best(fn):
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t)
-        return min(times), out
-
-    t_ours, curve = best(lambda: modularity_curve(acts, k=args.k, batch_size=args.batch_size,
-                                                  n_batches=args.batches, progress=False))
-    t_gram, _ = best(lambda: [bare_gram(X, args.batch_size, args.batches) for X in layers.values()])
+    t_ours, curve = timed(lambda: modularity_curve(acts, k=args.k, batch_size=args.batch_size,
+                                                   n_batches=args.batches, progress=False), args.repeats)
+    t_gram, _ = timed(lambda: [bare_gram(X, args.batch_size, args.batches) for X in layers.values()], args.repeats)
 
     ours = curve["modularity"].to_numpy()
     diff = float(np.max(np.abs(ours - np.asarray(reference))))

@@ -10,13 +10,13 @@ for GBS, build both layers' kNN graphs for every pair and average the row cosine
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from repgraph import Activations, cka_matrix, gbs_matrix, knn_graph
 from repgraph.datasets import synthetic_clusters
+from timing import timed
 
 
 def per_pair_cka(layers, device):
@@ -44,16 +44,6 @@ def per_pair_gbs(layers, k):
             den = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
             out[i, j] = np.mean(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0))
     return out
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t, out
 
 
 def main():
