@@ -81,6 +81,18 @@ def test_central_filter_compensation_holds_through_prune_filters():
     torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+def test_zero_padding_shortcuts_are_refused_clearly_but_uncoupled_convs_prune():
+    from repgraph.pruning import uncoupled_convs
+    model = resnet20(shortcut="A")
+    x = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="different widths"):
+        prune_filters(model, l1_scores(model), ratio=0.25, example_input=x)
+    inner = {c: s for c, s in l1_scores(model).items() if c in uncoupled_convs(model, x)}
+    assert set(inner) == {f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)}
+    pruned = prune_filters(model, inner, ratio=0.25, example_input=x)
+    assert pruned.layer1[0].conv1.out_channels == 12 and pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_prune_filters_bad_input():
     model = resnet20()
     x = torch.zeros(1, 3, 32, 32)

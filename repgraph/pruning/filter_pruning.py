@@ -80,6 +80,11 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
         scored = [m for m in members if m in scores]
         if not scored:
             continue
+        sizes = {m: modules[m].out_channels for m in members}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"Torch-Pruning couples convs of different widths {sizes} (a zero-padding "
+                             "shortcut, e.g. ResNet option A); their channels cannot be pruned together. "
+                             "Use shortcut='B' or score only uncoupled convs (uncoupled_convs(model, x)).")
         n_channels = modules[scored[0]].out_channels
         central = [m for m in scored if isinstance(scores[m], CentralFilters)]
         if central:
