@@ -7,6 +7,7 @@ import torch
 from sklearn.metrics.pairwise import cosine_similarity, rbf_kernel
 
 from repgraph import knn_graph, similarity_matrix, to_igraph, to_networkx
+from repgraph.builders.similarity import gram
 
 
 def _naive_knn(X, k, symmetrize="mean"):
@@ -42,6 +43,21 @@ def test_knn_graph_equals_naive_definition_with_ties(rng, symmetrize):
             A = knn_graph(X, k=k, symmetrize=symmetrize)
             assert sp.isspmatrix_csr(A) or isinstance(A, sp.csr_matrix)
             np.testing.assert_allclose(A.toarray(), _naive_knn(X, k, symmetrize), atol=1e-6)
+
+
+def test_knn_graph_equals_naive_definition_on_a_large_tied_batch(rng):
+    # N above the block-triangular Gram threshold; integer features give many exact ties and
+    # near-ties that the float64 re-scoring must settle
+    X = rng.integers(0, 3, size=(300, 6)).astype(np.float32)
+    np.testing.assert_allclose(knn_graph(X, k=3).toarray(), _naive_knn(X, 3), atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [10, 300, 517])
+def test_gram_equals_the_full_product(rng, n):
+    X = rng.normal(size=(n, 33))
+    G = gram(torch.from_numpy(X))
+    np.testing.assert_allclose(G.numpy(), X @ X.T, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(G.numpy(), G.numpy().T, rtol=0, atol=1e-10)
 
 
 def test_knn_graph_each_node_keeps_k_out_edges(rng):

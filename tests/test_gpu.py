@@ -10,12 +10,14 @@ pytestmark = pytest.mark.gpu
 
 
 def test_knn_graph_and_modularity_on_cuda_equal_cpu():
-    X, y = synthetic_clusters(300, 5, 64, seed=0)
+    X, y = synthetic_clusters(600, 5, 64, seed=0)  # N >= 256: the block-triangular Gram path
     np.testing.assert_allclose(knn_graph(torch.from_numpy(X).cuda(), k=3).toarray(), knn_graph(X, k=3).toarray(),
                                atol=1e-6)
     acts = Activations({"a": X, "b": X ** 2}, y)
-    np.testing.assert_allclose(modularity_curve(acts, batch_size=100, device="cuda", progress=False)["modularity"],
-                               modularity_curve(acts, batch_size=100, progress=False)["modularity"], atol=1e-6)
+    for batch_size in (100, 300):
+        np.testing.assert_allclose(
+            modularity_curve(acts, batch_size=batch_size, device="cuda", progress=False)["modularity"],
+            modularity_curve(acts, batch_size=batch_size, progress=False)["modularity"], atol=1e-6)
 
 
 def test_similarities_on_cuda_equal_cpu():

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from .._arrays import as_features
 from ..builders.knn import knn_graph
-from ..builders.similarity import normalized_rows
+from ..builders.similarity import gram, normalized_rows
 
 
 def sample_graph(X, k: int | None = 5, *, metric: str = "cosine", name: str = "X", device=None) -> sp.csr_matrix:
@@ -20,7 +20,7 @@ def sample_graph(X, k: int | None = 5, *, metric: str = "cosine", name: str = "X
         return knn_graph(X, k, metric=metric, name=name, device=device)
     Xt = as_features(X, name=name, device=device)
     S = normalized_rows(Xt, metric)
-    S = (S @ S.T).double()
+    S = gram(S).double()
     S.fill_diagonal_(0.0)
     return sp.csr_matrix(S.cpu().numpy())
 

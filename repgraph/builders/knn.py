@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from .._arrays import as_features, non_finite_error
-from .similarity import NORM_FLOOR, row_chunk
+from .similarity import NORM_FLOOR, gram, row_chunk
 
 SYMMETRIZE = ("mean", "max", "mutual", None)
 NEGATIVE = ("keep", "clip", "raise")
@@ -64,16 +64,15 @@ def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
                          * torch.linalg.vector_norm(Xc, dim=2).clamp_min(NORM_FLOOR))
     scale = exact.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
     key = torch.where(valid, torch.round(exact / (scale * TIE_RTOL)), torch.full_like(exact, -torch.inf))
-    by_index = cols.masked_fill(~valid, X.shape[0]).argsort(dim=1)  # ascending column index first,
+    # order: descending exact value; a stable sort of the index-sorted columns keeps ties lowest-index first
+    by_index = cols.masked_fill(~valid, X.shape[0]).argsort(dim=1)
     order = by_index.gather(1, key.gather(1, by_index).argsort(dim=1, descending=True, stable=True))
-    need = k - n_safe  # then descending exact value (stable, so ties keep the lowest index)
     picked_cols, picked_vals = cols.gather(1, order), exact.gather(1, order)
-    out_idx = torch.empty(len(rows), k, dtype=cand.dtype, device=X.device)
-    out_val = torch.empty(len(rows), k, dtype=torch.float64, device=X.device)
-    for i in range(len(rows)):  # rows differ in how many places are safe; k is small
-        s_, n_ = int(n_safe[i]), int(need[i])
-        out_idx[i, :s_], out_val[i, :s_] = cand[i, :s_], values[i, :s_].double()
-        out_idx[i, s_:], out_val[i, s_:] = picked_cols[i, :n_], picked_vals[i, :n_]
+    place = torch.arange(k, device=X.device)[None, :]
+    from_safe = place < n_safe[:, None]  # places before n_safe keep their float32 candidate
+    fill = (place - n_safe[:, None]).clamp(0, width - 1)
+    out_idx = torch.where(from_safe, cand[:, :k], picked_cols.gather(1, fill))
+    out_val = torch.where(from_safe, values[:, :k].double(), picked_vals.gather(1, fill))
     return out_idx, out_val
 
 
@@ -102,31 +101,34 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
     else:
         scale, band_scale = 1.0 / norms.clamp_min(NORM_FLOOR), torch.ones_like(norms)
     band = ERROR_FACTOR * (d ** 0.5 + 8.0) * torch.finfo(torch.float32).eps * band_scale
+    first = min(k + 1, n - 1)  # the (k+1)-th value tells whether the k-th place is in doubt
     m = min(k + CANDIDATES, n - 1)
     rows, cols, vals = [], [], []
     step = row_chunk(n, n)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        S = X[start:stop] @ X.T
+        S = gram(X) if stop - start == n else X[start:stop] @ X.T
         if scale is not None:
             S *= scale[start:stop, None]
             S *= scale[None, :]
         local = torch.arange(stop - start, device=S.device)
         S[local, local + start] = -torch.inf
-        top_vals, cand = torch.topk(S, m, dim=1)  # descending float32 values
-        idx, w = cand[:, :k].clone(), top_vals[:, :k].double()
-        if m > k:
-            b = band[start:stop]
-            kth = top_vals[:, k - 1]
-            near = kth - top_vals[:, k] <= b
-            whole = near & (kth - top_vals[:, m - 1] <= b)
-            for r in (near & ~whole).nonzero().flatten().split(row_chunk(n, 2 * m * d)):
+        top_vals, top = torch.topk(S, first, dim=1)  # descending float32 values
+        idx, w = top[:, :k].clone(), top_vals[:, :k].double()
+        b = band[start:stop]
+        kth = top_vals[:, k - 1]
+        near = (kth - top_vals[:, first - 1] <= b).nonzero().flatten() if first > k else local[:0]
+        if len(near):  # only rows in doubt pay for the wider candidate list
+            cand_vals, cand = torch.topk(S[near], m, dim=1)
+            whole = kth[near] - cand_vals[:, m - 1] <= b[near]
+            for r in (~whole).nonzero().flatten().split(row_chunk(n, 2 * m * d)):
                 if len(r):
-                    idx[r], w[r] = _rescore_band(X, r + start, top_vals[r], cand[r], kth[r], b[r], k,
+                    g = near[r]
+                    idx[g], w[g] = _rescore_band(X, g + start, cand_vals[r], cand[r], kth[g], b[g], k,
                                                  scale is not None)
-            for r in whole.nonzero().flatten().split(row_chunk(n, 2 * n)):
-                if len(r):
-                    idx[r], w[r] = _exact_rows(X, r + start, scale is not None, k)
+            for g in near[whole].split(row_chunk(n, 2 * n)):
+                if len(g):
+                    idx[g], w[g] = _exact_rows(X, g + start, scale is not None, k)
         rows.append(np.repeat(np.arange(start, stop), k))
         cols.append(idx.reshape(-1).cpu().numpy())
         vals.append(w.reshape(-1).cpu().numpy())

@@ -21,6 +21,33 @@ def normalized_rows(X: torch.Tensor, metric: str) -> torch.Tensor:
     return X / X.norm(dim=1, keepdim=True).clamp_min(NORM_FLOOR)
 
 
+GRAM_PANELS = 4  # row panels of the block-triangular Gram product: 10/16 of the multiply-adds
+MIN_PANEL_ROWS = 64  # below this a panel is too thin for an efficient matrix product
+
+
+def gram(X: torch.Tensor) -> torch.Tensor:
+    """``X Xᵀ`` computed from its upper block triangle only, then mirrored.
+
+    The rows are split into ``GRAM_PANELS`` panels; panel i is multiplied with the rows from panel
+    i onwards (``X_i X_{i:}ᵀ``); the blocks below the diagonal blocks are copied from their
+    transposes. With 4 panels that is 10/16 of the multiply-adds of ``X @ X.T``. Outside the
+    diagonal blocks ``s_ji`` is the same rounded number as ``s_ij``; inside them, as in ``X @ X.T``,
+    the two may differ in the last bit. Small inputs, and inputs on a GPU (where the launches of the
+    panel products and copies cost more than the saved work: 0.071 s against 0.051 s for 50 products
+    of 500×4096 on an H100, ``benchmarks/bench_modularity.py --device cuda``), use ``X @ X.T``.
+    """
+    n = X.shape[0]
+    if X.device.type != "cpu" or n < GRAM_PANELS * MIN_PANEL_ROWS:
+        return X @ X.T
+    edges = [round(i * n / GRAM_PANELS) for i in range(GRAM_PANELS + 1)]
+    out = torch.empty(n, n, dtype=X.dtype, device=X.device)
+    for a, z in zip(edges[:-1], edges[1:]):
+        torch.mm(X[a:z], X[a:].T, out=out[a:z, a:])
+    for a, z in zip(edges[1:-1], edges[2:]):
+        out[a:z, :a] = out[:a, a:z].T
+    return out
+
+
 def median(t: torch.Tensor) -> torch.Tensor:
     """Median of all entries, averaging the two middle values for an even count (as numpy does)."""
     values = t.reshape(-1).sort().values
@@ -31,7 +58,7 @@ def median(t: torch.Tensor) -> torch.Tensor:
 def squared_distances(X: torch.Tensor) -> torch.Tensor:
     """``‖x_i − x_j‖²`` from the Gram matrix, clamped at 0 against rounding."""
     sq = (X * X).sum(dim=1)
-    return (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
+    return (sq[:, None] + sq[None, :] - 2.0 * gram(X)).clamp_min(0.0)
 
 
 def similarity_matrix(X, metric: str = "cosine", *, device=None, sigma: float | None = None):
@@ -57,7 +84,7 @@ def similarity_matrix(X, metric: str = "cosine", *, device=None, sigma: float | 
         S = torch.exp(-d2 / (2.0 * sigma ** 2))
     else:
         R = normalized_rows(Xt, metric)
-        S = R @ R.T
+        S = gram(R)
     return S if isinstance(X, torch.Tensor) else S.cpu().numpy()
 
 
@@ -66,4 +93,4 @@ def row_chunk(n_rows: int, n_cols: int, budget_bytes: int = 256 * 2**20) -> int:
     return int(max(1, min(n_rows, budget_bytes // max(1, 4 * n_cols))))
 
 
-__all__ = ["similarity_matrix", "normalized_rows", "median", "squared_distances", "row_chunk", "METRICS"]
+__all__ = ["similarity_matrix", "gram", "normalized_rows", "median", "squared_distances", "row_chunk", "METRICS"]
