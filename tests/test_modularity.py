@@ -128,6 +128,18 @@ def test_modularity_curve_matches_reference_pipeline():
     assert curve.attrs["k"] == 3 and curve.attrs["batch_size"] == 100
 
 
+def test_modularity_curve_matches_reference_on_large_tied_batches():
+    # batches above the block-triangular Gram threshold; features rounded to integers so that about
+    # 120 of the 600 rows have exactly or nearly tied k-th neighbours (the float64 re-scoring paths)
+    X, _ = synthetic_clusters(600, 4, 16, separation=1.0, seed=7, shuffle=False)
+    layers = {"crowded": np.round(np.maximum(X, 0.0)).astype(np.float32)}
+    labels = np.arange(600) % 4
+    curve = modularity_curve(Activations(layers, labels), k=3, batch_size=300, progress=False)
+    (_, mean, std), = _reference_curve(layers, labels, 3, 300, 2)
+    assert curve["modularity"].item() == pytest.approx(mean, abs=1e-6)
+    assert curve["std"].item() == pytest.approx(std, abs=1e-6)
+
+
 def test_modularity_curve_batches_protocol():
     X, y = synthetic_clusters(1250, 5, 20, seed=1)
     acts = Activations({"a": X}, y)

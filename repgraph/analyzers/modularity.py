@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from .._arrays import as_features, as_label_codes
 from ..builders.convert import as_sparse, is_symmetric
-from ..builders.knn import knn_edges, symmetrized
+from ..builders.knn import knn_edges
 
 
 def _adjacency(A) -> sp.csr_matrix:
@@ -33,16 +33,27 @@ def modularity(A, labels, *, resolution: float = 1.0) -> float:
     """
     M = _adjacency(A)
     codes = as_label_codes(labels, M.shape[0])
-    M = M + sp.diags(M.diagonal())  # networkx convention: a self-loop adds 2w to the degree
-    degrees = np.asarray(M.sum(axis=1)).ravel()
-    two_m = degrees.sum()
+    M = (M + sp.diags(M.diagonal())).tocoo()  # networkx convention: a self-loop adds 2w to the degree
+    return edge_modularity(M.row, M.col, M.data, codes, resolution=resolution)
+
+
+def edge_modularity(rows, cols, weights, codes, *, resolution: float = 1.0) -> float:
+    """Modularity (as ``modularity``) of the partition ``codes`` (integers 0…C−1) on the graph
+    ``(E + Eᵀ)/2``, where ``E`` has the entries ``weights`` at (``rows``, ``cols``), duplicates summed.
+
+    Degrees are ``k = (E·1 + Eᵀ·1)/2``, ``2m = ΣE``, and ``tr(YᵀAY) = Σ_{codes[i]=codes[j]} E_ij``, so
+    a directed kNN edge list gives the modularity of its ``(A + Aᵀ)/2`` graph without building it.
+    """
+    codes_r, codes_c = codes[rows], codes[cols]
+    two_m = float(np.sum(weights))
     if two_m == 0:
         raise ValueError("The graph's total edge weight is 0; modularity is undefined. "
                          "Check that the sample graph has edges (and positive weights).")
-    rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
-    intra = M.data[codes[rows] == codes[M.indices]].sum()
-    community_degree = np.bincount(codes, weights=degrees)
-    return float(intra / two_m - resolution * np.dot(community_degree, community_degree) / two_m**2)
+    intra = float(np.sum(weights[codes_r == codes_c]))
+    n_codes = int(codes.max()) + 1
+    community_degree = (np.bincount(codes_r, weights=weights, minlength=n_codes)
+                        + np.bincount(codes_c, weights=weights, minlength=n_codes)) / 2
+    return intra / two_m - resolution * float(np.dot(community_degree, community_degree)) / two_m**2
 
 
 def _batch_bounds(n: int, batch_size: int, n_batches: int | None) -> list[tuple[int, int]]:
@@ -89,7 +100,7 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500,
             if n <= k:
                 raise ValueError(f"{name} has N={n} samples but k={k}: a kNN graph needs N > k.")
             r, c, w = knn_edges(Xb, k, "cosine", name=name)
-            values.append(modularity(symmetrized(r, c, w, n, "mean"), codes[start:stop]))
+            values.append(edge_modularity(r, c, w, codes[start:stop]))  # of (A + Aᵀ)/2
         rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
                      "std": float(np.std(values)), "n_samples": sum(b - a for a, b in bounds)})
     curve = pd.DataFrame(rows, columns=["layer", "depth", "modularity", "std", "n_samples"])
