@@ -5,7 +5,7 @@ Per-pair baseline (written here from the definitions): for every layer pair buil
 matrices, centre each with the n×n centring matrix H (two n×n products), compute HSIC as a trace;
 for GBS, build both layers' kNN graphs for every pair and average the row cosines.
 
-    python benchmarks/bench_similarity.py [--layers 20] [--samples 1000] [--device cpu|cuda]
+    python benchmarks/bench_similarity.py [--layers 20] [--samples 1000] [--device cpu|cuda] [--repeats 1]
 """
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def main():
     parser.add_argument("--features", type=int, default=2048)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="best of this many runs for every contender (use 3 on a GPU, where the "
+                             "first run pays for warm-up)")
     args = parser.parse_args()
     layers = [np.maximum(synthetic_clusters(args.samples, 10, args.features, separation=0.03 * 1.3 ** d,
                                             seed=d, shuffle=False)[0], 0) for d in range(args.layers)]
@@ -60,16 +63,16 @@ def main():
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads; "
           f"{args.layers} layers x {args.samples} samples x {args.features} features")
 
-    t_ref, ref = timed(lambda: per_pair_cka(layers, args.device))
-    t_ours, ours = timed(lambda: cka_matrix(acts, device=args.device))
+    t_ref, ref = timed(lambda: per_pair_cka(layers, args.device), args.repeats)
+    t_ours, ours = timed(lambda: cka_matrix(acts, device=args.device), args.repeats)
     print(f"CKA per pair (H-centring)  : {t_ref:8.2f} s")
     print(f"cka_matrix (stacked)       : {t_ours:8.2f} s   speed-up x{t_ref / t_ours:.1f}   "
           f"max |diff| {np.abs(ours.to_numpy() - ref).max():.1e}")
-    t_deb, _ = timed(lambda: cka_matrix(acts, debiased=True, device=args.device))
+    t_deb, _ = timed(lambda: cka_matrix(acts, debiased=True, device=args.device), args.repeats)
     print(f"cka_matrix debiased        : {t_deb:8.2f} s")
 
-    t_ref, ref = timed(lambda: per_pair_gbs(layers, args.k))
-    t_ours, ours = timed(lambda: gbs_matrix(acts, k=args.k, device=args.device))
+    t_ref, ref = timed(lambda: per_pair_gbs(layers, args.k), args.repeats)
+    t_ours, ours = timed(lambda: gbs_matrix(acts, k=args.k, device=args.device), args.repeats)
     print(f"GBS per pair (graphs per pair): {t_ref:8.2f} s")
     print(f"gbs_matrix (graphs once)   : {t_ours:8.2f} s   speed-up x{t_ref / t_ours:.1f}   "
           f"max |diff| {np.abs(ours.to_numpy() - ref).max():.1e}")
