@@ -12,55 +12,17 @@
 from __future__ import annotations
 
 import argparse
-import math
+import sys
+from pathlib import Path
 
-import gudhi
 import networkx as nx
 import numpy as np
 
 from repgraph import birth_points, closeness_centrality, filter_similarity
 from timing import timed
 
-
-def reference_similarity(F):
-    n, c = F.shape[:2]
-    S = np.zeros((c, c))
-    for i in range(c):
-        for j in range(c):
-            vals = []
-            for k in range(n):
-                a, b = F[k, i].ravel(), F[k, j].ravel()
-                ca, cb = a.max() == a.min(), b.max() == b.min()
-                if ca and cb:
-                    vals.append(1.0)
-                elif not a.any() or not b.any():
-                    vals.append(-1.0)
-                elif ca or cb:
-                    vals.append(np.nan)
-                else:
-                    vals.append(np.corrcoef(a, b)[0, 1])
-            S[i, j] = np.mean(vals)
-    np.fill_diagonal(S, 1.0)
-    return S
-
-
-def naive_birth_point(M, max_level=50, density=0.8):
-    h = M.shape[0]
-    S = np.maximum(M, M.T)
-    u, v = np.triu_indices(h, 1)
-    distinct = sorted(set(S[u, v].tolist()), reverse=True)
-    level_of = {val: i for i, val in enumerate(distinct)}
-    cutoff = math.ceil(len(u) * density)
-    st = gudhi.SimplexTree()
-    for i in range(h):
-        st.insert([i], 0.0)
-    for a, b in zip(u, v):
-        if level_of[S[a, b]] < cutoff:
-            st.insert([int(a), int(b)], float(level_of[S[a, b]]))
-    st.expansion(2)
-    st.compute_persistence(homology_coeff_field=2, persistence_dim_max=True)
-    births = [b for b, d in st.persistence_intervals_in_dimension(1) if d > b and b <= max_level]
-    return int(min(births)) if births else 0
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from oracles import brute_force_filter_similarity, naive_birth_point  # noqa: E402  (the tests' oracles)
 
 
 def main():
@@ -75,7 +37,7 @@ def main():
 
     F = np.maximum(rng.normal(size=(args.images, args.channels, args.size, args.size)), 0)
     F[rng.random(F.shape[:2]) < 0.05] = 0.0  # some dead maps, as after ReLU
-    t_ref, ref = timed(lambda: reference_similarity(F))
+    t_ref, ref = timed(lambda: brute_force_filter_similarity(F))
     t_ours, ours = timed(lambda: filter_similarity(F))
     same = np.allclose(ours, ref, atol=1e-10, equal_nan=True)
     print(f"filter_similarity  : reference {t_ref:8.3f} s, ours {t_ours:7.4f} s, x{t_ref / t_ours:7.1f}, equal: {same}")

@@ -1,6 +1,5 @@
 import math
 
-import gudhi
 import networkx as nx
 import numpy as np
 import pytest
@@ -11,40 +10,17 @@ from repgraph import (birth_points, central_filters, chip_scores, closeness_cent
                       compensate_next_layer, feature_entropy, filter_similarity, hrank_scores, l1_scores,
                       persistence_entropy)
 from repgraph.analyzers.topology import birth_point_of_map, entropy_ranking_scores
+from oracles import brute_force_filter_similarity, naive_birth_point
 
 
 # --- filter similarity ---------------------------------------------------------------------------
-def _brute_force_similarity(F):
-    """The reference semantics: a triple loop of np.corrcoef with the special cases."""
-    n, c = F.shape[:2]
-    S = np.zeros((c, c))
-    for i in range(c):
-        for j in range(c):
-            vals = []
-            for k in range(n):
-                a, b = F[k, i].ravel(), F[k, j].ravel()
-                ca, cb = a.max() == a.min(), b.max() == b.min()
-                za, zb = not a.any(), not b.any()
-                if ca and cb:
-                    vals.append(1.0)
-                elif za or zb:
-                    vals.append(-1.0)
-                elif ca or cb:
-                    vals.append(np.nan)
-                else:
-                    vals.append(np.corrcoef(a, b)[0, 1])
-            S[i, j] = np.mean(vals)
-    np.fill_diagonal(S, 1.0)
-    return S
-
-
 def test_filter_similarity_equals_brute_force(rng):
     F = np.maximum(rng.normal(size=(6, 7, 5, 5)), 0)  # post-ReLU maps
     F[2, 3] = 0.0  # an all-zero map in one image
     F[4, 1] = 0.0
     F[4, 5] = 0.0  # both zero in image 4 -> +1 for the pair (1, 5)
     S = filter_similarity(F)
-    np.testing.assert_allclose(S, _brute_force_similarity(F), atol=1e-10)
+    np.testing.assert_allclose(S, brute_force_filter_similarity(F), atol=1e-10)
     np.testing.assert_allclose(S, S.T)
     assert (np.diag(S) == 1).all()
     assert isinstance(filter_similarity(torch.from_numpy(F)), torch.Tensor)
@@ -135,26 +111,6 @@ def test_compensation_keeps_the_next_layer_output_when_a_filter_is_a_copy():
 
 
 # --- birth points ---------------------------------------------------------------------------------
-def _naive_birth_point(M, max_level=50, density=0.8):
-    """The whole flag complex in a gudhi SimplexTree, expanded, persistence over GF(2)."""
-    h = M.shape[0]
-    S = np.maximum(M, M.T)
-    u, v = np.triu_indices(h, 1)
-    distinct = sorted(set(S[u, v].tolist()), reverse=True)
-    level_of = {val: i for i, val in enumerate(distinct)}
-    cutoff = math.ceil(len(u) * density)
-    st = gudhi.SimplexTree()
-    for i in range(h):
-        st.insert([i], 0.0)
-    for a, b in zip(u, v):
-        if level_of[S[a, b]] < cutoff:
-            st.insert([int(a), int(b)], float(level_of[S[a, b]]))
-    st.expansion(2)
-    st.compute_persistence(homology_coeff_field=2, persistence_dim_max=True)
-    births = [b for b, d in st.persistence_intervals_in_dimension(1) if d > b and b <= max_level]
-    return int(min(births)) if births else 0
-
-
 def test_birth_point_worked_example():
     # A 4-cycle 0-1-2-3-0 with side weights 10, 9, 8, 7 and diagonals 0-2: 2, 1-3: 1.
     # Distinct values 10 > 9 > 8 > 7 > 2 > 1 give levels 0..5; C(4,2) = 6 edges, so edges at level
@@ -174,10 +130,10 @@ def test_birth_points_equal_the_naive_gudhi_route_on_random_maps_with_ties(rng):
     for _ in range(300):
         h = int(rng.integers(3, 10))
         M = rng.integers(0, int(rng.integers(2, 10)), size=(h, h)).astype(float)
-        assert birth_point_of_map(M) == _naive_birth_point(M)
+        assert birth_point_of_map(M) == naive_birth_point(M)
     for max_level in (2, 5):
         M = rng.random((12, 12))
-        assert birth_point_of_map(M, max_level=max_level) == _naive_birth_point(M, max_level=max_level)
+        assert birth_point_of_map(M, max_level=max_level) == naive_birth_point(M, max_level=max_level)
 
 
 def test_birth_points_invariances_and_parallel(rng, monkeypatch):
