@@ -11,9 +11,11 @@ rounding alone moves the curve (near-tied neighbours flip).
 
 The Gram products that cannot be avoided are timed twice: as ``modularity_curve`` computes them
 (``builders.similarity.gram``: the upper block triangle, 10/16 of the multiply-adds, mirrored)
-and as the plain full product ``X @ X.T``.
+and as the plain full product ``X @ X.T``. The contenders run interleaved layer by layer (best of
+``--repeats`` each), so that a slow spell of a shared machine hits all of them.
 
     python benchmarks/bench_modularity.py [--layers 10] [--batches 5] [--batch-size 500] [--features 4096]
+                                          [--repeats 3] [--device cpu|cuda] [--stress]
 """
 from __future__ import annotations
 
