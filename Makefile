@@ -23,9 +23,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_modularity.py
 
-# Re-make the shipped digits checkpoint (data/resnet20_digits.pt) with the project's own trainer.
+# Re-make the shipped digits checkpoint (repgraph/data/resnet20_digits.pt) with the project's own trainer.
 checkpoint: $(STAMP)
-	$(BIN)/repgraph train --model resnet20 --out data/resnet20_digits.pt
+	$(BIN)/repgraph train --model resnet20 --out repgraph/data/resnet20_digits.pt
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -1,27 +1,27 @@
 """repgraph: graph-theoretic analysis of neural-network representations, and pruning from it.
 
 See DESIGN §3 for the public API; every analyzer's docstring states its formula and reference.
+Names load lazily (``repgraph._lazy``): ``import repgraph`` is instant, and torch is imported by
+the first analysis that needs it.
 """
 __version__ = "0.1.0"
 
-from .analyzers import (CentralFilters, MinibatchCKA, birth_points, central_filters, chip_scores, cka,
-                        cka_matrix, closeness_centrality, clp_scores, communities, compensate_next_layer,
-                        feature_entropy, filter_similarity, gbs, gbs_matrix, hrank_scores, l1_scores,
-                        layer_correspondence, layer_filter_report, modularity, modularity_curve,
-                        persistence_entropy)
-from .builders import knn_graph, similarity_matrix, to_igraph, to_networkx
-from .hooks import ActivationRecorder, Activations, capture_activations, list_layers
-from .pruning import (count_params_flops, evaluate, prune_experiment, prune_filters, redundant_by_similarity,
-                      redundant_layers, removable_layers, remove_layers, train)
+from ._lazy import lazy_exports
 
-__all__ = [
-    "ActivationRecorder", "Activations", "capture_activations", "list_layers",
-    "knn_graph", "similarity_matrix", "to_igraph", "to_networkx",
-    "communities", "modularity", "modularity_curve",
-    "cka", "cka_matrix", "MinibatchCKA", "gbs", "gbs_matrix", "layer_correspondence",
-    "filter_similarity", "closeness_centrality", "central_filters", "CentralFilters",
-    "compensate_next_layer", "birth_points", "feature_entropy", "persistence_entropy",
-    "hrank_scores", "chip_scores", "clp_scores", "l1_scores", "layer_filter_report",
-    "evaluate", "redundant_layers", "removable_layers", "remove_layers", "train",
-    "count_params_flops", "prune_filters", "prune_experiment", "redundant_by_similarity",
-]
+_WHERE = {
+    **dict.fromkeys(["get_config", "set_config", "config_context"], "._config"),
+    **dict.fromkeys(["ActivationRecorder", "Activations", "capture_activations", "list_layers"], ".hooks"),
+    **dict.fromkeys(["filter_similarity", "knn_graph", "similarity_graph", "similarity_matrix", "to_igraph",
+                     "to_networkx"], ".builders"),
+    **dict.fromkeys(["CentralFilters", "MinibatchCKA", "birth_points", "central_filters", "chip_scores", "cka",
+                     "cka_matrix", "class_feature_entropy", "closeness_centrality", "communities",
+                     "compensate_next_layer", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "l1_scores",
+                     "layer_correspondence", "modularity", "modularity_curve", "persistence_entropy"], ".analyzers"),
+    **dict.fromkeys(["ScoresImportance", "count_params_flops", "evaluate", "prune_filters", "redundant_by_similarity",
+                     "redundant_layers", "removable_layers", "remove_layers", "train", "uncoupled_convs"],
+                    ".pruning"),
+    **dict.fromkeys(["clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
+                     "prune_experiment", "register_criterion"], ".workflows"),
+}
+__all__ = list(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -1,18 +1,49 @@
-"""Input validation shared by builders and analyzers: one place that turns numpy arrays or torch
-tensors (any device) into checked torch tensors, and labels into checked integer codes."""
+"""The one home of input checks: arrays and tensors (any device) into checked torch tensors,
+labels into integer codes, feature maps, square matrices, the device resolver and chunk sizing
+within the working-memory budget (``repgraph.set_config``)."""
 from __future__ import annotations
+
+import itertools
+import math
+import numbers
 
 import numpy as np
 import torch
+from torch import nn
+
+from ._config import get_config
 
 
-def resolve_device(device, like=None) -> torch.device:
-    """``device`` if given, else the device of the tensor ``like``, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    if isinstance(like, torch.Tensor):
-        return like.device
-    return torch.device("cpu")
+def resolve_device(device=None, like=None) -> torch.device:
+    """The device to compute on: ``device`` if given, else the device of ``like`` (a tensor, or a
+    module's first parameter or buffer), else CPU.
+
+    Raises ``ValueError`` for a CUDA device when no GPU is available, instead of torch's
+    lazy-initialisation error deep inside a computation.
+    """
+    if device is None:
+        if isinstance(like, torch.Tensor):
+            return like.device
+        if isinstance(like, nn.Module):
+            first = next(itertools.chain(like.parameters(), like.buffers()), None)
+            return first.device if first is not None else torch.device("cpu")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device; pass 'cpu', 'cuda', 'cuda:1', "
+                         "a torch.device or None.") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA device is available here; pass "
+                         "device='cpu' (or None to use where the data or model already are).")
+    return resolved
+
+
+def row_chunk(n_rows: int, bytes_per_row: int) -> int:
+    """Rows per chunk so that one chunk of ``bytes_per_row``-byte rows stays within the
+    working-memory budget (``repgraph.get_config()["working_memory"]`` MiB); at least 1."""
+    budget = get_config()["working_memory"] * 2**20
+    return int(max(1, min(n_rows, budget // max(1, bytes_per_row))))
 
 
 def as_tensor(X, *, name: str = "X", device=None, dtype=torch.float32) -> torch.Tensor:
@@ -78,3 +109,56 @@ def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:
         raise ValueError(f"{name} has length {arr.shape[0]} but there are {n} samples; pass one label per sample.")
     _, codes = np.unique(arr, return_inverse=True)
     return codes.astype(np.int64)
+
+
+def as_feature_maps(fmaps, *, name: str = "fmaps", device=None, dtype=torch.float32,
+                    min_channels: int = 1, square: bool = False) -> torch.Tensor:
+    """Validate a layer's feature maps: 4-D (N, C, H, W), finite, enough channels, square if asked."""
+    t = as_tensor(fmaps, name=name, device=device, dtype=dtype)
+    if t.ndim != 4:
+        raise ValueError(f"{name} must be feature maps of shape (N, C, H, W), got shape {tuple(t.shape)}; "
+                         "capture the layer with reduce=None.")
+    n, c, h, w = t.shape
+    if n < 1:
+        raise ValueError(f"{name} holds no images.")
+    if c < min_channels:
+        raise ValueError(f"{name} has {c} channel(s); at least {min_channels} are needed.")
+    if square and h != w:
+        raise ValueError(f"{name} has {h}x{w} maps; this measure needs square maps (H = W).")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf; check the layer's inputs or the model.")
+    return t
+
+
+def as_square_matrix(S, *, name: str = "S") -> np.ndarray:
+    """``S`` (numpy array or torch tensor on any device) as a float64 numpy (n, n) matrix, n >= 2."""
+    S = np.asarray(S.detach().cpu().numpy() if isinstance(S, torch.Tensor) else S, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {S.shape}.")
+    if S.shape[0] < 2:
+        raise ValueError(f"{name} has {S.shape[0]} row(s); at least 2 are needed.")
+    return S
+
+
+def check_ratio(ratio, *, name: str = "ratio", allow_zero: bool = True) -> float:
+    """``ratio`` if it is a fraction in [0, 1) (in (0, 1) when ``allow_zero`` is False), else a
+    ``ValueError`` naming ``name``."""
+    low_ok = isinstance(ratio, numbers.Real) and (ratio >= 0.0 if allow_zero else ratio > 0.0)
+    if isinstance(ratio, bool) or not low_ok or not ratio < 1.0:
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name} must be a fraction in {interval}, got {ratio!r}.")
+    return float(ratio)
+
+
+def prune_count(n: int, ratio: float, *, name: str = "ratio", allow_zero: bool = True) -> int:
+    """How many of ``n`` filters (or channels) a pruning ``ratio`` removes: ``ceil(n·ratio)``,
+    everywhere in repgraph (Central-Filter's rule). The product is rounded to 9 decimals first, so
+    float error never adds one (10 × 0.3 gives 3, not 4). ``ratio`` is checked by ``check_ratio``;
+    a count that would remove all ``n`` raises ``ValueError`` naming ``name``.
+    """
+    check_ratio(ratio, name=name, allow_zero=allow_zero)
+    count = math.ceil(round(n * ratio, 9))
+    if count >= n:
+        raise ValueError(f"{name}={ratio} would prune all {n} filters (ceil({n}·{ratio}) = {count}); "
+                         "use a smaller ratio.")
+    return count

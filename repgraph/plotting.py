@@ -129,7 +129,7 @@ def plot_filter_graph(S, selection=None, ax=None, *, threshold: float | None = N
     central filters in red, pruned delegates in grey, the others in blue, edges to delegates dark."""
     import networkx as nx
 
-    from .analyzers.closeness import similarity_graph
+    from .builders.filter_graph import similarity_graph
 
     if threshold is None:
         threshold = selection.threshold if selection is not None else None

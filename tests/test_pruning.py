@@ -98,8 +98,12 @@ def test_prune_filters_bad_input():
     x = torch.zeros(1, 3, 32, 32)
     with pytest.raises(ValueError, match="length 3 but it has 16 filters"):
         prune_filters(model, {"conv1": np.ones(3)}, ratio=0.5, example_input=x)
-    with pytest.raises(ValueError, match="remove every channel"):
+    with pytest.raises(ValueError, match=r"ratio must be a fraction in \[0, 1\), got 1.0"):
         prune_filters(model, l1_scores(model), ratio=1.0, example_input=x)
+    with pytest.raises(ValueError, match=r"ratio_dict\['conv1'\] must be a fraction"):
+        prune_filters(model, l1_scores(model), ratio_dict={"conv1": -0.1}, example_input=x)
+    with pytest.raises(ValueError, match="'conv1' contain NaN"):
+        prune_filters(model, {"conv1": np.full(16, np.nan)}, ratio=0.5, example_input=x)
     with pytest.raises(ValueError, match="Unknown layer"):
         prune_filters(model, {"conv9": np.ones(16)}, ratio=0.5, example_input=x)
     with pytest.raises(ValueError, match="ratio="):
@@ -130,10 +134,18 @@ def test_prune_experiment_row():
     torch.manual_seed(0)
     train_set, test_set = digits("train", size=8), digits("test", size=8)
     model = small_cnn(in_channels=1)
-    from repgraph import train
+    from repgraph import evaluate, train
     train(model, train_set, epochs=3, progress=False)
     x = test_set.data[:1]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     row = prune_experiment(model, lambda m: prune_filters(m, l1_scores(m), ratio=0.5, example_input=x),
-                           train_set, test_set, example_input=x, finetune_epochs=1, name="l1 50%")
-    assert row["name"] == "l1 50%" and row["params_after"] < row["params_before"]
-    assert 0 < row["flops_reduction"] < 1 and 0 <= row["accuracy_finetuned"] <= 1
+                           train_set, test_set, example_input=x, finetune_epochs=1, name="l1 50%", progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is untouched
+    assert row["accuracy_before"] == evaluate(model, test_set, progress=False)
+    pruned = prune_filters(model, l1_scores(model), ratio=0.5, example_input=x)
+    assert row["accuracy_pruned"] == evaluate(pruned, test_set, progress=False)
+    params, flops = count_params_flops(pruned, x)
+    assert (row["params_after"], row["flops_after"]) == (params, flops)
+    assert row["flops_reduction"] == pytest.approx(1 - flops / count_params_flops(model, x)[1])
+    train(pruned, train_set, epochs=1, lr=0.01, seed=0, progress=False)  # the same fine-tuning, done here
+    assert row["accuracy_finetuned"] == evaluate(pruned, test_set, progress=False)

@@ -1,7 +1,6 @@
 """Central-Filter selection and next-layer compensation (Duan et al., arXiv 2112.05493, §3.2–3.3)."""
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -10,7 +9,9 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from .closeness import closeness_centrality, similarity_graph
+from .._arrays import as_square_matrix, prune_count
+from ..builders.filter_graph import similarity_graph
+from .closeness import closeness_centrality
 
 
 @dataclass
@@ -60,14 +61,10 @@ def central_filters(S, ratio: float, *, kind: str = "cf_local") -> CentralFilter
     When the graph cannot supply that many prunes (NaN similarities, neighbours two hops from
     every central filter), fewer are pruned and a warning says how many.
     """
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"ratio must lie in (0, 1), got {ratio!r}.")
-    S = np.asarray(S.detach().cpu().numpy() if hasattr(S, "detach") else S, dtype=np.float64)
-    similarity_graph(S)  # validates shape and symmetry
+    S = as_square_matrix(S)
+    similarity_graph(S)  # validates symmetry
     c = len(S)
-    target = math.ceil(c * ratio)
-    if target >= c:
-        raise ValueError(f"ratio={ratio} would prune all {c} filters; use a smaller ratio.")
+    target = prune_count(c, ratio, allow_zero=False)
     off = S[~np.eye(c, dtype=bool)]
     values = np.unique(off[np.isfinite(off)])
     if values.size == 0:

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-from .._arrays import as_features
-from ..builders.similarity import median, row_chunk
+from .._arrays import as_features, row_chunk
+from .._results import described
+from ..builders.similarity import median
 
 KERNELS = ("linear", "rbf")
 
@@ -45,7 +47,7 @@ class _Kernel:
         self.row_sums, self.total = row_sums, row_sums.sum()
 
     def _row_blocks(self):
-        step = row_chunk(self.n, 2 * self.n)
+        step = row_chunk(self.n, 8 * self.n)  # float64 kernel rows
         return [slice(s, min(self.n, s + step)) for s in range(0, self.n, step)]
 
     def _sq_distances(self, rows):
@@ -77,7 +79,7 @@ class _Kernel:
 
 
 def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
-                device=None, names=None) -> np.ndarray:
+                device=None, names=None, progress: bool = False) -> np.ndarray:
     """HSIC between every pair of the feature matrices in ``features`` (each (N, ...), same N), in
     float64, from one stacked product of the flattened centred Grams per block of rows:
     biased ``Σ_ij (HKH)_ij (HLH)_ij / (n−1)²``; unbiased ``Σ_ij U(K)_ij U(L)_ij / (n(n−3))``."""
@@ -90,8 +92,8 @@ def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sig
     kernels = [_Kernel(X, kernel, sigma, debiased, name) for X, name in zip(Xs, names)]
     n = Xs[0].shape[0]
     H = torch.zeros(len(Xs), len(Xs), dtype=torch.float64, device=Xs[0].device)
-    step = row_chunk(n, 2 * n * len(Xs))  # the stacked float64 block stays within the budget
-    for start in range(0, n, step):
+    step = row_chunk(n, 8 * n * len(Xs))  # the stacked float64 block stays within the budget
+    for start in tqdm(range(0, n, step), desc="HSIC", disable=not progress, leave=False):
         rows = slice(start, min(n, start + step))
         M = torch.stack([k.centred_block(rows).reshape(-1) for k in kernels])
         H += M @ M.T
@@ -186,7 +188,7 @@ def _as_mapping(acts, name):
 
 
 def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
-               batch_size: int | None = None, device=None) -> pd.DataFrame:
+               batch_size: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
     """CKA between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts`` itself).
 
     All pairs come from one stacked product of the layers' centred Gram matrices (``hsic_matrix``),
@@ -208,7 +210,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
         if batch_size < 4:
             raise ValueError(f"batch_size must be >= 4 for the unbiased HSIC, got {batch_size}.")
         acc = MinibatchCKA(device=device)
-        for start in range(0, n - batch_size + 1, batch_size):
+        for start in tqdm(range(0, n - batch_size + 1, batch_size), desc="minibatch CKA", disable=not progress,
+                          leave=False):
             acc.update([x[start:start + batch_size] for x in xs],
                        None if acts2 is None else [y[start:start + batch_size] for y in ys])
         values = acc.compute()
@@ -216,10 +219,9 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     else:
         names = [f"layer {l!r}" for l in rows] + [f"layer {l!r} (acts2)" for l in (cols if ys else [])]
         full = _normalise(hsic_matrix(xs + ys, kernel=kernel, debiased=debiased, sigma=sigma,
-                                      device=device, names=names), names)
+                                      device=device, names=names, progress=progress), names)
         values = full if acts2 is None else full[:len(xs), len(xs):]
         estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
     out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
-    out.attrs.update({"measure": "CKA", "kernel": kernel, "estimator": estimator,
-                      "sigma": sigma if kernel == "rbf" else None, "batch_size": batch_size})
-    return out
+    return described(out, "CKA", "Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021", kernel=kernel,
+                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, batch_size=batch_size)

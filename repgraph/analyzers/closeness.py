@@ -4,24 +4,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.csgraph import shortest_path
 
+from .._arrays import as_square_matrix
+from ..builders.filter_graph import similarity_graph
+
 KINDS = ("shortest_path", "cf_local")
 CF_OFFSET = 1024.0  # the Central-Filter reference turns similarity into a length as 1024 − S
-
-
-def similarity_graph(S, threshold: float | None = None) -> np.ndarray:
-    """Boolean adjacency of the filter graph: i ≠ j, ``S[i, j]`` finite and, if given, > ``threshold``."""
-    S = np.asarray(S.detach().cpu().numpy() if hasattr(S, "detach") else S, dtype=np.float64)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
-        raise ValueError(f"S must be a square (C, C) similarity matrix, got shape {S.shape}.")
-    if S.shape[0] < 2:
-        raise ValueError(f"S has {S.shape[0]} filter(s); a filter graph needs C >= 2.")
-    with np.errstate(invalid="ignore"):
-        edges = np.isfinite(S) & ~np.eye(len(S), dtype=bool)
-        if threshold is not None:
-            edges &= S > threshold
-    if not (edges == edges.T).all():
-        raise ValueError("S is not symmetric; a filter-similarity matrix must be.")
-    return edges
 
 
 def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | None = None) -> np.ndarray:
@@ -38,8 +25,8 @@ def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | N
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    S = as_square_matrix(S)
     edges = similarity_graph(S, threshold)
-    S = np.asarray(S.detach().cpu().numpy() if hasattr(S, "detach") else S, dtype=np.float64)
     c = len(S)
     if kind == "cf_local":
         degree = edges.sum(axis=1)

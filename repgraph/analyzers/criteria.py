@@ -1,15 +1,17 @@
 """Filter criteria used as pruning baselines: HRank (Lin et al., CVPR 2020), CHIP (Sui et al.,
 NeurIPS 2021), CLP (Chen et al., ECCV 2022, channel Lipschitz upper bound) and the L1 norm
 (Li et al., ICLR 2017). Map-based criteria take one layer's (N, C, H, W) maps or an Activations
-(then a dict layer -> scores); weight-based ones take a model (a dict conv name -> scores)."""
+(then a dict layer -> scores); L1 takes a model (a dict conv name -> scores); CLP's bounds take one
+conv's and BN's weights (``repgraph.workflows.clp_scores`` pairs them in a model)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
-from .filter_similarity import as_feature_maps
+from .._arrays import as_feature_maps
 
 
 def _per_layer(fn, fmaps, **kwargs):
@@ -87,67 +89,21 @@ def l1_scores(model: nn.Module) -> dict:
     return out
 
 
-class LayerScores(dict):
-    """dict conv name -> (C_out,) scores; ``flagged`` maps each name to a boolean mask (CLP)."""
+def clp_upper_bounds(conv_weight, bn_weight, bn_running_var, bn_eps: float):
+    """CLP's channel Lipschitz upper bounds of one conv followed by its BN (Chen et al., ECCV 2022):
+    ``UCLC_k = σ_max(W_k reshaped (C_in, kh·kw)) · |γ_k / sqrt(running_var_k + eps)|``.
 
-    flagged: dict
-
-
-def conv_bn_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
-    """(conv, bn) pairs where the BN directly consumes the conv's output, found by tracing one
-    forward (data flow, not registration order). A BN whose input is not a conv's output (e.g.
-    BN before conv) raises ``ValueError`` naming it."""
-    outputs, pairs, problems, handles = {}, [], [], []
-    names = {m: n for n, m in model.named_modules()}
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(
-                lambda m, i, o: outputs.__setitem__(id(o), names[m])))
-        elif isinstance(module, nn.BatchNorm2d):
-            def pre(m, inputs):
-                conv = outputs.get(id(inputs[0]))
-                if conv is None:
-                    problems.append(names[m])
-                else:
-                    pairs.append((conv, names[m]))
-            handles.append(module.register_forward_pre_hook(pre))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    if problems:
-        raise ValueError(f"BatchNorm layer(s) {problems} do not take a conv's output (a BN before its "
-                         "conv?); CLP needs conv -> BN pairs and will not guess a pairing.")
-    return pairs
+    ``sqrt(running_var + eps)`` is the BN's own divisor (the reference omits eps). Works for conv
+    weights of any dimensionality (Conv1d/2d/3d). Returns a float64 numpy array (C_out,).
+    """
+    W = torch.as_tensor(conv_weight).detach().double()
+    sigma_max = torch.linalg.matrix_norm(W.reshape(W.shape[0], W.shape[1], -1), ord=2)
+    gamma = torch.as_tensor(bn_weight).detach().double()
+    var = torch.as_tensor(bn_running_var).detach().double()
+    return (sigma_max * (gamma / torch.sqrt(var + bn_eps)).abs()).cpu().numpy()
 
 
-def clp_scores(model: nn.Module, u: float = 3.0, *, example_input=None) -> LayerScores:
-    """CLP channel Lipschitz upper bound: for a conv W followed by its BN,
-    ``UCLC_k = σ_max(W_k reshaped (C_in, kh·kw)) · |γ_k / sqrt(running_var_k + eps)|``; channels with
-    UCLC > mean + u·std of their layer are flagged (``.flagged``). Conv–BN pairs come from the
-    traced forward of ``example_input`` (default: zeros of 1×C_in×32×32)."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if example_input is None:
-        if not convs:
-            raise ValueError(f"{type(model).__name__} has no Conv2d layer; CLP needs conv -> BN pairs.")
-        example_input = torch.zeros(1, convs[0].in_channels, 32, 32, device=convs[0].weight.device)
-    pairs = conv_bn_pairs(model, example_input)
-    if not pairs:
-        raise ValueError(f"{type(model).__name__} has no conv -> BN pair; CLP needs BatchNorm after convs.")
-    modules = dict(model.named_modules())
-    scores, flagged = LayerScores(), {}
-    for conv_name, bn_name in pairs:
-        W = modules[conv_name].weight.detach().double()
-        bn = modules[bn_name]
-        sigma_max = torch.linalg.matrix_norm(W.reshape(W.shape[0], W.shape[1], -1), ord=2)
-        gain = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).abs()
-        uclc = (sigma_max * gain).cpu().numpy()
-        scores[conv_name] = uclc
-        flagged[conv_name] = uclc > uclc.mean() + u * uclc.std()
-    scores.flagged = flagged
-    return scores
+def clp_outliers(uclc, u: float = 3.0):
+    """Channels whose upper bound exceeds ``mean + u·std`` of their layer (CLP's flagging rule)."""
+    uclc = np.asarray(uclc, dtype=np.float64)
+    return uclc > uclc.mean() + u * uclc.std()

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from .._arrays import as_features
+from .._results import described
 from ..builders.knn import knn_graph
 from ..builders.similarity import gram, normalized_rows
 
@@ -48,15 +50,13 @@ def gbs(X, Y, *, k: int | None = 5, metric: str = "cosine", device=None) -> floa
 
 
 def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", device=None,
-               progress: bool = False) -> pd.DataFrame:
+               progress: bool = True) -> pd.DataFrame:
     """GBS between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts``).
 
     Each layer's sample graph is built once (O(L) builds) and its rows L2-normalised; then
     ``GBS_ab = (1/N)·⟨Â_a, Â_b⟩`` for all pairs from one sparse product of the stacked, flattened
     graphs. Returns a DataFrame (rows: ``acts`` layers, columns: ``acts2`` layers) with ``attrs``.
     """
-    from tqdm import tqdm
-
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
     other = acts if acts2 is None else acts2
@@ -79,8 +79,7 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", d
     values = G if acts2 is None else G[:na, na:]
     out = pd.DataFrame(values, index=pd.Index(list(acts), name="layer"),
                        columns=pd.Index(list(other), name="layer2"))
-    out.attrs.update({"measure": "GBS", "k": k, "metric": metric, "symmetrize": "mean",
-                      "reference": "Chen et al. 2021, graph-based similarity"})
-    return out
+    return described(out, "GBS", "Chen et al. 2021, graph-based similarity", k=k, metric=metric,
+                     symmetrize="mean")
 
 

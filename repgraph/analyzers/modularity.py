@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from .._arrays import as_features, as_label_codes
+from .._results import described
 from ..builders.convert import as_sparse, is_symmetric
 from ..builders.knn import knn_edges
 
@@ -104,7 +105,5 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500,
         rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
                      "std": float(np.std(values)), "n_samples": sum(b - a for a, b in bounds)})
     curve = pd.DataFrame(rows, columns=["layer", "depth", "modularity", "std", "n_samples"])
-    curve.attrs.update({"estimator": "modularity of the label partition on a cosine kNN graph "
-                        "(Lu et al., ECCV 2022)", "k": k, "batch_size": batch_size,
-                        "n_batches": n_batches, "symmetrize": "mean", "metric": "cosine"})
-    return curve
+    return described(curve, "modularity of the label partition on a cosine kNN graph", "Lu et al., ECCV 2022",
+                     k=k, batch_size=batch_size, n_batches=n_batches, symmetrize="mean", metric="cosine")

@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .filter_similarity import as_feature_maps
+from .._arrays import as_feature_maps
+from .._results import described
+
+REFERENCE = "Zhao & Zhang, arXiv 2103.09716 / ICLR 2022"
 
 
 def edge_levels(maps: np.ndarray):
@@ -175,8 +178,25 @@ def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
     ndim = data.ndim if hasattr(data, "ndim") else np.asarray(data).ndim
     points = birth_points(data, **birth_kwargs) if ndim == 4 else np.asarray(data)
     out = entropy_of_birth_points(points)
-    out.attrs.update({"measure": "feature entropy (Zhao & Zhang)", "n_images": int(points.shape[0])})
-    return out
+    return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
+
+
+def class_feature_entropy(points, labels=None) -> pd.DataFrame:
+    """Feature entropy per unit averaged over classes (Zhao & Zhang compute it per class): the
+    mean over the classes in ``labels`` of ``entropy_of_birth_points`` of each class's rows of the
+    (N, C) birth points; ``labels=None`` treats all rows as one class.
+    Returns (unit, entropy, selective_rate, ineffectiveness)."""
+    points = np.asarray(points)
+    if labels is None:
+        labels = np.zeros(len(points), dtype=np.int64)
+    labels = np.asarray(labels)
+    if labels.shape != (len(points),):
+        raise ValueError(f"labels has shape {labels.shape} but there are {len(points)} rows of birth "
+                         "points; pass one label per image.")
+    per_class = [entropy_of_birth_points(points[labels == c]) for c in np.unique(labels)]
+    out = pd.concat(per_class).groupby("unit", as_index=False).mean()
+    return described(out, "feature entropy, mean over classes", REFERENCE, n_images=int(len(points)),
+                     n_classes=len(per_class))
 
 
 RANKING_FLOOR = 0.1  # the reference maps |ineffectiveness| below this to 100·ln 100

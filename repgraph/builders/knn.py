@@ -5,8 +5,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._arrays import as_features, non_finite_error
-from .similarity import NORM_FLOOR, gram, row_chunk
+from .._arrays import as_features, non_finite_error, row_chunk
+from .similarity import NORM_FLOOR, gram
 
 SYMMETRIZE = ("mean", "max", "mutual", None)
 NEGATIVE = ("keep", "clip", "raise")
@@ -104,7 +104,7 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
     first = min(k + 1, n - 1)  # the (k+1)-th value tells whether the k-th place is in doubt
     m = min(k + CANDIDATES, n - 1)
     rows, cols, vals = [], [], []
-    step = row_chunk(n, n)
+    step = row_chunk(n, 4 * n)  # float32 similarity rows
     for start in range(0, n, step):
         stop = min(n, start + step)
         S = gram(X) if stop - start == n else X[start:stop] @ X.T
@@ -121,12 +121,12 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
         if len(near):  # only rows in doubt pay for the wider candidate list
             cand_vals, cand = torch.topk(S[near], m, dim=1)
             whole = kth[near] - cand_vals[:, m - 1] <= b[near]
-            for r in (~whole).nonzero().flatten().split(row_chunk(n, 2 * m * d)):
+            for r in (~whole).nonzero().flatten().split(row_chunk(n, 8 * m * d)):  # float64 candidates
                 if len(r):
                     g = near[r]
                     idx[g], w[g] = _rescore_band(X, g + start, cand_vals[r], cand[r], kth[g], b[g], k,
                                                  scale is not None)
-            for g in near[whole].split(row_chunk(n, 2 * n)):
+            for g in near[whole].split(row_chunk(n, 8 * n)):  # float64 rows
                 if len(g):
                     idx[g], w[g] = _exact_rows(X, g + start, scale is not None, k)
         rows.append(np.repeat(np.arange(start, stop), k))

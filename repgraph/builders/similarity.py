@@ -88,9 +88,4 @@ def similarity_matrix(X, metric: str = "cosine", *, device=None, sigma: float | 
     return S if isinstance(X, torch.Tensor) else S.cpu().numpy()
 
 
-def row_chunk(n_rows: int, n_cols: int, budget_bytes: int = 256 * 2**20) -> int:
-    """Rows per chunk so a float32 (chunk, n_cols) block stays within ``budget_bytes``."""
-    return int(max(1, min(n_rows, budget_bytes // max(1, 4 * n_cols))))
-
-
-__all__ = ["similarity_matrix", "gram", "normalized_rows", "median", "squared_distances", "row_chunk", "METRICS"]
+__all__ = ["similarity_matrix", "gram", "normalized_rows", "median", "squared_distances", "METRICS"]

@@ -1,8 +1,11 @@
-"""Capture: layer selection, ActivationRecorder, capture_activations, the Activations store."""
-from .activations import Activations
-from .capture import capture_activations
-from .layers import list_layers, select_layers, is_residual_block
-from .recorder import ActivationRecorder
+"""Capture: layer selection, ActivationRecorder, capture_activations, the Activations store.
 
-__all__ = ["Activations", "ActivationRecorder", "capture_activations", "list_layers",
-           "select_layers", "is_residual_block"]
+Exports load lazily (``repgraph._lazy``): ``repgraph.hooks.presets`` is importable without torch.
+"""
+from .._lazy import lazy_exports
+
+_WHERE = {"Activations": ".activations", "ActivationRecorder": ".recorder",
+          "capture_activations": ".capture", "list_layers": ".layers", "select_layers": ".layers",
+          "is_residual_block": ".layers"}
+__all__ = list(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .._arrays import resolve_device
 from .activations import FORMAT, Activations, layer_filename, read_manifest, write_manifest
+from .batches import as_batch_tensor, iter_batches
 from .npy_stream import NpyStreamWriter
 from .recorder import ActivationRecorder
 from .layers import select_layers
@@ -36,43 +37,6 @@ def _reducer(reduce):
         return REDUCERS[reduce]
     except KeyError:
         raise ValueError(f"reduce must be 'flatten', 'mean', None or a callable, got {reduce!r}.") from None
-
-
-def _as_tensor(x, what):
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    raise TypeError(f"{what} must be a torch tensor or numpy array, got {type(x).__name__}.")
-
-
-def _batches(data, batch_size):
-    """Yield (inputs, labels-or-None) batches and return the sample count if it is known."""
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        X = _as_tensor(data, "data")
-        return ((X[i:i + batch_size], None) for i in range(0, len(X), batch_size)), len(X)
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
-        X, y = _as_tensor(data[0], "data[0] (inputs)"), _as_tensor(data[1], "data[1] (labels)")
-        if len(X) != len(y):
-            raise ValueError(f"data = (X, y) with {len(X)} inputs but {len(y)} labels; pass one label per input.")
-        return ((X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(X), batch_size)), len(X)
-    if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        data = DataLoader(data, batch_size=batch_size, shuffle=False)
-    if isinstance(data, DataLoader):
-        total = len(data.dataset) if hasattr(data.dataset, "__len__") else None
-    elif hasattr(data, "__iter__"):
-        total = None
-    else:
-        raise TypeError("data must be a DataLoader, a Dataset, a tensor/array of inputs or a tuple "
-                        f"(X, y); got {type(data).__name__}.")
-
-    def split(batch):
-        if isinstance(batch, torch.Tensor):
-            return batch, None
-        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-            return batch[0], (batch[1] if len(batch) > 1 else None)
-        raise TypeError(f"Each batch must be a tensor or a tuple (inputs, labels, ...), got {type(batch).__name__}.")
-    return (split(b) for b in data), total
 
 
 def _model_fingerprint(model: nn.Module) -> str:
@@ -164,11 +128,8 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     reducer = _reducer(reduce)
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
-    if device is None:
-        first_param = next(itertools.chain(model.parameters(), model.buffers()), None)
-        device = first_param.device if first_param is not None else torch.device("cpu")
-    device = torch.device(device)
-    batches, total = _batches(data, batch_size)
+    device = resolve_device(device, like=model)
+    batches, total = iter_batches(data, batch_size)
     try:
         first = next(batches)
     except StopIteration:
@@ -213,7 +174,7 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
                                      "(list_layers(model, x) shows calls per forward).")
                 outputs = {n: v[0].numpy() for n, v in rec.outputs.items()}
                 rec.clear()
-                batch_labels = None if y is None else _as_tensor(y, "labels").cpu().numpy()
+                batch_labels = None if y is None else as_batch_tensor(y, "labels").cpu().numpy()
                 if writer is not None:
                     writer.append(outputs, batch_labels)
                 else:

@@ -10,9 +10,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._results import described
+from .presets import PRESETS
 from .trace import run_with_hooks
 
-PRESETS = ("blocks", "convs", "relus", "modularity")
 _BLOCK_NAME = re.compile(r"(Block|Bottleneck)$")
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -68,7 +69,7 @@ def select_layers(model: nn.Module, layers) -> list[str]:
             return chosen
         layers = [layers]
     if not isinstance(layers, (list, tuple)) or not all(isinstance(x, str) for x in layers):
-        raise TypeError(f"layers must be a preset {PRESETS}, a name, a glob pattern, a list of those, "
+        raise TypeError(f"layers must be a preset {tuple(PRESETS)}, a name, a glob pattern, a list of those, "
                         f"or a predicate (name, module) -> bool; got {type(layers).__name__}.")
     chosen: list[str] = []
     for spec in layers:
@@ -113,6 +114,7 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
     table = [rows.get(n, {"name": n, "type": type(m).__name__, "output_shape": None,
                           "params": sum(p.numel() for p in m.parameters()), "calls": 0})
              for n, m in model.named_modules() if n]
-    return pd.DataFrame(table, columns=["name", "type", "output_shape", "params", "calls"])
+    return described(pd.DataFrame(table, columns=["name", "type", "output_shape", "params", "calls"]),
+                     "layer table of one traced forward", None, model=type(model).__name__)
 
 

@@ -1,13 +1,14 @@
-"""The trained digits checkpoint shipped in ``data/`` (made by ``repgraph train``)."""
+"""The trained digits checkpoint shipped as package data (made by ``repgraph train``)."""
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import torch
 
 from . import get_model
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "resnet20_digits.pt"
+SHIPPED_CHECKPOINT = Path(str(files("repgraph") / "data" / "resnet20_digits.pt"))
 
 
 def load_checkpoint(path, model_name: str = "resnet20", size: int = 16, seed: int = 0, num_classes: int = 10):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._results import described
+
 
 def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None,
                      max_layers: int | None = None) -> pd.DataFrame:
@@ -36,9 +38,8 @@ def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None,
         redundant = np.isin(np.arange(len(names)), keep)
     out = pd.DataFrame({"layer": names, "modularity": q, "delta_q": delta,
                         "removable": is_removable, "redundant": redundant})
-    out.attrs.update({"criterion": "delta_q <= tol (plateau or drop of modularity)", "tol": tol,
-                      "max_layers": max_layers})
-    return out
+    return described(out, "redundant layers: delta_q <= tol (a plateau or drop of modularity)",
+                     "Lu et al., ECCV 2022, §4", tol=tol, max_layers=max_layers)
 
 
 def redundant_by_similarity(matrix: pd.DataFrame, *, threshold: float = 0.95, removable=None) -> pd.DataFrame:
@@ -57,6 +58,5 @@ def redundant_by_similarity(matrix: pd.DataFrame, *, threshold: float = 0.95, re
         similar = np.concatenate([[False], previous[1:] >= threshold])
     out = pd.DataFrame({"layer": names, "similarity_to_previous": previous,
                         "removable": is_removable, "redundant": similar & is_removable})
-    out.attrs.update({"criterion": f"{matrix.attrs.get('measure', 'similarity')} to the previous layer "
-                      ">= threshold", "threshold": threshold})
-    return out
+    return described(out, f"redundant layers: {matrix.attrs.get('measure', 'similarity')} to the previous "
+                     "layer >= threshold", matrix.attrs.get("reference"), threshold=threshold)

@@ -1,14 +1,16 @@
 """A small, seeded training loop (SGD or Adam with a cosine schedule) and accuracy evaluation."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
+
+from .._arrays import resolve_device
+from .._results import described
+from ..hooks.modes import evaluating
 
 
 def _dataset(data) -> Dataset:
@@ -20,27 +22,20 @@ def _dataset(data) -> Dataset:
     raise TypeError(f"data must be a Dataset or a tuple (X, y), got {type(data).__name__}.")
 
 
-def _device_of(model, device):
-    if device is not None:
-        return torch.device(device)
-    p = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return p.device if p is not None else torch.device("cpu")
+def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None, progress: bool = True) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (a Dataset or ``(X, y)``).
 
-
-def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None) -> float:
-    """Top-1 accuracy of ``model`` on ``data`` (Dataset or (X, y)), in eval mode; restores the mode."""
-    device = _device_of(model, device)
+    Runs in eval mode under ``torch.no_grad()``; every submodule's own train/eval flag is restored
+    afterwards. ``batch_size`` is the number of samples per forward pass (memory only: the result
+    does not depend on it).
+    """
+    device = resolve_device(device, like=model)
     loader = DataLoader(_dataset(data), batch_size=batch_size, shuffle=False)
-    was_training = model.training
-    model.eval()
     correct = total = 0
-    try:
-        with torch.no_grad():
-            for x, y in loader:
-                correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
-                total += len(y)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
+            total += len(y)
     if total == 0:
         raise ValueError("evaluate: data is empty.")
     return correct / total
@@ -53,14 +48,14 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
     ``lr`` to 0 over all steps. Shuffling uses a generator seeded by ``seed`` (global RNG untouched
     outside this call), so the same inputs give the same weights on CPU.
 
-    Returns the history: one row per epoch (epoch, loss, train_accuracy, test_accuracy when
-    ``eval_data`` is given).
+    ``batch_size`` is the SGD minibatch size. Returns the history: one row per epoch (epoch, loss,
+    train_accuracy, test_accuracy when ``eval_data`` is given).
     """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}.")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    device = _device_of(model, device)
+    device = resolve_device(device, like=model)
     dataset = _dataset(data)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
@@ -91,8 +86,9 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
                 seen += len(y)
             row = {"epoch": epoch, "loss": total_loss / seen, "train_accuracy": correct / seen}
             if eval_data is not None:
-                row["test_accuracy"] = evaluate(model, eval_data, device=device)
+                row["test_accuracy"] = evaluate(model, eval_data, device=device, progress=False)
             history.append(row)
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
     model.eval()
-    return pd.DataFrame(history)
+    return described(pd.DataFrame(history), "training history", None, epochs=epochs, lr=lr, optimizer=optimizer,
+                     batch_size=batch_size, seed=seed)

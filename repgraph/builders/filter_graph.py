@@ -1,28 +1,11 @@
-"""Central-Filter similarity of a conv layer's filters (Duan et al., arXiv 2112.05493, §3.1)."""
+"""The Central-Filter filter graph (Duan et al., arXiv 2112.05493, §3.1–3.2): the similarity of a
+conv layer's filters and its threshold graph."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .._arrays import as_tensor
-
-
-def as_feature_maps(fmaps, *, name: str = "fmaps", device=None, dtype=torch.float32,
-                    min_channels: int = 1, square: bool = False) -> torch.Tensor:
-    """Validate a layer's feature maps: 4-D (N, C, H, W), finite, enough channels, square if asked."""
-    t = as_tensor(fmaps, name=name, device=device, dtype=dtype)
-    if t.ndim != 4:
-        raise ValueError(f"{name} must be feature maps of shape (N, C, H, W), got shape {tuple(t.shape)}; "
-                         "capture the layer with reduce=None.")
-    n, c, h, w = t.shape
-    if n < 1:
-        raise ValueError(f"{name} holds no images.")
-    if c < min_channels:
-        raise ValueError(f"{name} has {c} channel(s); at least {min_channels} are needed.")
-    if square and h != w:
-        raise ValueError(f"{name} has {h}x{w} maps; this measure needs square maps (H = W).")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or Inf; check the layer's inputs or the model.")
-    return t
+from .._arrays import as_feature_maps, as_square_matrix
 
 
 def filter_similarity(fmaps, *, device=None, chunk: int = 16):
@@ -58,3 +41,15 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
     S = (S + S.T) / 2  # the batched product is not bit-symmetric; NaN stays NaN
     S[eye] = 1.0
     return S if isinstance(fmaps, torch.Tensor) else S.cpu().numpy()
+
+
+def similarity_graph(S, threshold: float | None = None) -> np.ndarray:
+    """Boolean adjacency of the filter graph: i ≠ j, ``S[i, j]`` finite and, if given, > ``threshold``."""
+    S = as_square_matrix(S)
+    with np.errstate(invalid="ignore"):
+        edges = np.isfinite(S) & ~np.eye(len(S), dtype=bool)
+        if threshold is not None:
+            edges &= S > threshold
+    if not (edges == edges.T).all():
+        raise ValueError("S is not symmetric; a filter-similarity matrix must be.")
+    return edges

@@ -1,0 +1,80 @@
+"""repgraph's global settings (as scikit-learn's ``set_config``): the working-memory budget that
+bounds every chunked computation."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_DEFAULTS = {"working_memory": 256}  # MiB
+_local = threading.local()
+
+
+def _settings() -> dict:
+    if not hasattr(_local, "settings"):
+        _local.settings = dict(_DEFAULTS)
+    return _local.settings
+
+
+def get_config() -> dict:
+    """The current settings.
+
+    Returns
+    -------
+    dict
+        ``working_memory``: the budget in MiB for one chunk of a chunked computation (a block of
+        a Gram matrix, a stack of masked Grams, a batch of feature maps).
+
+    Examples
+    --------
+    >>> import repgraph as rg
+    >>> rg.get_config()["working_memory"]
+    256
+    """
+    return dict(_settings())
+
+
+def set_config(*, working_memory: int | None = None) -> None:
+    """Change repgraph's settings for the current thread.
+
+    Parameters
+    ----------
+    working_memory : int, optional
+        Budget in MiB for one chunk of any chunked computation (default 256). Larger chunks mean
+        fewer, bigger matrix products; results do not depend on it beyond float rounding.
+
+    Raises
+    ------
+    ValueError
+        If ``working_memory`` is not a positive integer.
+
+    Examples
+    --------
+    >>> import repgraph as rg
+    >>> rg.set_config(working_memory=512)
+    >>> rg.get_config()["working_memory"]
+    512
+    >>> rg.set_config(working_memory=256)
+    """
+    if working_memory is not None:
+        if isinstance(working_memory, bool) or not isinstance(working_memory, int) or working_memory < 1:
+            raise ValueError(f"working_memory must be a positive number of MiB, got {working_memory!r}.")
+        _settings()["working_memory"] = working_memory
+
+
+@contextlib.contextmanager
+def config_context(**settings):
+    """Temporarily change settings inside a ``with`` block (see ``set_config``).
+
+    Examples
+    --------
+    >>> import repgraph as rg
+    >>> with rg.config_context(working_memory=64):
+    ...     rg.get_config()["working_memory"]
+    64
+    """
+    old = get_config()
+    set_config(**settings)
+    try:
+        yield
+    finally:
+        _settings().update(old)

@@ -1,0 +1,244 @@
+"""Recipes on the embedded default data set (sklearn's digits): the demo model, trained-vs-untrained
+modularity curves, the report and the pruning runs. The command line and the notebooks call these
+same functions."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import __version__
+from .._arrays import resolve_device
+from ..analyzers import birth_points, central_filters, cka_matrix, gbs_matrix, modularity_curve
+from ..builders import filter_similarity
+from ..datasets import digits
+from ..hooks import capture_activations
+from ..models import get_model
+from ..models.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+from ..pruning import (evaluate, prune_filters, redundant_layers, removable_layers, remove_layers, train,
+                       uncoupled_convs)
+from ..report import write_report
+from .filter_report import layer_filter_report
+from .filter_scores import filter_scores
+from .prune_experiment import prune_experiment
+
+DIGITS_CLASSES = 10
+DEMO_MODEL = "resnet20"
+SMALL_ENV = "REPGRAPH_NOTEBOOK_SMALL"  # CI runs the notebooks with small settings when this is "1"
+
+
+def small_settings() -> bool:
+    """True when the notebooks should run with small settings (``REPGRAPH_NOTEBOOK_SMALL=1``)."""
+    return os.environ.get(SMALL_ENV) == "1"
+
+
+def digits_splits(size: int = 16, seed: int = 0):
+    """``(train, test)``: the digits splits the demo model is trained and evaluated on."""
+    return digits("train", size=size, seed=seed), digits("test", size=size, seed=seed)
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it: no half-written result
+    is ever left under ``path``."""
+    tmp = path.with_name(path.name + ".part")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def train_digits_model(model_name: str = DEMO_MODEL, *, size: int = 16, epochs: int = 30, seed: int = 0,
+                       device=None, progress: bool = True):
+    """``(model, test accuracy)`` of ``model_name`` trained on the digits train split (seeded), on
+    ``device``."""
+    torch.manual_seed(seed)
+    model = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1).to(resolve_device(device))
+    train_set, test_set = digits_splits(size, seed)
+    history = train(model, train_set, epochs=epochs, lr=0.05, seed=seed, eval_data=test_set, progress=progress)
+    return model, float(history["test_accuracy"].iloc[-1])
+
+
+def save_digits_model(model, path, *, model_name: str, size: int, epochs: int, seed: int, accuracy: float) -> Path:
+    """Write a checkpoint that ``digits_model`` (and ``models.checkpoint.load_checkpoint``) reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model_name, "size": size, "seed": seed, "epochs": epochs, "test_accuracy": accuracy,
+               "state_dict": model.state_dict(),
+               "made_by": f"repgraph {__version__}: repgraph train --model {model_name} --size {size} "
+                          f"--epochs {epochs} --seed {seed}"}
+    atomic_write(path, lambda p: torch.save(payload, p))
+    return path
+
+
+def digits_model(*, seed: int = 0, size: int = 16, epochs: int = 30, retrain: bool = False, device=None,
+                 progress: bool = True):
+    """``(model, source)``: the shipped ResNet-20 digits checkpoint when it matches ``seed`` and
+    ``size`` (and ``retrain`` is False), else a ResNet-20 trained now; ``source`` says which. The
+    model is in eval mode on ``device``."""
+    model = None if retrain else load_checkpoint(SHIPPED_CHECKPOINT, DEMO_MODEL, size, seed)
+    if model is not None:
+        return model.to(resolve_device(device)), f"checkpoint {SHIPPED_CHECKPOINT.name}"
+    model, _ = train_digits_model(DEMO_MODEL, size=size, epochs=epochs, seed=seed, device=device, progress=progress)
+    return model.eval(), "trained now"
+
+
+def untrained_model(seed: int = 0, device=None):
+    """A freshly initialised ResNet-20 for digits, seeded (the control of every comparison)."""
+    torch.manual_seed(seed)
+    return get_model(DEMO_MODEL, num_classes=DIGITS_CLASSES, in_channels=1).to(resolve_device(device)).eval()
+
+
+def trained_vs_untrained(model, data, *, seed: int = 0, k: int = 3, batch_size: int = 250, store=None,
+                         progress: bool = True):
+    """``(curves, acts)``: modularity curves (Lu et al.'s hook points) of ``model`` and of an
+    untrained ResNet-20 made with ``seed`` on ``data``, and the trained model's activations (so a
+    caller analysing them further captures once). With ``store``, the captures stream to
+    ``store/trained`` and ``store/untrained`` and are reused when they match."""
+    nets = {"trained": model, "untrained": untrained_model(seed, resolve_device(None, like=model))}
+    acts = {label: capture_activations(net, data, layers="modularity", progress=progress,
+                                       store=None if store is None else Path(store) / label)
+            for label, net in nets.items()}
+    device = resolve_device(None, like=model)
+    curves = {label: modularity_curve(a, k=k, batch_size=batch_size, device=device, progress=progress)
+              for label, a in acts.items()}
+    return curves, acts["trained"]
+
+
+@dataclass
+class DemoResult:
+    """What ``demo`` computed and where it wrote it."""
+
+    source: str
+    accuracy: float
+    curves: dict
+    flags: pd.DataFrame
+    files: list
+
+
+def demo(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 250, tol: float = 0.01,
+         epochs: int = 30, retrain: bool = False, device=None, store=None, progress: bool = True) -> DemoResult:
+    """The demo: modularity curves of the digits ResNet-20 and an untrained copy, the plateau
+    blocks (ΔQ ≤ ``tol``, removable), written to ``out`` as ``modularity.csv``, ``modularity.png``
+    and ``report.html``. ``device``: where the models run and the graphs are built; ``store``: a
+    folder for the activation stores (see ``trained_vs_untrained``)."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import plot_modularity_curve
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, source = digits_model(seed=seed, size=size, epochs=epochs, retrain=retrain, device=device,
+                                 progress=progress)
+    _, test_set = digits_splits(size, seed)
+    accuracy = evaluate(model, test_set, progress=progress)
+    curves, _ = trained_vs_untrained(model, test_set, seed=seed, k=k, batch_size=batch_size, store=store,
+                                     progress=progress)
+    flags = redundant_layers(curves["trained"], tol=tol, removable=removable_layers(model, test_set.data[:2]))
+    table = pd.concat([c.assign(model=label) for label, c in curves.items()], ignore_index=True)
+    atomic_write(out / "modularity.csv", lambda p: table.to_csv(p, index=False))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plot_modularity_curve(curves, ax=ax, title=f"{DEMO_MODEL} on sklearn digits (test split, accuracy {accuracy:.3f})")
+    fig.tight_layout()
+    atomic_write(out / "modularity.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+    write_report(out / "report.html", "repgraph demo: layer-wise modularity on digits",
+                 [("Modularity curves", fig), ("Modularity per layer", table),
+                  ("Plateau blocks (removable, delta Q <= tol)", flags)],
+                 {"model": DEMO_MODEL, "source": source, "test accuracy": round(accuracy, 4), "digits size": size,
+                  "k": k, "batch size": batch_size, "tol": tol, "seed": seed})
+    plt.close(fig)
+    return DemoResult(source, accuracy, curves, flags,
+                      [out / "modularity.csv", out / "modularity.png", out / "report.html"])
+
+
+def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 250, layer: str = "layer1.0.relu1",
+           ratio: float = 0.25, epochs: int = 30, retrain: bool = False, device=None, store=None,
+           progress: bool = True) -> Path:
+    """The full HTML report of the digits ResNet-20 in ``out/report.html``, its figures also as
+    PNG: trained vs untrained modularity; GBS (full graph), biased and debiased CKA of every block
+    pair; the Central-Filter graph and birth points of ``layer``; every filter criterion of it.
+    Each layer set is captured once."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,
+                            plot_similarity_heatmap)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, source = digits_model(seed=seed, size=size, epochs=epochs, retrain=retrain, device=device,
+                                 progress=progress)
+    _, test_set = digits_splits(size, seed)
+    accuracy = evaluate(model, test_set, progress=progress)
+    curves, acts = trained_vs_untrained(model, test_set, seed=seed, k=k, batch_size=batch_size, store=store,
+                                        progress=progress)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    plot_modularity_curve(curves, ax=ax, title=f"ResNet-20 on digits (test accuracy {accuracy:.3f})")
+    sections = [("Modularity curves: trained vs untrained", fig),
+                ("Modularity per layer", pd.concat([c.assign(model=name) for name, c in curves.items()]))]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    matrices = (gbs_matrix(acts, progress=progress), cka_matrix(acts, progress=progress),
+                cka_matrix(acts, debiased=True, progress=progress))
+    for ax, matrix in zip(axes, matrices):
+        plot_similarity_heatmap(matrix, ax=ax, half=True, vmin=min(0.0, float(matrix.to_numpy().min())))
+    fig.tight_layout()
+    sections.append(("Layer similarity: GBS (full graph), biased CKA, debiased CKA", fig))
+    n_maps = 128
+    maps = capture_activations(model, test_set, layers=[layer], reduce=None, max_samples=n_maps,
+                               progress=progress)[layer]
+    S = filter_similarity(maps)
+    selection = central_filters(S, ratio)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    plot_filter_graph(S, selection, ax=axes[0])
+    plot_birth_point_histogram(birth_points(maps), ax=axes[1], title=f"birth points of {layer} ({n_maps} images)")
+    fig.tight_layout()
+    sections += [(f"Filters of {layer}: Central-Filter graph and birth points", fig),
+                 (f"Filter criteria of {layer}",
+                  layer_filter_report(model, test_set, layer, max_samples=n_maps, progress=progress))]
+    parameters = {"model": DEMO_MODEL, "source": source, "test accuracy": round(accuracy, 4), "digits size": size,
+                  "seed": seed, "modularity": f"k={k}, batches of {batch_size}", "GBS": "full cosine graph",
+                  "Central Filter ratio": ratio}
+    path = write_report(out / "report.html", "repgraph report: ResNet-20 on sklearn digits", sections, parameters)
+    figures = [item for _, item in sections if hasattr(item, "savefig")]
+    for name, fig in zip(("modularity.png", "similarity.png", "filters.png"), figures):
+        atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, dpi=80, format="png", bbox_inches="tight"))
+    plt.close("all")
+    return path
+
+
+def prune(out, *, method: str = "layers", criterion: str = "l1", ratio: float = 0.4, tol: float = 0.01,
+          finetune_epochs: int = 5, size: int = 16, seed: int = 0, epochs: int = 30, retrain: bool = False,
+          device=None, progress: bool = True):
+    """Prune the digits ResNet-20 — the removable blocks on a modularity plateau (``method="layers"``)
+    or the uncoupled convs' filters by ``criterion`` (``"filters"``) — fine-tune, and write
+    ``out/prune.csv``. Returns the experiment row (``prune_experiment``), or None when no block
+    sits on a plateau."""
+    if method not in ("layers", "filters"):
+        raise ValueError(f"method must be 'layers' or 'filters', got {method!r}.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, _ = digits_model(seed=seed, size=size, epochs=epochs, retrain=retrain, device=device, progress=progress)
+    train_set, test_set = digits_splits(size, seed)
+    x = test_set.data[:1].to(resolve_device(None, like=model))
+    if method == "layers":
+        acts = capture_activations(model, test_set, layers="modularity", progress=progress)
+        curve = modularity_curve(acts, k=3, batch_size=250, progress=progress)
+        flags = redundant_layers(curve, tol=tol, removable=removable_layers(model, x))
+        names = flags.loc[flags["redundant"], "layer"].tolist()
+        if not names:
+            return None
+        label = f"remove {len(names)} plateau blocks: {', '.join(names)}"
+
+        def pruner(m):
+            return remove_layers(m, names)
+    else:
+        convs = uncoupled_convs(model, x)
+        scores = filter_scores(model, criterion, convs=convs, data=train_set, example_input=x, ratio=ratio,
+                               seed=seed, progress=progress)
+        label = f"{criterion} filters, ratio {ratio} of {len(convs)} convs"
+
+        def pruner(m):
+            return prune_filters(m, scores, ratio=ratio, example_input=x)
+    row = prune_experiment(model, pruner, train_set, test_set, example_input=x, finetune_epochs=finetune_epochs,
+                           seed=seed, name=label, progress=progress)
+    atomic_write(out / "prune.csv", lambda p: row.to_frame().T.to_csv(p, index=False))
+    return row
