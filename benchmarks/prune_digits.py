@@ -23,7 +23,7 @@ from repgraph import (capture_activations, modularity_curve, prune_experiment, p
                       removable_layers, remove_layers, train)
 from repgraph.datasets import digits
 from repgraph.models import get_model
-from repgraph.pruning import filter_scores, uncoupled_convs
+from repgraph import filter_scores, uncoupled_convs
 
 
 def main():
