@@ -17,9 +17,9 @@ _WHERE = {
                      "cka_matrix", "class_feature_entropy", "closeness_centrality", "communities",
                      "compensate_next_layer", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "l1_scores",
                      "layer_correspondence", "modularity", "modularity_curve", "persistence_entropy"], ".analyzers"),
-    **dict.fromkeys(["ScoresImportance", "count_params_flops", "evaluate", "prune_filters", "redundant_by_similarity",
-                     "redundant_layers", "removable_layers", "remove_layers", "train", "uncoupled_convs"],
-                    ".pruning"),
+    **dict.fromkeys(["LMEvaluation", "ScoresImportance", "count_params_flops", "evaluate", "evaluate_lm", "heal_lm",
+                     "prune_filters", "redundant_by_similarity", "redundant_layers", "removable_layers",
+                     "remove_layers", "train", "uncoupled_convs"], ".pruning"),
     **dict.fromkeys(["clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "prune_experiment", "register_criterion"], ".workflows"),
 }

@@ -1,9 +1,12 @@
-"""Models defined in repgraph (no torchvision): CIFAR ResNets, VGG-BN, a small CNN.
-Every ReLU is its own module so every hook point is unambiguous."""
+"""Models defined in repgraph (no torchvision): CIFAR ResNets, VGG-BN, a small CNN (every ReLU is its
+own module so every hook point is unambiguous), and ``byte_gpt``, a byte-level Hugging Face GPT-2
+built from a config (needs the ``transformers`` extra; not in ``MODELS``, whose factories take
+``num_classes`` and ``in_channels``)."""
 from __future__ import annotations
 
 import difflib
 
+from .byte_gpt import byte_gpt
 from .resnet import BasicBlock, ResNet, resnet20, resnet32, resnet56, resnet110
 from .small_cnn import SmallCNN, small_cnn
 from .vgg import VGG, vgg11, vgg16, vgg19
@@ -26,4 +29,4 @@ def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs):
 
 
 __all__ = ["MODELS", "get_model", "BasicBlock", "ResNet", "VGG", "SmallCNN", "resnet20",
-           "resnet32", "resnet56", "resnet110", "vgg11", "vgg16", "vgg19", "small_cnn"]
+           "resnet32", "resnet56", "resnet110", "vgg11", "vgg16", "vgg19", "small_cnn", "byte_gpt"]

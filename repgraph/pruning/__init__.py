@@ -1,12 +1,15 @@
-"""Pruning: redundant layers and block removal, structured filter pruning (Torch-Pruning),
-params/FLOPs, training."""
+"""Pruning: redundant layers and block removal (CNN blocks and transformer stacks), structured
+filter pruning (Torch-Pruning), params/FLOPs, training, language-model perplexity and healing."""
 from .filter_pruning import prune_filters
 from .flops import count_params_flops
 from .groups import uncoupled_convs
+from .healing import heal_lm
 from .importance import ScoresImportance
+from .language_model import LMEvaluation, evaluate_lm
 from .layer_removal import removable_layers, remove_layers
 from .redundant import redundant_by_similarity, redundant_layers
 from .training import evaluate, train
 
-__all__ = ["ScoresImportance", "count_params_flops", "evaluate", "prune_filters", "redundant_by_similarity",
-           "redundant_layers", "removable_layers", "remove_layers", "train", "uncoupled_convs"]
+__all__ = ["LMEvaluation", "ScoresImportance", "count_params_flops", "evaluate", "evaluate_lm", "heal_lm",
+           "prune_filters", "redundant_by_similarity", "redundant_layers", "removable_layers", "remove_layers",
+           "train", "uncoupled_convs"]

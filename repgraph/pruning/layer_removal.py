@@ -1,4 +1,5 @@
-"""Which residual blocks can be removed, and removing them (a block becomes ``nn.Identity``)."""
+"""Which blocks can be removed, and removing them: a CNN residual block becomes ``nn.Identity``, a
+transformer block is deleted from its stack."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +7,9 @@ import copy
 import torch
 from torch import nn
 
-from ..hooks.layers import is_residual_block
+from ..hooks.layers import block_stack, is_residual_block
 from ..hooks.trace import run_with_hooks
+from .stack_removal import delete_blocks
 
 
 def _shape_preserving_blocks(model: nn.Module, example_input) -> list[str]:
@@ -22,12 +24,6 @@ def _shape_preserving_blocks(model: nn.Module, example_input) -> list[str]:
     return [name for name, ok in shapes.items() if ok]
 
 
-def removable_layers(model: nn.Module, example_input) -> list[str]:
-    """Residual blocks whose output has the input's shape (no stride, no channel change), in
-    execution order: replacing one by ``nn.Identity`` keeps the network valid."""
-    return _shape_preserving_blocks(model, example_input)
-
-
 def _identity_shortcut_blocks(model: nn.Module) -> list[str]:
     """Residual blocks whose shortcut is the identity (``shortcut`` is ``nn.Identity``, or
     ``downsample`` is None as in torchvision): they keep the shape by construction."""
@@ -40,21 +36,136 @@ def _identity_shortcut_blocks(model: nn.Module) -> list[str]:
     return found
 
 
+def _deletable_stack(model: nn.Module) -> tuple[str, list[str]] | None:
+    """The model's block stack (``block_stack``) when its blocks are removed by deletion: every
+    residual block of the model lies in the stack (GPT-2's ``GPT2Block``s are the stack; a CNN with
+    residual blocks elsewhere and some unrelated ``nn.ModuleList`` keeps the Identity rule)."""
+    stack = block_stack(model)
+    if stack is None:
+        return None
+    blocks = stack[1]
+    for name, m in model.named_modules():
+        if name and is_residual_block(m) and not any(name == b or name.startswith(b + ".") for b in blocks):
+            return None
+    return stack
+
+
+def _removal_plan(model: nn.Module, example_input) -> tuple[tuple[str, list[str]] | None, list[str]]:
+    """``(stack, removable)``: the deletable block stack (or None for a CNN) and the removable names."""
+    stack = _deletable_stack(model)
+    if stack is not None:
+        return stack, list(stack[1])
+    if example_input is not None:
+        return None, _shape_preserving_blocks(model, example_input)
+    return None, _identity_shortcut_blocks(model)
+
+
+def removable_layers(model: nn.Module, example_input=None) -> list[str]:
+    """The blocks ``remove_layers`` accepts, in order.
+
+    For a model whose repeated blocks sit in an ``nn.ModuleList`` (BERT, GPT-2, LLaMA-style
+    transformers; see ``repgraph.hooks.block_stack``) every block of that stack: it is deleted and
+    the rest renumbered. Otherwise the residual blocks whose output has the input's shape (no
+    stride, no channel change), in execution order: replacing one by ``nn.Identity`` keeps the
+    network valid.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    example_input : tensor, optional
+        One batch for a traced forward (eval mode, no_grad, modes restored) that checks the shapes
+        of a CNN's residual blocks. Without it a residual block counts when its shortcut is the
+        identity (``shortcut`` is ``nn.Identity``, or ``downsample`` is None). Not needed for a
+        block stack.
+
+    Returns
+    -------
+    list of str
+        Module names as ``named_modules()`` gives them (``"layer1.0"``, ``"transformer.h.3"``).
+
+    References
+    ----------
+    Lu et al., ECCV 2022 (residual blocks on a modularity plateau); Men et al. 2024, ShortGPT and
+    Gromov et al. 2024 (deleting transformer blocks).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repgraph.models import resnet20
+    >>> removable_layers(resnet20(), torch.zeros(1, 3, 32, 32))[:3]
+    ['layer1.0', 'layer1.1', 'layer1.2']
+    """
+    return _removal_plan(model, example_input)[1]
+
+
 def remove_layers(model: nn.Module, names, *, example_input=None) -> nn.Module:
-    """A deep copy of ``model`` with each named block replaced by ``nn.Identity``; ``model`` itself
-    is untouched and the remaining weights are inherited. A name that is not a shape-preserving
-    residual block raises ``ValueError``: checked by a traced forward when ``example_input`` is
-    given (``removable_layers``), else from the block's identity shortcut."""
+    """A copy of ``model`` without the named blocks; ``model`` itself is untouched and the
+    remaining weights are inherited (the same values, not shared tensors).
+
+    Two kinds of model:
+
+    - **Transformer block stacks** (repeated blocks in an ``nn.ModuleList``: BERT
+      ``bert.encoder.layer.N``, GPT-2 ``transformer.h.N``, LLaMA ``model.layers.N``): the entries are
+      deleted — not replaced by ``nn.Identity``, since a block takes and returns more than one
+      tensor — and everything that counts layers follows: the config's ``num_hidden_layers``
+      (GPT-2's ``n_layer`` through its alias) and per-layer lists (``layer_types``,
+      ``mlp_layer_types``), and each kept block's ``layer_idx`` / ``layer_id`` (the KV cache's layer
+      index) becomes its new position 0..L'−1. The copy runs forward and, for causal LMs, cached
+      ``generate``.
+    - **CNNs**: each named shape-preserving residual block is replaced by ``nn.Identity``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; not modified.
+    names : str or list of str
+        Blocks to remove, as ``named_modules()`` names them (see ``removable_layers``).
+    example_input : tensor, optional
+        For a CNN: one batch with which ``removable_layers`` checks by a traced forward that each
+        block keeps the shape; without it the block's identity shortcut is the check.
+
+    Returns
+    -------
+    nn.Module
+        The pruned deep copy.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a module of ``model``; for a module that is not a removable block
+        (a transformer sub-layer, a CNN block that changes the shape); for removing every block
+        of a stack; for a Hugging Face config whose layer count does not match the stack (shared
+        layers) or that cannot be renumbered (per-layer overrides, computed ``layer_types``).
+
+    References
+    ----------
+    Lu et al., ECCV 2022 (residual blocks); Men et al. 2024, ShortGPT: Layers in Large Language
+    Models are More Redundant Than You Expect; Gromov et al. 2024, The Unreasonable Ineffectiveness
+    of the Deeper Layers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repgraph.models import resnet20
+    >>> smaller = remove_layers(resnet20(), ["layer1.1", "layer3.2"])
+    >>> type(smaller.layer3[2]).__name__
+    'Identity'
+    >>> smaller(torch.zeros(1, 3, 32, 32)).shape
+    torch.Size([1, 10])
+    """
     names = [names] if isinstance(names, str) else list(names)
-    allowed = set(removable_layers(model, example_input) if example_input is not None
-                  else _identity_shortcut_blocks(model))
+    stack, allowed = _removal_plan(model, example_input)
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
-            raise ValueError(f"Unknown layer {name!r}; removable blocks are {sorted(allowed)}.")
+            raise ValueError(f"Unknown layer {name!r}; removable blocks are {allowed}.")
         if name not in allowed:
-            raise ValueError(f"Layer {name!r} cannot be removed: only residual blocks that keep the "
-                             f"shape can become nn.Identity. Removable: {sorted(allowed)}.")
+            kind = (f"only whole blocks of the stack {stack[0]!r} can be deleted" if stack is not None else
+                    "only residual blocks that keep the shape can become nn.Identity")
+            raise ValueError(f"Layer {name!r} cannot be removed: {kind}. Removable: {allowed}.")
+    if stack is not None:
+        return delete_blocks(model, stack, names)
     pruned = copy.deepcopy(model)
     for name in names:
         parent_name, _, child = name.rpartition(".")
