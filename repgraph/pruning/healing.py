@@ -7,7 +7,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .language_model import next_token_nll
-from .training import _device_of
+from .._arrays import resolve_device
 
 SCHEDULES = ("cosine", "constant")
 
@@ -94,7 +94,7 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
         raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}.")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
-    device = _device_of(model, device)
+    device = resolve_device(device, like=model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine"

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..hooks.modes import evaluating
-from .training import _device_of
+from .._arrays import resolve_device
 
 
 class LMEvaluation(NamedTuple):
@@ -160,7 +160,7 @@ def evaluate_lm(model: nn.Module, data, *, batch_size: int = 8, device=None,
     >>> round(result.perplexity, 3), result.n_tokens
     (256.0, 60)
     """
-    device = _device_of(model, device)
+    device = resolve_device(device, like=model)
     total = torch.zeros((), dtype=torch.float64)
     count = 0
     with evaluating(model), torch.no_grad():
