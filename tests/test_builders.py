@@ -8,30 +8,7 @@ from sklearn.metrics.pairwise import cosine_similarity, rbf_kernel
 
 from repgraph import knn_graph, similarity_matrix, to_igraph, to_networkx
 from repgraph.builders.similarity import gram
-
-
-def _naive_knn(X, k, symmetrize="mean"):
-    """The definition, written with loops: each node's k most similar other nodes (ties: lowest
-    index; similarities compared after rounding to 9 decimals so exact ties stay ties in float64),
-    directed weight s_ij, then the chosen symmetrisation."""
-    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
-    n = len(X)
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-8)
-    S = Xn @ Xn.T
-    D = np.zeros((n, n))
-    chosen = np.zeros((n, n), dtype=bool)
-    for i in range(n):
-        order = sorted((j for j in range(n) if j != i), key=lambda j: (-round(S[i, j], 9), j))
-        for j in order[:k]:
-            D[i, j] = S[i, j]
-            chosen[i, j] = True
-    if symmetrize == "mean":
-        return (D + D.T) / 2
-    if symmetrize == "max":
-        return np.where(chosen | chosen.T, S, 0.0)
-    if symmetrize == "mutual":
-        return np.where(chosen & chosen.T, S, 0.0)
-    return D
+from oracles import naive_knn
 
 
 @pytest.mark.parametrize("symmetrize", ["mean", "max", "mutual", None])
@@ -42,14 +19,14 @@ def test_knn_graph_equals_naive_definition_with_ties(rng, symmetrize):
         for k in (1, 3, 5):
             A = knn_graph(X, k=k, symmetrize=symmetrize)
             assert sp.isspmatrix_csr(A) or isinstance(A, sp.csr_matrix)
-            np.testing.assert_allclose(A.toarray(), _naive_knn(X, k, symmetrize), atol=1e-6)
+            np.testing.assert_allclose(A.toarray(), naive_knn(X, k, symmetrize), atol=1e-6)
 
 
 def test_knn_graph_equals_naive_definition_on_a_large_tied_batch(rng):
     # N above the block-triangular Gram threshold; integer features give many exact ties and
     # near-ties that the float64 re-scoring must settle
     X = rng.integers(0, 3, size=(300, 6)).astype(np.float32)
-    np.testing.assert_allclose(knn_graph(X, k=3).toarray(), _naive_knn(X, 3), atol=1e-6)
+    np.testing.assert_allclose(knn_graph(X, k=3).toarray(), naive_knn(X, 3), atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [10, 300, 517])
@@ -78,7 +55,7 @@ def test_knn_graph_chunked_equals_unchunked(rng, monkeypatch):
 def test_knn_graph_accepts_torch_and_images(rng):
     X = rng.normal(size=(30, 2, 3, 3)).astype(np.float32)
     np.testing.assert_allclose(knn_graph(torch.from_numpy(X), k=3).toarray(),
-                               _naive_knn(X.reshape(30, -1), 3), atol=1e-6)
+                               naive_knn(X.reshape(30, -1), 3), atol=1e-6)
 
 
 def test_negative_weights(rng):

@@ -1,11 +1,10 @@
-
-import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from repgraph import knn_graph, modularity, modularity_curve, Activations
 from repgraph.datasets import synthetic_clusters
+from oracles import nx_modularity, reference_modularity_curve
 
 
 def _adjacency(n, edges):
@@ -38,12 +37,6 @@ def test_equal_perfectly_separated_cliques_give_one_minus_one_over_c():
         assert modularity(A, labels) == pytest.approx(1 - 1 / c, abs=1e-12)
 
 
-def _nx_modularity(A, labels, resolution=1.0):
-    G = nx.from_numpy_array(A)
-    groups = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
-    return nx.community.modularity(G, groups, weight="weight", resolution=resolution)
-
-
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("self_loops", [False, True])
 def test_random_weighted_graphs_equal_networkx(rng, signed, self_loops):
@@ -60,14 +53,14 @@ def test_random_weighted_graphs_equal_networkx(rng, signed, self_loops):
             continue
         labels = rng.integers(0, 4, n)
         for gamma in (1.0, 0.5, 2.0):
-            expected = _nx_modularity(A, labels, gamma)
+            expected = nx_modularity(A, labels, gamma)
             assert modularity(A, labels, resolution=gamma) == pytest.approx(expected, abs=1e-9)
 
 
 def test_knn_graph_modularity_equals_networkx_on_the_same_graph(rng):
     X, y = synthetic_clusters(200, 5, 30, separation=1.0, seed=3)
     A = knn_graph(X, k=3)
-    assert modularity(A, y) == pytest.approx(_nx_modularity(A.toarray(), y), abs=1e-9)
+    assert modularity(A, y) == pytest.approx(nx_modularity(A.toarray(), y), abs=1e-9)
 
 
 def test_label_types_do_not_matter():
@@ -89,26 +82,6 @@ def test_modularity_bad_input():
         modularity(np.zeros((3, 4)), [0, 0, 1])
 
 
-def _reference_curve(acts, labels, k, batch_size, n_batches):
-    """Independent pipeline straight from the definition: numpy float64 cosine, per-row sort with
-    the lowest-index tie rule, dense (A + A^T)/2, networkx modularity."""
-    out = []
-    for name, X in acts.items():
-        vals = []
-        for b in range(n_batches):
-            Xb = np.asarray(X[b * batch_size:(b + 1) * batch_size], dtype=np.float64).reshape(batch_size, -1)
-            Xn = Xb / np.maximum(np.linalg.norm(Xb, axis=1, keepdims=True), 1e-8)
-            S = Xn @ Xn.T
-            A = np.zeros_like(S)
-            for i in range(batch_size):
-                others = [j for j in range(batch_size) if j != i]
-                best = sorted(others, key=lambda j: (-round(S[i, j], 9), j))[:k]
-                A[i, best] = S[i, best]
-            vals.append(_nx_modularity((A + A.T) / 2, labels[b * batch_size:(b + 1) * batch_size]))
-        out.append((name, np.mean(vals), np.std(vals)))
-    return out
-
-
 def test_modularity_curve_matches_reference_pipeline():
     layers = {}
     for depth, sep in enumerate([0.3, 1.0, 3.0]):
@@ -116,7 +89,7 @@ def test_modularity_curve_matches_reference_pipeline():
         layers[f"layer{depth}"] = X
     labels = np.arange(300) % 6
     curve = modularity_curve(Activations(layers, labels), k=3, batch_size=100, n_batches=3, progress=False)
-    expected = _reference_curve(layers, labels, 3, 100, 3)
+    expected = reference_modularity_curve(layers, labels, 3, 100, 3)
     assert list(curve.columns) == ["layer", "depth", "modularity", "std", "n_samples"]
     for (_, row), (name, mean, std) in zip(curve.iterrows(), expected):
         assert row["layer"] == name
@@ -135,7 +108,7 @@ def test_modularity_curve_matches_reference_on_large_tied_batches():
     layers = {"crowded": np.round(np.maximum(X, 0.0)).astype(np.float32)}
     labels = np.arange(600) % 4
     curve = modularity_curve(Activations(layers, labels), k=3, batch_size=300, progress=False)
-    (_, mean, std), = _reference_curve(layers, labels, 3, 300, 2)
+    (_, mean, std), = reference_modularity_curve(layers, labels, 3, 300, 2)
     assert curve["modularity"].item() == pytest.approx(mean, abs=1e-6)
     assert curve["std"].item() == pytest.approx(std, abs=1e-6)
 
