@@ -1,7 +1,9 @@
-"""Data sets: sklearn digits (embedded default), CIFAR-10 from a local folder, synthetic clusters."""
+"""Data sets: sklearn digits (embedded default), CIFAR-10 from a local folder, MNIST-1D (generated
+by the optional ``mnist1d`` package), synthetic clusters."""
 from .cifar10 import DatasetNotFoundError, cifar10
 from .digits import digits
+from .mnist1d import mnist1d
 from .synthetic import synthetic_clusters
 from .tensor_dataset import ArrayDataset
 
-__all__ = ["ArrayDataset", "DatasetNotFoundError", "cifar10", "digits", "synthetic_clusters"]
+__all__ = ["ArrayDataset", "DatasetNotFoundError", "cifar10", "digits", "mnist1d", "synthetic_clusters"]
