@@ -15,7 +15,7 @@ from .analyzers import (birth_points, central_filters, cka_matrix, filter_simila
                         layer_filter_report, modularity_curve)
 from .datasets import digits
 from .hooks import capture_activations, list_layers, select_layers
-from .models import MODELS, get_model
+from .models import IMAGE_MODELS, MODELS, example_input, get_model
 from .models.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from .plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,
                        plot_similarity_heatmap)
@@ -199,7 +199,7 @@ def cmd_report(args):
 
 def cmd_layers(args):
     model = get_model(args.model, num_classes=10, in_channels=args.in_channels)
-    x = torch.zeros(1, args.in_channels, args.size, args.size)
+    x = example_input(args.model, in_channels=args.in_channels, size=args.size)
     table = list_layers(model, x)
     hooks = set(select_layers(model, args.preset))
     table[args.preset] = table["name"].isin(hooks)
@@ -252,14 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = sub.add_parser("layers", help="list a model's layers and hook points")
     layers.add_argument("--model", default="resnet20", choices=sorted(MODELS))
-    layers.add_argument("--size", type=int, default=32)
+    layers.add_argument("--size", type=int, default=None,
+                        help="input side (images) or length (sequences); default 32 or 40")
     layers.add_argument("--in-channels", type=int, default=3)
     layers.add_argument("--preset", default="modularity", choices=["blocks", "convs", "relus", "modularity"])
     layers.add_argument("--only-preset", action="store_true", help="show only the preset's layers")
     layers.set_defaults(func=cmd_layers)
 
     tr = sub.add_parser("train", help="train a model on digits and save a checkpoint")
-    tr.add_argument("--model", default="resnet20", choices=sorted(MODELS))
+    tr.add_argument("--model", default="resnet20", choices=sorted(IMAGE_MODELS))
     tr.add_argument("--out", required=True)
     tr.add_argument("--epochs", type=int, default=30)
     tr.add_argument("--size", type=int, default=16)
