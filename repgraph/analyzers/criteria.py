@@ -11,6 +11,9 @@ from torch import nn
 
 from .filter_similarity import as_feature_maps
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
 
 def _per_layer(fn, fmaps, **kwargs):
     if isinstance(fmaps, Mapping):
@@ -81,7 +84,7 @@ def chip_scores(fmaps, *, device=None, route: str = "auto"):
 def l1_scores(model: nn.Module) -> dict:
     """L1 norm of each output filter's weights, for every conv layer: dict name -> (C_out,)."""
     out = {name: m.weight.detach().abs().reshape(m.weight.shape[0], -1).sum(dim=1).double().cpu().numpy()
-           for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))}
+           for name, m in model.named_modules() if isinstance(m, _CONVS)}
     if not out:
         raise ValueError(f"{type(model).__name__} has no conv layer to score.")
     return out
@@ -100,10 +103,10 @@ def conv_bn_pairs(model: nn.Module, example_input) -> list[tuple[str, str]]:
     outputs, pairs, problems, handles = {}, [], [], []
     names = {m: n for n, m in model.named_modules()}
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, _CONVS):
             handles.append(module.register_forward_hook(
                 lambda m, i, o: outputs.__setitem__(id(o), names[m])))
-        elif isinstance(module, nn.BatchNorm2d):
+        elif isinstance(module, _BATCH_NORMS):
             def pre(m, inputs):
                 conv = outputs.get(id(inputs[0]))
                 if conv is None:
@@ -130,12 +133,14 @@ def clp_scores(model: nn.Module, u: float = 3.0, *, example_input=None) -> Layer
     """CLP channel Lipschitz upper bound: for a conv W followed by its BN,
     ``UCLC_k = σ_max(W_k reshaped (C_in, kh·kw)) · |γ_k / sqrt(running_var_k + eps)|``; channels with
     UCLC > mean + u·std of their layer are flagged (``.flagged``). Conv–BN pairs come from the
-    traced forward of ``example_input`` (default: zeros of 1×C_in×32×32)."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    traced forward of ``example_input`` (default: zeros of 1×C_in×32×32, or 1×C_in×32 for Conv1d;
+    pass ``example_input`` when the model needs another size). Conv1d/2d/3d with their BatchNorms."""
+    convs = [m for m in model.modules() if isinstance(m, _CONVS)]
     if example_input is None:
         if not convs:
-            raise ValueError(f"{type(model).__name__} has no Conv2d layer; CLP needs conv -> BN pairs.")
-        example_input = torch.zeros(1, convs[0].in_channels, 32, 32, device=convs[0].weight.device)
+            raise ValueError(f"{type(model).__name__} has no conv layer; CLP needs conv -> BN pairs.")
+        spatial = (32,) * (convs[0].weight.ndim - 2)
+        example_input = torch.zeros(1, convs[0].in_channels, *spatial, device=convs[0].weight.device)
     pairs = conv_bn_pairs(model, example_input)
     if not pairs:
         raise ValueError(f"{type(model).__name__} has no conv -> BN pair; CLP needs BatchNorm after convs.")
