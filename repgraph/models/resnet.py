@@ -116,7 +116,22 @@ class BasicBlock1d(BasicBlock):
 class ResNet1d(ResNet):
     """``ResNet`` on sequences (N, C, L): a Conv1d stem with 16 channels, three stages of
     ``BasicBlock1d`` with 16/32/64 channels (strides 1/2/2), global average pooling over the
-    length and a linear classifier; depth 6n + 2. Any length >= 1 is accepted."""
+    length and a linear classifier; depth 6n + 2. Any length >= 1 is accepted.
+
+    Parameters
+    ----------
+    blocks_per_stage : int
+        n in depth 6n + 2.
+    num_classes, in_channels : int
+    shortcut : {"B", "A"}
+        As in ``BasicBlock``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> tuple(ResNet1d(1, num_classes=4, in_channels=2).eval()(torch.zeros(3, 2, 17)).shape)
+    (3, 4)
+    """
 
     block, pool_type = BasicBlock1d, nn.AdaptiveAvgPool1d
 
