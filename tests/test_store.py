@@ -424,3 +424,24 @@ def test_readme_example_twice_into_one_store(tmp_path):
     assert calls == []  # reused
     for name in first:
         np.testing.assert_array_equal(second[name], first[name])
+
+
+def test_checksums_in_several_chunks_as_shards_would_write_them(tmp_path):
+    from repgraph.hooks.npy_stream import crc32_of
+    from repgraph.hooks.store import read_manifest, write_manifest
+    model, X, y, store = _one_store(tmp_path)
+    manifest = read_manifest(store)
+    entry = manifest["layers"][0]
+    stride = 8 * 4  # 8 float32 features per sample
+    entry["chunks"] = [{"start": a, "stop": b, "crc32": crc32_of(store / entry["file"], 512 + a * stride, (b - a) * stride)}
+                       for a, b in ((0, 15), (15, 40))]  # e.g. two workers' rows
+    write_manifest(store, manifest)
+    np.testing.assert_allclose(Activations.load(store, verify=True)["lin"], _expected(model, X), atol=1e-6)
+    entry["chunks"][1]["crc32"] ^= 1
+    write_manifest(store, manifest)
+    with pytest.raises(DamagedStoreError, match="rows 15:40 do not match"):
+        Activations.load(store, verify=True)
+    entry["chunks"] = entry["chunks"][:1]
+    write_manifest(store, manifest)
+    with pytest.raises(DamagedStoreError, match="checksums do not cover its rows"):
+        Activations.load(store)

@@ -30,6 +30,8 @@ def as_labels(y, n: int) -> np.ndarray:
         y = y.detach().cpu().numpy()
     elif not isinstance(y, np.ndarray):
         y = np.asarray(list(y))
+    if y.dtype.kind == "O":  # e.g. strings held as Python objects (pandas)
+        y = np.asarray(y.tolist())
     if y.dtype.kind not in "biufUS":
         raise TypeError(f"labels must be numbers or strings, got dtype {y.dtype}.")
     if y.ndim != 1 or y.shape[0] != n:

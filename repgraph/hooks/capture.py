@@ -4,6 +4,8 @@ from __future__ import annotations
 import errno
 import itertools
 import numbers
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -205,6 +207,19 @@ def _published(folder: Path) -> dict | None:
     return manifest
 
 
+def _may_be_alive(writer: dict) -> bool:
+    """False only for a writer process known to have died (same host, no such pid)."""
+    if writer.get("host") != socket.gethostname() or not isinstance(writer.get("pid"), int):
+        return True
+    try:
+        os.kill(writer["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _wait_or_refuse(folder: Path, lock: StoreLock, config: dict, progress: bool):
     """Take the store's lock; a writer of another capture holding it is an error at once."""
     if lock.acquire(blocking=False):
@@ -213,8 +228,8 @@ def _wait_or_refuse(folder: Path, lock: StoreLock, config: dict, progress: bool)
         other = read_manifest(partial_path(folder))
     except ValueError:
         other = None
-    if other is not None and other.get("fingerprint") != config:
-        who = other.get("writer", {})
+    who = (other or {}).get("writer", {})
+    if other is not None and other.get("fingerprint") != config and _may_be_alive(who):
         differ = [k for k in config if (other.get("fingerprint") or {}).get(k) != config[k]]
         raise ValueError(f"store={str(folder)!r} is being written by another process (pid {who.get('pid')} on "
                          f"{who.get('host')}) with a different capture (differs in: {', '.join(differ)}); "

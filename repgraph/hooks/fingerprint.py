@@ -150,8 +150,8 @@ class DataDigest:
                 layout = (dtype, shape[1:])
         elif isinstance(value, (list, tuple)) and len(value) == n:
             layout, raw = ("list", ()), "".join(f"{value_token(v)}\x00" for v in value).encode()
-        else:  # a value that is not per sample (e.g. a flag passed to the model with every batch)
-            layout, raw = ("per-batch", ()), f"{value_token(value)}\x00".encode()
+        else:  # not per sample (e.g. a flag passed with every batch): hashed when it changes
+            layout, raw = ("per-batch", value_token(value)), b""
         if layout != entry["layout"]:  # marked once per change, so batching does not show
             entry["hash"].update(f"|layout {layout}|".encode())
             entry["layout"] = layout
