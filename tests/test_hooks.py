@@ -604,9 +604,9 @@ def test_docstring_examples_run():
 
 def _pipelined(monkeypatch):
     import functools
-    from repgraph.hooks import capture as capture_module
+    from repgraph.hooks import forward
     from repgraph.hooks.transfer import HostTransfer
-    monkeypatch.setattr(capture_module, "HostTransfer", functools.partial(HostTransfer, pipelined=True))
+    monkeypatch.setattr(forward, "HostTransfer", functools.partial(HostTransfer, pipelined=True))
 
 
 @pytest.mark.parametrize("to_store", [False, True], ids=["memory", "store"])

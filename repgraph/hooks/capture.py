@@ -1,30 +1,20 @@
 """capture_activations: stream data through a model and keep the selected layers' outputs."""
 from __future__ import annotations
 
-import errno
 import itertools
 import numbers
-import os
-import socket
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .._arrays import resolve_device
 from .activations import Activations
 from .batches import iter_batches
-from .fingerprint import DataDigest, callable_token, model_digest, value_token
+from .forward import forward_all
 from .in_memory import GrowingArrays
-from .modes import evaluating
 from .recorder import ActivationRecorder
-from .store import StoreLock, StoreWriter, partial_path, read_manifest, resumable
-from .transfer import HostTransfer
-
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+from .stored import capture_config, capture_to_store
 
 
 def _check_options(batch_size, max_samples):
@@ -51,240 +41,6 @@ def _run_device(model: nn.Module, device) -> torch.device:
         raise ValueError(f"device={str(device)!r} but the model's weights are on {where.pop()}; move the "
                          "model there first (model.to(device)) or pass device=None.")
     return run
-
-
-def _input_dtype(model: nn.Module) -> torch.dtype | None:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-
-
-def _to_model(value, device: torch.device, dtype: torch.dtype | None):
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.is_floating_point() and dtype is not None and value.dtype != dtype:
-        return value.to(device=device, dtype=dtype)
-    return value.to(device)
-
-
-class _Labels:
-    """The labels of the batches seen: all batches carry them or none does."""
-
-    def __init__(self):
-        self.parts, self.missing = [], False
-
-    def add(self, labels):
-        if labels is None:
-            self.missing = True
-        else:
-            self.parts.append(labels)
-        if self.missing and self.parts:
-            raise ValueError("Some batches carry labels and others do not; give every batch its labels.")
-
-    def result(self):
-        return np.concatenate(self.parts) if self.parts else None
-
-
-class _DataChanged(Exception):
-    """The data of a resumed capture differs from what the interrupted one committed."""
-
-
-def _check_fired(rec: ActivationRecorder, keys: list[str] | None, batch_index: int) -> list[str]:
-    fired = rec.fired
-    if keys is None:
-        missing = [n for n in rec.layers if n not in fired]
-        if missing:
-            raise ValueError(f"Layer(s) {missing} never fired during the forward pass: they are registered but "
-                             "not used by forward(); choose layers that run (list_layers(model, x) shows calls "
-                             "per forward).")
-        return list(fired)
-    if sorted(fired) != sorted(keys):
-        raise ValueError(f"Batch {batch_index} recorded {sorted(fired)} but the first batch recorded "
-                         f"{sorted(keys)}: the layers must fire the same way for every batch.")
-    return keys
-
-
-def _forward_all(model, rec, batches, target, device, *, total, max_samples, progress,
-                 digest: DataDigest | None = None, skip: int = 0, prefix: dict | None = None,
-                 keys: list[str] | None = None, commit=None):
-    """Run every batch through ``model`` with ``rec`` writing into ``target``; the first ``skip``
-    samples (committed by an interrupted capture) are only hashed and their labels kept, and
-    their hash must equal ``prefix``. Returns ``(labels, n_samples)``."""
-    dtype = _input_dtype(model)
-    transfer = HostTransfer(target, device)
-    rec._sink = transfer.stage
-    labels = _Labels()
-    seen = index = 0
-    bar = tqdm(total=total, unit="sample", desc="capture", disable=not progress, leave=False)
-    with evaluating(model), rec, torch.no_grad():
-        for batch in batches:
-            before = seen
-            if max_samples is not None and seen + batch.n > max_samples:
-                batch = batch.part(0, max_samples - seen)
-            if seen < skip:  # committed before the interruption: check, do not recompute
-                head = batch.part(0, skip - seen)
-                digest.update(head)
-                labels.add(head.labels)
-                seen += head.n
-                if seen == skip and digest.snapshot() != prefix:
-                    raise _DataChanged
-                batch = batch.part(head.n, batch.n)
-            if batch.n > 0:
-                if digest is not None:
-                    digest.update(batch)
-                labels.add(batch.labels)
-                rec.n_samples = batch.n
-                transfer.begin(seen)
-                model(*(_to_model(a, device, dtype) for a in batch.args),
-                      **{k: _to_model(v, device, dtype) for k, v in batch.kwargs.items()})
-                keys = _check_fired(rec, keys, index)
-                seen += batch.n
-                snapshot = digest.snapshot() if digest is not None else None
-                transfer.end_batch(lambda n=seen, s=snapshot: commit and commit(n, s))
-            index += 1
-            bar.update(seen - before)
-            if max_samples is not None and seen >= max_samples:
-                break
-        transfer.finish()
-    bar.close()
-    if seen == 0:
-        raise ValueError("data is empty: no batch to run through the model.")
-    if seen < skip:
-        raise _DataChanged
-    return labels.result(), seen
-
-
-def _config(model, rec: ActivationRecorder, output, batch_axis, label_key, max_samples) -> dict:
-    spec = rec.reducer.spec
-    return {"model": model_digest(model), "layers": rec.layers,
-            "reduce": spec if spec is None or isinstance(spec, str) else callable_token(spec),
-            "output": value_token(output), "batch_axis": value_token(batch_axis), "inputs": rec.inputs,
-            "label_key": label_key, "max_samples": max_samples, "dtype": "float32"}
-
-
-def _hash_data(batches, max_samples) -> dict:
-    digest = DataDigest()
-    for batch in batches:
-        if max_samples is not None and digest.n_samples + batch.n > max_samples:
-            batch = batch.part(0, max_samples - digest.n_samples)
-        digest.update(batch)
-        if max_samples is not None and digest.n_samples >= max_samples:
-            break
-    return digest.snapshot()
-
-
-def _other_capture(folder: Path, differ: list[str]) -> ValueError:
-    why = {"model": "model (its weights: an unseeded model gets new random weights on every run)",
-           "data": "data (inputs or labels)"}
-    listed = ", ".join(why.get(d, d) for d in differ)
-    return ValueError(
-        f"store={str(folder)!r} holds activations of another capture; they differ in: {listed}. A store "
-        "never hands back another capture's activations. To keep both, pass another folder as store=; to "
-        f"replace it, delete it (shutil.rmtree({str(folder)!r})); to reuse it, capture the same model on the "
-        "same data (seed the model with torch.manual_seed before building it, or load its saved weights).")
-
-
-def _reuse(folder: Path, manifest: dict, config: dict, batches, max_samples) -> Activations:
-    """The published store at ``folder`` when it holds this capture (same configuration, same data
-    hash, intact files); else a ValueError saying what differs."""
-    if not manifest.get("complete"):
-        raise ValueError(f"store={str(folder)!r} holds an incomplete manifest; delete the folder.")
-    stored = manifest.get("fingerprint") or {}
-    differ = [key for key in config if stored.get(key) != config[key]]
-    if differ:
-        raise _other_capture(folder, differ)
-    data = _hash_data(batches, max_samples)
-    if data != stored.get("data"):
-        raise _other_capture(folder, ["data"])
-    return Activations.load(folder, verify=True)
-
-
-def _published(folder: Path) -> dict | None:
-    manifest = read_manifest(folder)
-    if manifest is None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(f"store={str(folder)!r} is a non-empty folder that is not a repgraph activation "
-                         "store; pass an empty or new folder.")
-    return manifest
-
-
-def _may_be_alive(writer: dict) -> bool:
-    """False only for a writer process known to have died (same host, no such pid)."""
-    if writer.get("host") != socket.gethostname() or not isinstance(writer.get("pid"), int):
-        return True
-    try:
-        os.kill(writer["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _wait_or_refuse(folder: Path, lock: StoreLock, config: dict, progress: bool):
-    """Take the store's lock; a writer of another capture holding it is an error at once."""
-    if lock.acquire(blocking=False):
-        return
-    try:
-        other = read_manifest(partial_path(folder))
-    except ValueError:
-        other = None
-    who = (other or {}).get("writer", {})
-    if other is not None and other.get("fingerprint") != config and _may_be_alive(who):
-        differ = [k for k in config if (other.get("fingerprint") or {}).get(k) != config[k]]
-        raise ValueError(f"store={str(folder)!r} is being written by another process (pid {who.get('pid')} on "
-                         f"{who.get('host')}) with a different capture (differs in: {', '.join(differ)}); "
-                         "pass another folder as store=.")
-    if progress:
-        print(f"store={str(folder)!r}: another process is writing this capture; waiting for it.", file=sys.stderr)
-    lock.acquire(blocking=True)
-
-
-def _capture_to_store(model, data, rec, folder: Path, *, config, device, total, batch_size, label_key,
-                      max_samples, progress, meta) -> Activations:
-    manifest = _published(folder)
-    if manifest is not None:
-        return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
-    lock = StoreLock(folder)
-    _wait_or_refuse(folder, lock, config, progress)
-    try:
-        manifest = _published(folder)
-        if manifest is not None:  # published by the writer we waited for
-            return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
-        partial = partial_path(folder)
-        writer = StoreWriter(partial, config, resumable(partial, config))
-        try:
-            try:
-                digest = DataDigest()
-                labels, n = _forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], writer, device,
-                                         total=total, max_samples=max_samples, progress=progress, digest=digest,
-                                         skip=writer.committed, prefix=writer.data_prefix,
-                                         keys=writer.keys or None, commit=writer.commit)
-            except _DataChanged:  # the interrupted capture saw other data: start again
-                if iter(data) is data:
-                    raise ValueError(f"store={str(folder)!r} holds an interrupted capture of other data and "
-                                     "data is a one-shot iterator; delete the folder "
-                                     f"{str(partial)!r} and capture again.") from None
-                writer.discard()
-                writer = StoreWriter(partial, config)
-                digest = DataDigest()
-                labels, n = _forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], writer, device,
-                                         total=total, max_samples=max_samples, progress=progress, digest=digest,
-                                         commit=writer.commit)
-            writer.publish(folder, labels, meta, digest.snapshot())
-        except OSError as err:
-            if err.errno not in _DISK_FULL:
-                writer.close_files()
-                raise
-            writer.discard()
-            raise OSError(err.errno, f"store={str(folder)!r}: the disk is full or the file too large "
-                                     f"({err.strerror}) while writing the capture; its partial files were "
-                                     "deleted. Free space or pass another folder as store=.") from err
-        except BaseException:
-            writer.close_files()  # kept: a later capture resumes from the last committed batch
-            raise
-    finally:
-        lock.release()
-    return Activations.load(folder)
 
 
 def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None,
@@ -389,12 +145,12 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
             "inputs": rec.inputs}
     if store is not None:
-        config = _config(model, rec, output, batch_axis, label_key, max_samples)
-        return _capture_to_store(model, data, rec, Path(store), config=config, device=device, total=total,
+        config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
+        return capture_to_store(model, data, rec, Path(store), config=config, device=device, total=total,
                                  batch_size=batch_size, label_key=label_key, max_samples=max_samples,
                                  progress=progress, meta=meta)
     target = GrowingArrays(total)
-    labels, n = _forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], target, device,
+    labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], target, device,
                              total=total, max_samples=max_samples, progress=progress)
     return Activations(target.result(n), labels, meta=meta)
 

@@ -111,9 +111,40 @@ def _preset(model: nn.Module, preset: str) -> list[str]:
 def select_layers(model: nn.Module, layers) -> list[str]:
     """Resolve a layer specification to module names, in registration order.
 
-    ``layers`` is a preset (``"blocks"``, ``"convs"``, ``"relus"``, ``"modularity"``), a name, a glob
-    pattern (``"layer1.*"``), a list of names/patterns, or a predicate ``(name, module) -> bool``.
-    Unknown names raise ``ValueError`` listing close matches.
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    layers : str, list of str or callable
+        A preset: ``"blocks"`` (residual blocks; for a transformer its stack of repeated blocks as
+        ``block_stack`` finds it, e.g. BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's
+        ``layers.N``; else the top-level children with parameters), ``"convs"``, ``"relus"``,
+        ``"modularity"`` (stem conv + residual blocks; every conv for VGG; a transformer's
+        blocks); a name; a glob pattern (``"layer1.*"``); a list of names and patterns; or a
+        predicate ``(name, module) -> bool``.
+
+    Returns
+    -------
+    list of str
+        Module names as ``named_modules()`` gives them.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing close matches) or a selection that matches nothing.
+    TypeError
+        For a specification of another type.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = nn.Embedding(10, 4)
+    ...         self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+    >>> select_layers(Net(), "blocks"), select_layers(Net(), "layers.*")
+    (['layers.0', 'layers.1', 'layers.2'], ['layers.0', 'layers.1', 'layers.2'])
     """
     names = [n for n, _ in model.named_modules() if n]
     if callable(layers) and not isinstance(layers, str):
