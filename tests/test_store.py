@@ -426,6 +426,53 @@ def test_readme_example_twice_into_one_store(tmp_path):
         np.testing.assert_array_equal(second[name], first[name])
 
 
+def test_a_store_assembled_from_shards_verifies_and_is_reused(tmp_path):
+    """The procedure store.py documents for several writers: preallocated files, rows written at
+    their offsets with one CRC-32 per shard, one manifest, one rename."""
+    import zlib
+    from repgraph.hooks import ActivationRecorder
+    from repgraph.hooks.batches import iter_batches
+    from repgraph.hooks.fingerprint import DataDigest
+    from repgraph.hooks.npy_stream import HEADER_BYTES, npy_header
+    from repgraph.hooks.store import (StoreLock, complete_manifest, file_entry, publish, write_manifest)
+    from repgraph.hooks.stored import capture_config
+    model = Lin()
+    X, y = _data()
+    store, n, width = tmp_path / "s", 40, 8
+    lock = StoreLock(store)
+    lock.acquire()
+    partial = partial_path(store)
+    partial.mkdir()
+    with open(partial / "layer_0000.npy", "wb") as fh:
+        fh.write(npy_header(np.dtype(np.float32), (n, width)))
+        fh.truncate(HEADER_BYTES + n * width * 4)
+    chunks = []
+    for start, stop in ((0, 15), (15, 40)):  # two workers
+        rows = np.ascontiguousarray(_expected(model, X[start:stop]))
+        with open(partial / "layer_0000.npy", "r+b") as fh:
+            fh.seek(HEADER_BYTES + start * width * 4)
+            fh.write(rows.data)
+        chunks.append({"start": start, "stop": stop, "crc32": zlib.crc32(rows.data)})
+    labels = np.ascontiguousarray(y.numpy())
+    (partial / "labels.npy").write_bytes(npy_header(labels.dtype, labels.shape) + labels.tobytes())
+    digest = DataDigest()
+    for batch in iter_batches((X, y), 10)[0]:
+        digest.update(batch)
+    rec = ActivationRecorder(model, ["lin"], reducer="flatten")
+    fingerprint = {**capture_config(model, rec, None, 0, "auto", None), "data": digest.snapshot()}
+    write_manifest(partial, complete_manifest(
+        [file_entry("lin", "layer_0000.npy", (n, width), np.float32, chunks)],
+        file_entry(None, "labels.npy", labels.shape, labels.dtype,
+                   [{"start": 0, "stop": n, "crc32": zlib.crc32(labels.data)}]), fingerprint, {}))
+    publish(partial, store)
+    lock.release()
+    np.testing.assert_allclose(Activations.load(store, verify=True)["lin"], _expected(model, X), atol=1e-6)
+    model.calls = 0
+    reused = _capture(model, (X, y), store)  # the in-process capture reuses the assembled store
+    assert model.calls == 0
+    np.testing.assert_array_equal(reused.labels, y.numpy())
+
+
 def test_checksums_in_several_chunks_as_shards_would_write_them(tmp_path):
     from repgraph.hooks.npy_stream import crc32_of
     from repgraph.hooks.store import read_manifest, write_manifest

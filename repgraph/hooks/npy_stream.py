@@ -20,7 +20,8 @@ HEADER_BYTES = 512  # a multiple of 64, ample for any shape tuple
 _READ_BLOCK = 16 * 2**20
 
 
-def _header(dtype: np.dtype, shape: tuple) -> bytes:
+def npy_header(dtype: np.dtype, shape: tuple) -> bytes:
+    """The ``HEADER_BYTES``-byte ``.npy`` (version 1.0) header of a C-order array."""
     text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
     room = HEADER_BYTES - len(_MAGIC) - 2
     if len(text) + 1 > room:
@@ -72,7 +73,7 @@ class NpyStreamWriter:
     def close(self) -> tuple:
         shape = (self.n_rows, *(self.row_shape or ()))
         self._fh.seek(0)
-        self._fh.write(_header(self.dtype or np.dtype(np.float32), shape))
+        self._fh.write(npy_header(self.dtype or np.dtype(np.float32), shape))
         self._fh.close()
         return shape
 

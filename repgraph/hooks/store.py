@@ -12,8 +12,12 @@ sample count, each file's CRC-32 up to it and the data hash up to it; a killed c
 from there (files are cut back to the committed rows). A published store is never modified.
 
 Each file's checksums are a list of row ranges (``chunks``), so a store can also be assembled
-from shards written by several processes: each writes its rows and their CRC-32; the manifest
-lists one chunk per shard.
+from shards written by several processes: under ``StoreLock``, create ``partial_path(store)``
+with each layer's file preallocated at its final size (``npy_stream.npy_header`` then
+``truncate``); each worker writes its rows at ``HEADER_BYTES + start * row_bytes`` and returns
+their CRC-32 (``zlib.crc32``); once every shard is in, ``write_manifest(partial,
+complete_manifest([file_entry(name, file, shape, dtype, chunks), ...], labels, fingerprint,
+meta))`` and ``publish(partial, store)``.
 """
 from __future__ import annotations
 
@@ -179,11 +183,40 @@ class StoreLock:
             self._handle = None
 
 
-def _entry(name: str | None, file: str, writer: NpyStreamWriter) -> dict:
-    entry = {"file": file, "shape": [writer.n_rows, *(writer.row_shape or ())],
-             "dtype": np.lib.format.dtype_to_descr(writer.dtype or np.dtype(np.float32)),
-             "header_bytes": HEADER_BYTES, "chunks": [{"start": 0, "stop": writer.n_rows, "crc32": writer.crc32}]}
+def file_entry(name: str | None, file: str, shape, dtype, chunks: list[dict]) -> dict:
+    """A manifest entry for one data file (``name`` None for the labels): its ``shape``, ``dtype``
+    and CRC-32 ``chunks`` ``[{"start", "stop", "crc32"}]`` of data rows covering ``0:shape[0]``
+    (one per writer: a single stream, or each shard of a capture on several workers)."""
+    entry = {"file": file, "shape": [int(d) for d in shape], "dtype": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+             "header_bytes": HEADER_BYTES, "chunks": chunks}
     return entry if name is None else {"name": name, **entry}
+
+
+def _stream_entry(name: str | None, file: str, writer: NpyStreamWriter) -> dict:
+    return file_entry(name, file, (writer.n_rows, *(writer.row_shape or ())), writer.dtype or np.float32,
+                      [{"start": 0, "stop": writer.n_rows, "crc32": writer.crc32}])
+
+
+def complete_manifest(layers: list[dict], labels: dict | None, fingerprint: dict | None, meta: dict) -> dict:
+    """The manifest of a complete store from its files' ``file_entry``s."""
+    n = layers[0]["shape"][0] if layers else 0
+    return {"format": FORMAT, "complete": True, "n_samples": n, "fingerprint": fingerprint,
+            "layers": layers, "labels": labels, "meta": meta}
+
+
+def publish(partial: Path, target: Path, replace: bool = False):
+    """Rename the finished folder ``partial`` (its complete manifest written) to ``target`` in one
+    step; a store already at ``target`` is replaced only with ``replace`` (moved aside first,
+    then deleted; memory maps of its files stay valid)."""
+    old = None
+    if target.exists() and any(target.iterdir()):
+        if not replace:
+            raise FileExistsError(f"{target} appeared while this store was written.")
+        old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+    os.rename(partial, target)  # onto a missing or empty folder: one atomic step
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def resumable(partial: Path, fingerprint: dict) -> dict | None:
@@ -251,7 +284,7 @@ class StoreWriter:
                              "sample (pad sequences to one length, or use a token reducer).") from None
 
     def _progress(self, data=None):
-        layers = [_entry(key, file, w) for key, (file, w) in self.streams.items()]
+        layers = [_stream_entry(key, file, w) for key, (file, w) in self.streams.items()]
         write_manifest(self.folder, {"format": FORMAT, "complete": False, "fingerprint": self.fingerprint,
                                      "committed": self.committed, "data_prefix": data, "layers": layers,
                                      "writer": {"pid": os.getpid(), "host": socket.gethostname()}})
@@ -270,27 +303,16 @@ class StoreWriter:
         layers = []
         for key, (file, writer) in self.streams.items():
             writer.close()
-            layers.append(_entry(key, file, writer))
+            layers.append(_stream_entry(key, file, writer))
         labels_entry = None
         if labels is not None:
             writer = NpyStreamWriter(self.folder / LABELS)
             writer.append(labels)
             writer.close()
-            labels_entry = _entry(None, LABELS, writer)
+            labels_entry = _stream_entry(None, LABELS, writer)
         fingerprint = None if self.fingerprint is None else {**self.fingerprint, "data": data}
-        n = layers[0]["shape"][0] if layers else 0
-        write_manifest(self.folder, {"format": FORMAT, "complete": True, "n_samples": n,
-                                     "fingerprint": fingerprint, "layers": layers, "labels": labels_entry,
-                                     "meta": meta})
-        old = None
-        if target.exists() and any(target.iterdir()):
-            if not replace:
-                raise FileExistsError(f"{target} appeared while this capture was written.")
-            old = target.with_name(f"{target.name}.old-{os.getpid()}")
-            os.rename(target, old)
-        os.rename(self.folder, target)  # onto a missing or empty folder: one atomic step
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_manifest(self.folder, complete_manifest(layers, labels_entry, fingerprint, meta))
+        publish(self.folder, target, replace)
 
     def close_files(self):
         """Close every file, keeping the folder (a later capture resumes from its last commit)."""
