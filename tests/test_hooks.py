@@ -591,7 +591,6 @@ def test_list_layers_with_dict_inputs_and_outputs():
     assert rows.loc["named", "output_shape"] == "{'main': (2, 3), 'aux': (2, 2)}"
 
 
-
 # --- the pipelined (CUDA) transfer, run on the CPU, and on a GPU when there is one ----------------
 
 def _pipelined(monkeypatch):
