@@ -73,4 +73,5 @@ def batch_modularities(X, labels, k: int = 3, *, device=None, name: str = "X") -
                          f"got {labels.shape}.")
     codes = as_label_codes(labels.reshape(-1), n_batches * n).reshape(n_batches, n)
     edges = knn_edges_batched(Xt.reshape(n_batches, n, -1), int(k), "cosine", name=name)
-    return np.array([edge_modularity(r, c, w, codes[b]) for b, (r, c, w) in enumerate(edges)])
+    return np.array([edge_modularity(rows, cols, weights, codes[b])
+                     for b, (rows, cols, weights) in enumerate(edges)])
