@@ -161,14 +161,16 @@ def knn_edges_batched(X: torch.Tensor, k: int, metric: str = "cosine", *, name: 
     """Directed kNN edges (self excluded) of the rows of each of the B batches of ``X`` (B, n, D),
     all batches at once: one batched Gram product and one batched top-k per group of batches.
 
-    For each batch the result is that of ``knn_edges`` on it: the neighbours of the float64
-    definition (ties → lowest index), weights ``s_ij`` (cosine by default). The float32 product
+    For each batch: the neighbours of ``knn_edges`` on it, those of the float64 definition (ties →
+    lowest index), and weights ``s_ij`` (cosine by default) equal to its weights up to the float32
+    rounding of the product (the float64 re-scored ones to ~1e-16). The float32 product
     ``S = X Xᵀ`` (rescaled for cosine) is computed for as many batches at a time as fit the
     working-memory budget (``repgraph.get_config()``; a batch whose n×n block alone does not fit is
     split into row chunks); rows whose k-th and (k+1)-th float32 similarities lie within the
     float32 error band ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band re-scored
     in float64 (the whole row when the band reaches past the k+8 candidates), so float32 rounding
-    never decides a neighbour or a tie. On a GPU this replaces B sets of kernel launches by one.
+    never decides a neighbour or a tie. On a GPU that is one set of kernel launches per group of
+    batches instead of one per batch.
 
     Parameters
     ----------
