@@ -21,7 +21,7 @@ _WHERE = {
     **dict.fromkeys(["LMEvaluation", "ScoresImportance", "blocks_to_remove", "count_params_flops", "evaluate",
                      "evaluate_lm", "heal_lm", "prune_filters", "redundant_by_similarity", "redundant_layers",
                      "removable_layers", "remove_layers", "train", "uncoupled_convs"], ".pruning"),
-    **dict.fromkeys(["clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
+    **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "prune_experiment", "register_criterion"], ".workflows"),
 }
 __all__ = list(_WHERE)

@@ -269,3 +269,57 @@ def test_plot_layer_redundancy():
     plt.close("all")
     with pytest.raises(ValueError, match="Unknown criteria"):
         plot_layer_redundancy(table, criteria=["delta_q"])
+
+
+# --- the workflow on real models ---------------------------------------------------------------
+
+def test_block_redundancy_of_a_gpt2_matches_its_own_hidden_states():
+    pytest.importorskip("transformers")
+    import torch
+
+    from repgraph import block_redundancy
+    from repgraph.models.byte_gpt import byte_gpt
+    model = byte_gpt(n_layer=3, n_embd=16, n_head=2, n_positions=16)
+    ids = torch.randint(0, 256, (10, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[5:, 8:] = 0  # right padding in half the sequences
+    table = block_redundancy(model, {"input_ids": ids, "attention_mask": mask}, n_max=2, progress=False)
+    assert table["block"].tolist() == ["transformer.h.0", "transformer.h.1", "transformer.h.2"]
+    assert table.attrs["masked"] and table.attrs["angular_reduce"] == ["last_token"]
+    # transformers' own hidden_states[i] is block i's input; hidden_states[i + 1] its output for i < L − 1
+    # (the last entry has ln_f applied)
+    with torch.no_grad():
+        hs = [h.numpy() for h in model(ids, attention_mask=mask, output_hidden_states=True).hidden_states]
+    m = mask.numpy()
+    last = m.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)
+    for i in range(2):
+        assert table["block_influence"][i] == pytest.approx(naive_block_influence(hs[i], hs[i + 1], m), abs=1e-5)
+        at_last = [h[np.arange(len(h)), last][:, None] for h in (hs[i], hs[i + 1])]
+        assert table["angular_distance_1"][i] == pytest.approx(naive_angular_distance(*at_last), abs=1e-5)
+    at_last = [h[np.arange(len(h)), last][:, None] for h in (hs[0], hs[2])]
+    assert table["angular_distance_2"][0] == pytest.approx(naive_angular_distance(*at_last), abs=1e-5)
+
+
+def test_block_redundancy_of_a_resnet_with_labels():
+    import torch
+
+    from repgraph import block_redundancy
+    from repgraph.models import resnet20
+    torch.manual_seed(0)
+    model = resnet20(num_classes=4)
+    X, y = torch.randn(24, 3, 16, 16), torch.arange(24) % 4
+    table = block_redundancy(model, (X, y), n_max=2, modularity_batch_size=24, progress=False)
+    assert len(table) == 9 and table.attrs["angular_reduce"] == ["token_mean"]
+    assert table.loc[~table["shape_preserving"], "block"].tolist() == ["layer2.0", "layer3.0"]
+    assert table["delta_q"].notna().all() and table["gbs_in_out"].notna().all()
+    # block layer1.1 by hand: its input and output from forward hooks, each position's channel vector a token
+    seen = {}
+    block = model.layer1[1]
+    handles = [block.register_forward_pre_hook(lambda m, a: seen.__setitem__("in", a[0].detach())),
+               block.register_forward_hook(lambda m, a, o: seen.__setitem__("out", o.detach()))]
+    with torch.no_grad():
+        model.eval()(X)
+    for h in handles:
+        h.remove()
+    tokens = [seen[k].flatten(2).transpose(1, 2).numpy() for k in ("in", "out")]  # (N, H·W, C)
+    assert table["block_influence"][1] == pytest.approx(naive_block_influence(*tokens), abs=1e-5)

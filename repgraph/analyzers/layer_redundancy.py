@@ -57,8 +57,8 @@ def _span_column(n: int) -> str:
 
 def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None, feature_axis=None, mask=None,
                      angular_reduce: str | None = None, similarity_reduce: str = "flatten", gbs_k: int | None = None,
-                     cka_debiased: bool = True, k: int = 3, batch_size: int = 500, n_batches: int | None = None,
-                     device=None, progress: bool = True) -> pd.DataFrame:
+                     cka_debiased: bool = True, modularity_k: int = 3, modularity_batch_size: int = 500,
+                     modularity_n_batches: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
     """Every block-redundancy criterion side by side, one row per block.
 
     For blocks ℓ = 0 … L−1 with input ``x_ℓ`` and output ``y_ℓ`` (taken in order as consecutive
@@ -77,7 +77,7 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
       chained stack, and also defined for the first block (against the embedding or stem output)
       and for blocks that change the shape (high = redundant).
     - with labels, ``modularity`` (Q of ``y_ℓ``) and ``delta_q = Q(y_ℓ) − Q(x_ℓ)`` (Lu et al.,
-      ECCV 2022; ``modularity_curve`` with ``k``, ``batch_size``, ``n_batches``; low = redundant).
+      ECCV 2022; ``modularity_curve`` with the ``modularity_*`` settings; low = redundant).
 
     BI, the angular distance and the update norm compare vectors token by token, so they need a
     block that keeps the shape; for a block that does not (a downsampling residual block)
@@ -118,8 +118,8 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
         Neighbours of the GBS sample graphs; None (default) the full cosine graph.
     cka_debiased : bool, default True
         The unbiased HSIC estimator (needs N ≥ 4) or the biased one.
-    k, batch_size, n_batches : int
-        ``modularity_curve``'s kNN size and batches (only with labels).
+    modularity_k, modularity_batch_size, modularity_n_batches : int
+        ``modularity_curve``'s ``k``, ``batch_size`` and ``n_batches`` (only with labels).
     device : str or torch.device, optional
         Where to compute.
     progress : bool, default True
@@ -208,8 +208,8 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     redundant_when = {c: "high" if c in ("gbs_in_out", "cka_in_out") else "low" for c in criteria}
     columns = ["block", "depth", "shape_preserving"]
     if labels is not None:
-        curve = modularity_curve(sims, labels, k=k, batch_size=batch_size, n_batches=n_batches, device=device,
-                                 progress=False)
+        curve = modularity_curve(sims, labels, k=modularity_k, batch_size=modularity_batch_size,
+                                 n_batches=modularity_n_batches, device=device, progress=False)
         q = dict(zip(curve["layer"], curve["modularity"]))
         for row in rows:
             row["modularity"] = q[row["block"]]
@@ -231,5 +231,5 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
                      "Kornblith et al. 2019", rank_correlation=rho.to_dict(), redundant_when=redundant_when,
                      best_spans=best, n_max=n_max, angular_reduce=sorted(set(reductions)),
                      similarity_reduce=similarity_reduce, gbs_k=gbs_k, cka_debiased=cka_debiased,
-                     modularity_k=k if labels is not None else None, feature_axis=feature_axis,
+                     modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
                      masked=mask is not None)
