@@ -178,6 +178,27 @@ def test_graph_columns_equal_their_oracles(rng):
     assert "delta_q" not in layer_redundancy(acts, progress=False).columns
 
 
+def test_similarity_reductions_respect_the_mask(rng):
+    x = rng.normal(size=(12, 5, 6))
+    y = np.tanh(x) + 0.5 * rng.normal(size=x.shape)
+    mask = np.ones((12, 5), dtype=int)
+    mask[::2, 3:] = 0  # padding at the end of every other sequence
+    acts = {"b:input": x, "b": y}
+    flat = layer_redundancy(acts, mask=mask, progress=False).iloc[0]
+    # "flatten": padded tokens are zeroed, then each sequence is one vector of T·D numbers
+    zeroed = [np.where(mask[..., None] == 1, a, 0.0).reshape(12, -1) for a in (x, y)]
+    assert flat["gbs_in_out"] == pytest.approx(naive_gbs(*zeroed, None), abs=1e-6)
+    # "token_mean": the mean over each sequence's real tokens
+    mean = layer_redundancy(acts, mask=mask, similarity_reduce="token_mean", progress=False).iloc[0]
+    means = [(a * mask[..., None]).sum(1) / mask.sum(1, keepdims=True) for a in (x, y)]
+    assert mean["cka_in_out"] == pytest.approx(
+        cka_oracle(means[0] @ means[0].T, means[1] @ means[1].T, hsic_unbiased), abs=1e-5)
+    # "last_token": the last real token
+    last = layer_redundancy(acts, mask=mask, similarity_reduce="last_token", progress=False).iloc[0]
+    ends = [np.where((np.arange(12) % 2 == 0)[:, None], a[:, 2], a[:, 4]) for a in (x, y)]
+    assert last["gbs_in_out"] == pytest.approx(naive_gbs(*ends, None), abs=1e-6)
+
+
 def test_rank_correlations_equal_scipy_spearman(rng):
     x = rng.normal(size=(16, 4, 6))
     blocks = [lambda v, a=a, s=s: rotate_pairs(v, a) * s + 0.2 * rng.normal(size=v.shape)
