@@ -27,7 +27,8 @@ from oracles import (cka_oracle, hsic_unbiased, naive_angular_distance, naive_bl
 def rotate_pairs(x, theta, axis=-1):
     """Rotate every coordinate pair (x_2i, x_2i+1) of the feature axis by theta. For any vector v
     this gives v·Rv = Σ_pairs ‖pair‖² cos θ = ‖v‖² cos θ and ‖Rv‖ = ‖v‖: each token's cosine is
-    exactly cos θ, its angle θ and its update ‖Rv − v‖ = 2 sin(θ/2)‖v‖. Rotations compose: R(a)R(b) = R(a+b)."""
+    exactly cos θ, its angle θ and its update ‖Rv − v‖ = 2 sin(θ/2)‖v‖. Rotations compose:
+    R(a)R(b) = R(a+b)."""
     x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
     y = x.copy()
     c, s = math.cos(theta), math.sin(theta)
@@ -56,7 +57,8 @@ def test_identity_negation_and_known_rotations(hidden):
     table = layer_redundancy(acts, n_max=1, progress=False)
     assert table["block"].tolist() == ["b0", "b1", "b2", "b3", "b4"]
     assert table["shape_preserving"].all()
-    # identity: cos 1 -> BI 0, angle 0, no update; negation: cos −1 -> BI 2, angle π -> 1, ‖−x − x‖ = 2‖x‖;
+    # identity: cos 1 -> BI 0, angle 0, no update;
+    # negation: cos −1 -> BI 2, angle π -> 1, ‖−x − x‖ = 2‖x‖;
     # rotation by π/3: BI 1 − 1/2, angle 1/3, update 2 sin(π/6) = 1; by π/2: BI 1, angle 1/2, update √2;
     # doubling: direction kept (BI 0, angle 0), update ‖2x − x‖/‖x‖ = 1
     np.testing.assert_allclose(table["block_influence"], [0.0, 2.0, 0.5, 1.0, 0.0], atol=1e-6)
