@@ -8,7 +8,7 @@ import pandas as pd
 from torch import nn
 
 from ..analyzers.layer_redundancy import layer_redundancy
-from ._capture_shim import capture_activations  # TEMPORARY: repgraph.hooks once the capture branch lands
+from ..hooks.capture import capture_activations
 
 
 def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", mask=None,
