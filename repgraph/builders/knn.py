@@ -5,7 +5,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._arrays import as_features, non_finite_error, row_chunk
+from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .similarity import NORM_FLOOR, gram
 
 SYMMETRIZE = ("mean", "max", "mutual", None)
@@ -32,20 +32,20 @@ def topk_lowest_index(S: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.
     return take.nonzero()[:, 1].view(-1, k)
 
 
-def _exact_rows(X, rows, scaled, k):
-    """Float64 similarities of ``rows`` to every column; the top-k indices (ties: lowest index)
-    and values."""
+def _exact_rows(X, rows, floor, k):
+    """Float64 similarities of ``rows`` to every column (divided by the norms clamped at ``floor``
+    unless ``floor`` is None: linear); the top-k indices (ties: lowest index) and values."""
     Xr, Xc = X[rows].double(), X.double()
     S = Xr @ Xc.T
-    if scaled:
-        S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
-                 * torch.linalg.vector_norm(Xc, dim=1).clamp_min(NORM_FLOOR)[None, :])
+    if floor is not None:
+        S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(floor)[:, None]
+                 * torch.linalg.vector_norm(Xc, dim=1).clamp_min(floor)[None, :])
     S[torch.arange(len(rows), device=S.device), rows] = -torch.inf
     pick = topk_lowest_index(S, k)
     return pick, S.gather(1, pick)
 
 
-def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
+def _rescore_band(X, rows, values, cand, kth, band, k, floor):
     """Top-k of ``rows`` when only the candidates within ``band`` of the k-th float32 value are in
     doubt: candidates above the band are kept, those in it are re-scored in float64 and the best
     fill the remaining places (ties within ``TIE_RTOL``: lowest index)."""
@@ -59,9 +59,9 @@ def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
     Xr = X[rows].double()
     Xc = X[cols].double()
     exact = torch.einsum("rd,rtd->rt", Xr, Xc)
-    if scaled:
-        exact = exact / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
-                         * torch.linalg.vector_norm(Xc, dim=2).clamp_min(NORM_FLOOR))
+    if floor is not None:
+        exact = exact / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(floor)[:, None]
+                         * torch.linalg.vector_norm(Xc, dim=2).clamp_min(floor))
     scale = exact.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
     key = torch.where(valid, torch.round(exact / (scale * TIE_RTOL)), torch.full_like(exact, -torch.inf))
     # order: descending exact value; a stable sort of the index-sorted columns keeps ties lowest-index first
@@ -86,20 +86,23 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
     ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band re-scored in float64 (the
     whole row when the band reaches past the k+8 candidates), so float32 rounding never decides a
     neighbour or a tie.
-    NaN/Inf in X is detected from the row norms (one pass over X).
+    Values whose float32 products would overflow (e.g. ≈1e30) are first scaled down by a power of
+    two, the norm floor with them (exact: cosines unchanged, linear weights scaled back in
+    float64). NaN/Inf in X raises ``ValueError`` naming ``name``.
     """
+    if metric not in ("cosine", "correlation", "linear"):
+        raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
+    X, exponent = power_of_two_scaled(X, name=name, shrink_only=True)
     if metric == "correlation":
         X = X - X.mean(dim=1, keepdim=True)
-    elif metric not in ("cosine", "linear"):
-        raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
     n, d = X.shape
     norms = torch.linalg.vector_norm(X, dim=1)
-    if not bool(torch.isfinite(norms).all()):
-        raise non_finite_error(name, int((~torch.isfinite(norms)).sum()), n)
     if metric == "linear":
         scale, band_scale = None, norms * norms.max()
     else:
-        scale, band_scale = 1.0 / norms.clamp_min(NORM_FLOOR), torch.ones_like(norms)
+        floor = NORM_FLOOR * 2.0 ** -exponent  # the 1e-8 floor of the unscaled rows
+        scale = (1.0 / norms.double().clamp_min(floor)).clamp_max(torch.finfo(torch.float32).max).float()
+        band_scale = torch.ones_like(norms)
     band = ERROR_FACTOR * (d ** 0.5 + 8.0) * torch.finfo(torch.float32).eps * band_scale
     first = min(k + 1, n - 1)  # the (k+1)-th value tells whether the k-th place is in doubt
     m = min(k + CANDIDATES, n - 1)
@@ -125,14 +128,17 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
                 if len(r):
                     g = near[r]
                     idx[g], w[g] = _rescore_band(X, g + start, cand_vals[r], cand[r], kth[g], b[g], k,
-                                                 scale is not None)
+                                                 None if scale is None else floor)
             for g in near[whole].split(row_chunk(n, 8 * n)):  # float64 rows
                 if len(g):
-                    idx[g], w[g] = _exact_rows(X, g + start, scale is not None, k)
+                    idx[g], w[g] = _exact_rows(X, g + start, None if scale is None else floor, k)
         rows.append(np.repeat(np.arange(start, stop), k))
         cols.append(idx.reshape(-1).cpu().numpy())
         vals.append(w.reshape(-1).cpu().numpy())
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    weights = np.concatenate(vals)
+    if metric == "linear" and exponent:
+        weights *= 4.0 ** exponent  # undo the power-of-two scaling of X (exact in float64)
+    return np.concatenate(rows), np.concatenate(cols), weights
 
 
 def symmetrized(rows, cols, vals, n: int, symmetrize) -> sp.csr_matrix:
@@ -166,6 +172,46 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     ``A = (A + Aᵀ)/2`` by default (see ``symmetrized``). ``negative``: ``keep`` negative weights (as
     networkx does), ``clip`` them to 0 (drop the edge) or ``raise``. Returns a float64 CSR matrix;
     zero-weight edges are not stored.
+
+    Parameters
+    ----------
+    X : array or tensor (N, ...)
+        Features, flattened to (N, D).
+    k : int
+        Neighbours per node (Lu et al.: 3).
+    metric : {"cosine", "correlation", "linear"}
+    symmetrize : {"mean", "max", "mutual", None}
+    negative : {"keep", "clip", "raise"}
+    device : str or torch.device, optional
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix (N, N) of float64 weights.
+
+    Raises
+    ------
+    ValueError
+        For N ≤ k, a bad option, NaN/Inf in ``X``, or negative weights with ``negative="raise"``.
+
+    Notes
+    -----
+    Lu et al.'s code (github.com/yaolu-zjut/Dynamic-Graphs-Construction) ranks each row of the
+    similarity matrix with its zeroed diagonal still in it, so a node with fewer than k positive
+    similarities "picks itself" with weight 0 (no edge) instead of its next, negative-similarity
+    neighbour. Here, as DESIGN §4.1 says, the k neighbours are always other nodes; the two differ
+    only in that case (pre-ReLU layers, dead rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import knn_graph
+    >>> X = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    >>> knn_graph(X, k=1).toarray().round(3)    # 0 and 1 choose each other; 2 chooses 1 (one-sided: s/2)
+    array([[0.   , 0.995, 0.   ],
+           [0.995, 0.   , 0.05 ],
+           [0.   , 0.05 , 0.   ]])
     """
     if symmetrize not in SYMMETRIZE:
         raise ValueError(f"symmetrize must be one of {SYMMETRIZE}, got {symmetrize!r}.")
