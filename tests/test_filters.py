@@ -194,10 +194,13 @@ def test_central_filters_bad_input():
         central_filters(_chain(), ratio=0.0)
     with pytest.raises(ValueError, match="no finite off-diagonal"):
         central_filters(np.where(np.eye(3) > 0, 1.0, np.nan), 0.5)
+    # one defined pair, 2 prunes asked: no threshold reaches the count, so the lowest bound (every
+    # finite pair an edge) prunes what it can (rank.py: nothing, its threshold is NaN), with a warning
     S = np.where(np.eye(4) > 0, 1.0, np.nan)
     S[0, 1] = S[1, 0] = 0.9
     with pytest.warns(UserWarning, match="allows only 1 of the 2"):
-        assert central_filters(S, 0.5).pruned == [1]
+        sel = central_filters(S, 0.5)
+    assert sel.pruned == [1] and sel.threshold == pytest.approx(0.9 - 1e-7)
 
 
 def test_compensation_adds_every_pruned_filter_of_the_component_to_its_central_filter():

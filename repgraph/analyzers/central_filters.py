@@ -47,8 +47,12 @@ BISECTION_STEP = 1e-7  # rank.py's get_threshold moves its bounds by this past e
 
 
 def _deletable(S, t) -> int:
-    """#nodes with an edge − #components among them = C − #components of the graph S > t."""
-    n_comp, _ = connected_components(similarity_graph(S, t), directed=False)
+    """#nodes with an edge − #components among them = C − #components of the graph S > t (``S``
+    already checked and symmetric; NaN is never an edge)."""
+    with np.errstate(invalid="ignore"):
+        edges = S > t
+    np.fill_diagonal(edges, False)
+    n_comp, _ = connected_components(edges, directed=False)
     return len(S) - n_comp
 
 
