@@ -89,7 +89,40 @@ def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sig
     float64, from one stacked product of the flattened centred Grams per block of rows:
     biased ``Σ_ij (HKH)_ij (HLH)_ij / (n−1)²``; unbiased ``Σ_ij U(K)_ij U(L)_ij / (n(n−3))``.
     Features of extreme magnitude are computed on power-of-two-scaled copies and the linear HSIC
-    scaled back in float64 (exact)."""
+    scaled back in float64 (exact).
+
+    Parameters
+    ----------
+    features : sequence of arrays or tensors (N, ...)
+        The representations, all of the same N samples.
+    kernel : {"linear", "rbf"}
+    debiased : bool
+        The unbiased estimator (needs N ≥ 4).
+    sigma : float
+        RBF width as a fraction of the median distance.
+    device : str or torch.device, optional
+    names : list of str, optional
+        Names used in error messages.
+    progress : bool
+        Show a progress bar over the row blocks.
+
+    Returns
+    -------
+    ndarray (L, L) of float64 HSIC values.
+
+    Raises
+    ------
+    ValueError
+        For different N, too few samples, NaN/Inf, or all-identical samples with the RBF kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.analyzers import hsic_matrix
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])    # centred Gram: outer(x - 1.5, x - 1.5)
+    >>> hsic_matrix([X])    # (Σ_ij K̃_ij²) / (n − 1)² = 5² / 9
+    array([[2.77777778]])
+    """
     names = names or [f"features[{i}]" for i in range(len(features))]
     min_n = 4 if debiased else 2
     Xs, exponents = zip(*[_centred_features(X, name, device, min_n) for X, name in zip(features, names)])
