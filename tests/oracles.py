@@ -68,14 +68,15 @@ def nx_modularity(A, labels, resolution=1.0):
 def reference_modularity_curve(layers, labels, k, batch_size, n_batches, dtype=np.float64):
     """Lu et al.'s pipeline from the definition: per batch ``naive_knn`` (A + Aᵀ)/2 and networkx
     modularity; per layer (name, mean, sample std (ddof = 1, as their ``torch.std``)) over the
-    batches."""
+    batches; the std is NaN for one batch."""
     out = []
     for name, X in layers.items():
         values = []
         for b in range(n_batches):
             rows = slice(b * batch_size, (b + 1) * batch_size)
             values.append(nx_modularity(naive_knn(X[rows], k, dtype=dtype), np.asarray(labels)[rows]))
-        out.append((name, float(np.mean(values)), float(np.std(values, ddof=1))))
+        spread = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        out.append((name, float(np.mean(values)), spread))
     return out
 
 

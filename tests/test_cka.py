@@ -191,8 +191,8 @@ def test_cka_matrix_uses_the_last_partial_batch(rng):
     M = cka_matrix({"x": X, "y": Y}, batch_size=50, progress=False)
     # batches 50, 50, 30; each batch's unbiased HSIC weighted by its size, normalised once
     parts = [(X[a:b], Y[a:b]) for a, b in ((0, 50), (50, 100), (100, 130))]
-    h = np.array([[len(a) * _hsic_unbiased(a @ a.T, b @ b.T), len(a) * _hsic_unbiased(a @ a.T, a @ a.T),
-                   len(a) * _hsic_unbiased(b @ b.T, b @ b.T)] for a, b in parts]).sum(axis=0)
+    h = np.array([[len(a) * hsic_unbiased(a @ a.T, b @ b.T), len(a) * hsic_unbiased(a @ a.T, a @ a.T),
+                   len(a) * hsic_unbiased(b @ b.T, b @ b.T)] for a, b in parts]).sum(axis=0)
     assert M.loc["x", "y"] == pytest.approx(h[0] / np.sqrt(h[1] * h[2]), rel=1e-6)
     assert (M.attrs["n_batches"], M.attrs["n_samples"]) == (3, 130)
     # a remainder too small for the unbiased HSIC (< 4 samples) is left out, and said so

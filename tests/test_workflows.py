@@ -196,7 +196,7 @@ def test_one_device_resolver():
 def test_every_table_says_what_it_measures(cnn_and_data):
     model, test = cnn_and_data
     acts = rg.capture_activations(model, test, layers=["relu1", "relu2"], progress=False)
-    tables = [rg.modularity_curve(acts, batch_size=100, progress=False), rg.cka_matrix(acts, progress=False),
+    tables = [rg.modularity_curve(acts, batch_size=90, progress=False), rg.cka_matrix(acts, progress=False),
               rg.gbs_matrix(acts, progress=False), rg.list_layers(model, test.data[:1]),
               rg.feature_entropy(np.array([[1, 0], [2, 3]])),
               rg.redundant_layers(pd.DataFrame({"layer": ["a", "b"], "modularity": [0.1, 0.2]}))]
