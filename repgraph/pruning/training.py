@@ -49,10 +49,10 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
     outside this call), so the same inputs give the same weights on CPU.
 
     ``batch_size`` is the SGD minibatch size. ``on_epoch_end(epoch, model)``, if given, is called
-    after each epoch (1-based, after its evaluation) — e.g. to save snapshots for training
-    dynamics. It runs on a forked random state, so drawing random numbers in it does not change the
-    training; it must not change the model itself (weights, BatchNorm statistics). Returns the history: one row per epoch (epoch, loss,
-    train_accuracy, test_accuracy when ``eval_data`` is given).
+    after each epoch (1-based, after its evaluation), e.g. to save snapshots for training dynamics.
+    It runs on a forked random state, so random numbers drawn in it do not change the training; it
+    must not change the model itself (weights, BatchNorm statistics). Returns the history: one row
+    per epoch (epoch, loss, train_accuracy, test_accuracy when ``eval_data`` is given).
     """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}.")
