@@ -364,15 +364,40 @@ def without_input(acts: Activations) -> Activations:
 def curves_over_epochs(run: MNIST1DRun, data: ArrayDataset, *, k: int = 3, batch_size: int = 500,
                        device=None, progress: bool = True) -> pd.DataFrame:
     """The modularity curve (input, stem conv, every block) of ``run``'s network after each
-    snapshot epoch on ``data``: columns epoch, layer, depth, modularity, std, n_samples."""
+    snapshot epoch on ``data``: columns seed, epoch, layer, depth, modularity, std (over batches),
+    n_samples."""
     curves = []
     for epoch in tqdm(sorted(run.states), desc="epochs", disable=not progress, leave=False):
         acts = capture_with_input(run.model(epoch, device), data, progress=False)
         curve = modularity_curve(acts, k=k, batch_size=batch_size, device=device, progress=False)
-        curves.append(curve.assign(epoch=epoch))
-    return pd.concat(curves, ignore_index=True)[["epoch", "layer", "depth", "modularity", "std", "n_samples"]]
+        curves.append(curve.assign(seed=run.seed, epoch=epoch))
+    return pd.concat(curves, ignore_index=True)[["seed", "epoch", "layer", "depth", "modularity", "std", "n_samples"]]
+
+
+def mean_curve(curves: pd.DataFrame, by=("layer",)) -> pd.DataFrame:
+    """Modularity curves of several seeds (rows with a ``seed`` column, as from
+    ``curves_over_epochs``) as one curve per group of ``by``: ``modularity`` is the mean over
+    seeds, ``std`` their sample standard deviation (ddof = 1; NaN for one seed), ``n_seeds`` the
+    count; ``depth`` and the order are those of the input. ``plot_modularity_curve`` draws the
+    std as a band.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> curves = pd.DataFrame({"seed": [0, 0, 1, 1], "layer": ["a", "b", "a", "b"], "depth": [0, 1, 0, 1],
+    ...                        "modularity": [0.2, 0.6, 0.4, 0.8]})
+    >>> mean_curve(curves).round(3).values.tolist()
+    [['a', 0, 0.3, 0.141, 2], ['b', 1, 0.7, 0.141, 2]]
+    """
+    if "seed" not in curves.columns:
+        raise ValueError("curves needs a 'seed' column (one curve per seed) to average over seeds.")
+    by = list(by)
+    grouped = curves.groupby(by, sort=False)
+    out = grouped.agg(depth=("depth", "first"), modularity=("modularity", "mean"), std=("modularity", "std"),
+                      n_seeds=("seed", "nunique")).reset_index()
+    return out[by + ["depth", "modularity", "std", "n_seeds"]]
 
 
 __all__ = ["FILTER_CRITERIA", "MNIST1DRun", "MNIST1D_MODEL", "SIMILARITY_MEASURES", "TRAINING", "block_removal",
-           "capture_with_input", "correspondence", "curves_over_epochs", "filter_pruning",
+           "capture_with_input", "correspondence", "curves_over_epochs", "filter_pruning", "mean_curve",
            "mnist1d_run", "mnist1d_splits", "snapshot_epochs", "without_input"]
