@@ -68,12 +68,28 @@ class Report:
         print(f"\nsaved {path} and the CSVs beside it")
 
 
-def paired_to_random(frame: pd.DataFrame, key: str, value: str, seeds) -> dict:
-    """Per key, ``mean ± std`` over seeds of (value − the random control's value of that seed),
-    in percentage points; the random control of a seed is the mean over its draws."""
-    per_seed = frame.groupby([key, "seed"], sort=False)[value].mean().unstack("seed")[list(seeds)]
-    control = per_seed.loc["random"]
-    return {k: mean_std(per_seed.loc[k] - control, 100, 1) for k in per_seed.index if k != "random"}
+def pruning_table(frame: pd.DataFrame, key: str, seeds) -> pd.DataFrame:
+    """One row per value of ``key`` (a method or criterion; one of them "random"): params and FLOPs
+    removed, accuracy right after pruning and after fine-tuning — ``mean ± std`` over seeds of each
+    seed's mean (the random control's draws are averaged within a seed first) — and the paired
+    differences to the random control of the same seed, in percentage points."""
+    columns = ["params_reduction", "flops_reduction", "accuracy_pruned", "accuracy_finetuned"]
+    per_seed = frame.groupby([key, "seed"], sort=False)[columns].mean()
+    keys = list(dict.fromkeys(frame[key]))
+
+    def versus_random(k, column):
+        if k == "random":
+            return "—"
+        return mean_std(per_seed.loc[k][column].loc[seeds] - per_seed.loc["random"][column].loc[seeds], 100, 1)
+
+    return pd.DataFrame({
+        key: keys,
+        "params removed (%)": [mean_std(per_seed.loc[k]["params_reduction"], 100, 1) for k in keys],
+        "FLOPs removed (%)": [mean_std(per_seed.loc[k]["flops_reduction"], 100, 1) for k in keys],
+        "acc. pruned (%)": [mean_std(per_seed.loc[k]["accuracy_pruned"], 100, 2) for k in keys],
+        "acc. fine-tuned (%)": [mean_std(per_seed.loc[k]["accuracy_finetuned"], 100, 2) for k in keys],
+        "pruned − random (pp)": [versus_random(k, "accuracy_pruned") for k in keys],
+        "fine-tuned − random (pp)": [versus_random(k, "accuracy_finetuned") for k in keys]})
 
 
 def main():
@@ -189,25 +205,16 @@ def main():
                                                        for b in plateau.columns]}),
         f"Removable = shape-preserving residual blocks (the two stage-transition blocks are not). "
         f"Mean ± std over {len(seeds)} seeds.")
-    per_seed = blocks.groupby(["method", "seed"], sort=False)[
-        ["params_reduction", "flops_reduction", "accuracy_before", "accuracy_pruned", "accuracy_finetuned"]].mean()
-    methods = list(dict.fromkeys(blocks["method"]))
-    diff_pruned = paired_to_random(blocks, "method", "accuracy_pruned", seeds)
-    diff_ft = paired_to_random(blocks, "method", "accuracy_finetuned", seeds)
-    report.table(f"Removing {args.blocks} blocks, fine-tuned {args.finetune_epochs} epochs", pd.DataFrame({
-        "blocks removed": methods,
-        "params removed (%)": [mean_std(per_seed.loc[m]["params_reduction"], 100, 1) for m in methods],
-        "FLOPs removed (%)": [mean_std(per_seed.loc[m]["flops_reduction"], 100, 1) for m in methods],
-        "acc. pruned (%)": [mean_std(per_seed.loc[m]["accuracy_pruned"], 100, 2) for m in methods],
-        "acc. fine-tuned (%)": [mean_std(per_seed.loc[m]["accuracy_finetuned"], 100, 2) for m in methods],
-        "pruned − random (pp)": [diff_pruned.get(m, "—") for m in methods],
-        "fine-tuned − random (pp)": [diff_ft.get(m, "—") for m in methods]}),
-        f"Accuracy before pruning {mean_std(accuracy['test_accuracy'], 100, 2)} %. Mean ± std over "
-        f"{len(seeds)} seeds; random = the mean of {args.random_draws} draws per seed (std over all "
-        f"{len(seeds) * args.random_draws} random runs: fine-tuned "
-        f"{mean_std(blocks.loc[blocks['method'] == 'random', 'accuracy_finetuned'], 100, 2)} %). "
-        "The last two columns are paired differences within each seed. Fine-tuning: SGD, cosine from "
-        "lr 0.01, batch 64. Blocks chosen per seed: " + "; ".join(f"seed {s}: {chosen[s]}" for s in seeds))
+    report.table(f"Removing {args.blocks} blocks, fine-tuned {args.finetune_epochs} epochs",
+                 pruning_table(blocks, "method", seeds),
+                 f"Accuracy before pruning {mean_std(accuracy['test_accuracy'], 100, 2)} %. Mean ± std over "
+                 f"{len(seeds)} seeds; random = the mean of {args.random_draws} draws per seed (std over all "
+                 f"{len(seeds) * args.random_draws} random runs: fine-tuned "
+                 f"{mean_std(blocks.loc[blocks['method'] == 'random', 'accuracy_finetuned'], 100, 2)} %). "
+                 "The last two columns are paired differences within each seed. An equal number of blocks is "
+                 "not an equal size: blocks of the last stage hold most parameters. Fine-tuning: SGD, cosine "
+                 "from lr 0.01, batch 64. Blocks chosen per seed: "
+                 + "; ".join(f"seed {s}: {chosen[s]}" for s in seeds))
     lap("block removal")
 
     # 4. filter pruning at equal budgets
@@ -226,27 +233,11 @@ def main():
     report.save("filter_pruning.csv", filters)
     for ratio in args.ratios:
         at = filters[filters["ratio"] == ratio]
-        per_seed = at.groupby(["criterion", "seed"], sort=False)[
-            ["params_reduction", "flops_reduction", "accuracy_pruned", "accuracy_finetuned"]].mean()
-        criteria = list(dict.fromkeys(at["criterion"]))
-        diff_pruned = paired_to_random(at, "criterion", "accuracy_pruned", seeds)
-        diff_ft = paired_to_random(at, "criterion", "accuracy_finetuned", seeds)
         report.table(f"Filter pruning, ratio {ratio} of every uncoupled conv, fine-tuned "
-                     f"{args.finetune_epochs} epochs", pd.DataFrame({
-                         "criterion": criteria,
-                         "params removed (%)": [mean_std(per_seed.loc[c]["params_reduction"], 100, 1)
-                                                for c in criteria],
-                         "FLOPs removed (%)": [mean_std(per_seed.loc[c]["flops_reduction"], 100, 1)
-                                               for c in criteria],
-                         "acc. pruned (%)": [mean_std(per_seed.loc[c]["accuracy_pruned"], 100, 2)
-                                             for c in criteria],
-                         "acc. fine-tuned (%)": [mean_std(per_seed.loc[c]["accuracy_finetuned"], 100, 2)
-                                                 for c in criteria],
-                         "pruned − random (pp)": [diff_pruned.get(c, "—") for c in criteria],
-                         "fine-tuned − random (pp)": [diff_ft.get(c, "—") for c in criteria]}),
+                     f"{args.finetune_epochs} epochs", pruning_table(at, "criterion", seeds),
                      f"The uncoupled convs ({', '.join(convs)}) are those no residual addition ties to "
-                     f"another; ceil(C·{ratio}) filters "
-                     f"of each go under every criterion. Map-based criteria read 256 training signals. "
+                     f"another; ceil(C·{ratio}) filters of each go under every criterion. Map-based "
+                     "criteria read the post-ReLU maps of 256 training signals. "
                      f"Mean ± std over {len(seeds)} seeds; the last two columns are paired differences "
                      "within each seed.")
     lap("filter pruning")
