@@ -264,6 +264,25 @@ def block_removal(model: torch.nn.Module, curve: pd.DataFrame, train_data, test_
     ------
     ValueError
         If fewer than ``n_blocks`` blocks are removable.
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022, §4.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repgraph.models import resnet1d
+    >>> from repgraph.workflows.mnist1d import block_removal, capture_with_input, mnist1d_splits
+    >>> from repgraph import modularity_curve
+    >>> train, test = mnist1d_splits(n_train=32, n_test=32)
+    >>> _ = torch.manual_seed(0)
+    >>> model = resnet1d().eval()
+    >>> curve = modularity_curve(capture_with_input(model, test, progress=False), progress=False)
+    >>> table = block_removal(model, curve, train, test, n_blocks=2, random_draws=1, finetune_epochs=0,
+    ...                       progress=False)
+    >>> table["method"].tolist(), table["blocks"].iloc[-1]
+    (['smallest delta Q', 'random', 'last'], 'layer3.1, layer3.2')
     """
     x = test_data.data[:1].to(resolve_device(None, like=model))
     removable = removable_layers(model, x)
@@ -309,6 +328,23 @@ def filter_pruning(model: torch.nn.Module, train_data, test_data, *, ratio: floa
     -------
     DataFrame
         One row per criterion: ``criterion``, ``ratio`` and the columns of ``prune_experiment``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown criterion or a ratio outside [0, 1).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repgraph.models import resnet1d
+    >>> from repgraph.workflows.mnist1d import filter_pruning, mnist1d_splits
+    >>> train, test = mnist1d_splits(n_train=32, n_test=32)
+    >>> _ = torch.manual_seed(0)
+    >>> table = filter_pruning(resnet1d().eval(), train, test, ratio=0.5, criteria=["l1", "random"],
+    ...                        finetune_epochs=0, progress=False)
+    >>> table["criterion"].tolist(), table["params_after"].nunique()  # the same size under each criterion
+    (['l1', 'random'], 1)
     """
     x = test_data.data[:1].to(resolve_device(None, like=model))
     convs = uncoupled_convs(model, x)
@@ -345,6 +381,22 @@ def correspondence(acts_by_seed: dict, measures: dict | None = None) -> pd.DataF
     ------
     ValueError
         With fewer than two networks.
+
+    References
+    ----------
+    Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019;
+    Chen et al., "Graph-Based Similarity of Neural Network Representations", 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.hooks import Activations
+    >>> from repgraph.workflows.mnist1d import correspondence
+    >>> rng = np.random.default_rng(0)
+    >>> layers = {name: rng.normal(size=(20, 6)) for name in ("a", "b", "c")}
+    >>> table = correspondence({0: Activations(layers), 1: Activations(layers)})  # two identical networks
+    >>> table["correspondence"].tolist()
+    [1.0, 1.0, 1.0, 1.0]
     """
     if len(acts_by_seed) < 2:
         raise ValueError(f"The correspondence check compares networks of different seeds; got {len(acts_by_seed)}.")
@@ -357,15 +409,63 @@ def correspondence(acts_by_seed: dict, measures: dict | None = None) -> pd.DataF
 
 def without_input(acts: Activations) -> Activations:
     """``acts`` less its ``"input"`` layer (the same signals in every network, so it would match
-    itself trivially in the correspondence check)."""
+    itself trivially in the correspondence check).
+
+    Parameters
+    ----------
+    acts : Activations
+        E.g. from ``capture_with_input``.
+
+    Returns
+    -------
+    Activations
+        The other layers, in order, with the same labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.hooks import Activations
+    >>> from repgraph.workflows.mnist1d import without_input
+    >>> without_input(Activations({"input": np.zeros((4, 2)), "conv1": np.ones((4, 3))})).layers
+    ['conv1']
+    """
     return Activations({name: acts[name] for name in acts.layers if name != "input"}, acts.labels)
 
 
 def curves_over_epochs(run: MNIST1DRun, data: ArrayDataset, *, k: int = 3, batch_size: int = 500,
                        device=None, progress: bool = True) -> pd.DataFrame:
     """The modularity curve (input, stem conv, every block) of ``run``'s network after each
-    snapshot epoch on ``data``: columns seed, epoch, layer, depth, modularity, std (over batches),
-    n_samples."""
+    snapshot epoch on ``data`` — Lu et al.'s training dynamics; epoch 0 is the untrained network.
+
+    Parameters
+    ----------
+    run : MNIST1DRun
+    data : ArrayDataset
+        Signals with labels, e.g. the test split.
+    k, batch_size : int
+        Of ``modularity_curve`` (Lu et al.: 3 neighbours, batches of 500).
+    device : optional
+        Where the models run and the graphs are built.
+    progress : bool
+        Show a progress bar over the snapshots.
+
+    Returns
+    -------
+    DataFrame
+        seed, epoch, layer, depth, modularity, std (over batches), n_samples.
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022.
+
+    Examples
+    --------
+    >>> from repgraph.workflows.mnist1d import curves_over_epochs, mnist1d_run, mnist1d_splits
+    >>> run = mnist1d_run(epochs=1, n_train=64, progress=False)
+    >>> curves = curves_over_epochs(run, mnist1d_splits(n_test=100)[1], batch_size=100, progress=False)
+    >>> curves.groupby("epoch")["layer"].apply(list)[1][:3]
+    ['input', 'conv1', 'layer1.0']
+    """
     curves = []
     for epoch in tqdm(sorted(run.states), desc="epochs", disable=not progress, leave=False):
         acts = capture_with_input(run.model(epoch, device), data, progress=False)
