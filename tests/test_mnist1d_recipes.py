@@ -51,6 +51,8 @@ def test_run_keeps_the_weights_of_a_plain_training_and_reuses_its_cache(tmp_path
     assert not run.model().training
     with pytest.raises(ValueError, match="kept epochs"):
         run.model(5)
+    with pytest.raises(ValueError, match="sequence"):
+        recipes.mnist1d_run("resnet20", epochs=1, n_train=200, progress=False)
 
     cached = recipes.mnist1d_run("cnn1d", seed=3, epochs=2, n_train=200, cache=tmp_path, progress=False)
     assert cached.source.startswith("cache") and cached.accuracy == run.accuracy

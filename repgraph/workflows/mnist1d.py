@@ -19,7 +19,7 @@ from ..analyzers import cka_matrix, gbs_matrix, layer_correspondence, modularity
 from ..datasets import mnist1d
 from ..datasets.tensor_dataset import ArrayDataset
 from ..hooks import Activations, capture_activations
-from ..models import get_model
+from ..models import SEQUENCE_MODELS, get_model
 from ..pruning import (prune_filters, redundant_layers, removable_layers, remove_layers, train,
                        uncoupled_convs)
 from ._files import atomic_write
@@ -160,7 +160,7 @@ def mnist1d_run(model_name: str = MNIST1D_MODEL, *, seed: int = 0, epochs: int =
     Raises
     ------
     ValueError
-        For an unknown model, ``epochs`` < 1 or a bad ``n_train``.
+        For a model that is not a sequence model, ``epochs`` < 1 or a bad ``n_train``.
 
     Examples
     --------
@@ -169,6 +169,9 @@ def mnist1d_run(model_name: str = MNIST1D_MODEL, *, seed: int = 0, epochs: int =
     >>> sorted(run.states), run.source, 0.0 <= run.accuracy <= 1.0
     ([0, 1], 'trained now', True)
     """
+    if model_name not in SEQUENCE_MODELS:
+        raise ValueError(f"MNIST-1D signals are sequences (N, 1, 40): model_name must be one of "
+                         f"{sorted(SEQUENCE_MODELS)}, got {model_name!r}.")
     keep = snapshot_epochs(epochs)
     train_set, test_set = mnist1d_splits(n_train)
     settings = {"model": model_name, "seed": int(seed), "epochs": int(epochs), "n_train": len(train_set),
