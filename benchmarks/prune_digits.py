@@ -4,9 +4,12 @@ fine-tuning budget compare
       chosen at random (several seeds) vs the last removable blocks;
   (b) filter pruning of the uncoupled convs at one ratio (≈40 % FLOPs) with Central-Filter, HRank,
       CHIP, feature entropy, CLP, L1 and random scores.
-Prints a table (params, FLOPs, accuracy before and after fine-tuning) and saves it as CSV.
+Prints a table (params, FLOPs, accuracy before and after fine-tuning) and saves it as CSV. For
+Central-Filter it also prints, per conv, the filters pruned against the ceil(C·ratio) asked for, so
+the criteria are compared at equal budgets.
 
     python benchmarks/prune_digits.py [--epochs 30] [--finetune-epochs 5] [--ratio 0.4] [--out results/prune_digits.csv]
+    python benchmarks/prune_digits.py --only filters --criteria central_filter   # the Central-Filter row alone
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from repgraph import (capture_activations, modularity_curve, prune_experiment, p
 from repgraph.datasets import digits
 from repgraph.models import get_model
 from repgraph import filter_scores, uncoupled_convs
+from repgraph._arrays import prune_count
 
 
 def main():
@@ -35,6 +39,10 @@ def main():
     parser.add_argument("--blocks", type=int, default=9, help="how many blocks to remove (a third of ResNet-56's 27)")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--only", choices=["all", "layers", "filters"], default="all",
+                        help="run only part (a) (layers) or part (b) (filters)")
+    parser.add_argument("--criteria", default="central_filter,hrank,chip,entropy,clp,l1,random",
+                        help="comma-separated filter criteria for part (b)")
     parser.add_argument("--out", default="results/prune_digits.csv")
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)
@@ -55,6 +63,26 @@ def main():
         return row
 
     rows = []
+    if args.only != "filters":
+        rows += layer_pruning(model, train_set, test_set, x, args, run)
+    if args.only != "layers":
+        rows += filter_pruning(model, train_set, x, args, run)
+
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    cols = ["name", "params_after", "params_reduction", "flops_after", "flops_reduction", "accuracy_before",
+            "accuracy_pruned", "accuracy_finetuned"]
+    print()
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"saved {out}")
+
+
+def layer_pruning(model, train_set, test_set, x, args, run):
+    """(a): the blocks with the smallest modularity steps vs random and last blocks."""
+    rows = []
     acts = capture_activations(model, test_set, layers="modularity", progress=False)
     curve = modularity_curve(acts, k=3, batch_size=250, progress=False)
     removable = removable_layers(model, x)
@@ -71,24 +99,28 @@ def main():
             pick = sorted(np.random.default_rng(seed).choice(removable, n, replace=False).tolist())
             rows.append(run(f"random {n} blocks (seed {seed})", lambda m, p=pick: remove_layers(m, p)))
         rows.append(run(f"last {n} blocks", lambda m: remove_layers(m, removable[-n:])))
+    return rows
 
+
+def filter_pruning(model, train_set, x, args, run):
+    """(b): every criterion at one ratio on the uncoupled convs; Central-Filter's counts per conv."""
+    rows = []
     convs = uncoupled_convs(model, x)
+    modules = dict(model.named_modules())
     print(f"(b) filter pruning of {len(convs)} uncoupled convs, ratio {args.ratio}")
-    for criterion in ("central_filter", "hrank", "chip", "entropy", "clp", "l1", "random"):
+    for criterion in args.criteria.split(","):
         scores = filter_scores(model, criterion, convs=convs, data=train_set, example_input=x, ratio=args.ratio)
+        if criterion == "central_filter":
+            counts = pd.DataFrame([{"conv": c, "filters": modules[c].out_channels,
+                                    "asked ceil(C*ratio)": prune_count(modules[c].out_channels, args.ratio),
+                                    "pruned": len(sel.pruned)} for c, sel in scores.items()])
+            short = counts[counts["pruned"] != counts["asked ceil(C*ratio)"]]
+            print(counts.to_string(index=False))
+            print(f"  Central-Filter prunes what it asks in {len(counts) - len(short)} of {len(counts)} convs "
+                  f"({counts['pruned'].sum()} of {counts['asked ceil(C*ratio)'].sum()} filters)", flush=True)
         rows.append(run(f"filters: {criterion}",
                         lambda m, s=scores: prune_filters(m, s, ratio=args.ratio, example_input=x)))
-
-    table = pd.DataFrame(rows)
-    pd.set_option("display.width", 200)
-    cols = ["name", "params_after", "params_reduction", "flops_after", "flops_reduction", "accuracy_before",
-            "accuracy_pruned", "accuracy_finetuned"]
-    print()
-    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    print(f"saved {out}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def row_chunk(n_rows: int, bytes_per_row: int) -> int:
 
 def as_tensor(X, *, name: str = "X", device=None, dtype=torch.float32) -> torch.Tensor:
     """Return ``X`` (numpy array, memmap or tensor) as a torch tensor on ``device`` without
-    copying when it already has the right dtype and device."""
+    copying when it already has the right dtype and device (``dtype=None``: keep its dtype)."""
     if isinstance(X, torch.Tensor):
         t = X.detach()
     elif isinstance(X, np.ndarray):
@@ -112,32 +112,92 @@ def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:
 
 
 def as_feature_maps(fmaps, *, name: str = "fmaps", device=None, dtype=torch.float32,
-                    min_channels: int = 1, square: bool = False) -> torch.Tensor:
-    """Validate a layer's feature maps: 4-D (N, C, H, W), finite, enough channels, square if asked."""
+                    min_channels: int = 1, square: bool = False, one_d: bool = False) -> torch.Tensor:
+    """Validate a layer's feature maps: (N, C, H, W) (or, with ``one_d``, also the (N, C, L) maps
+    of a 1-D convolution), finite, enough channels, square if asked.
+
+    ``dtype=None`` keeps a floating dtype (float16 … float64) as it is, so a criterion can use the
+    maps' own precision; anything else becomes float32.
+    """
     t = as_tensor(fmaps, name=name, device=device, dtype=dtype)
-    if t.ndim != 4:
-        raise ValueError(f"{name} must be feature maps of shape (N, C, H, W), got shape {tuple(t.shape)}; "
+    if not t.is_floating_point():
+        t = t.float()
+    shapes = "(N, C, H, W) or (N, C, L)" if one_d else "(N, C, H, W)"
+    if square and t.ndim == 3:
+        raise ValueError(f"{name} holds 1-D maps of shape {tuple(t.shape)} (N, C, L); this measure needs "
+                         "square 2-D maps (N, C, H, H), e.g. the output of a Conv2d.")
+    if t.ndim != 4 and not (one_d and t.ndim == 3):
+        raise ValueError(f"{name} must be feature maps of shape {shapes}, got shape {tuple(t.shape)}; "
                          "capture the layer with reduce=None.")
-    n, c, h, w = t.shape
+    n, c = t.shape[:2]
     if n < 1:
         raise ValueError(f"{name} holds no images.")
     if c < min_channels:
         raise ValueError(f"{name} has {c} channel(s); at least {min_channels} are needed.")
-    if square and h != w:
-        raise ValueError(f"{name} has {h}x{w} maps; this measure needs square maps (H = W).")
+    if square and t.shape[2] != t.shape[3]:
+        raise ValueError(f"{name} has {t.shape[2]}x{t.shape[3]} maps; this measure needs square maps (H = W).")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf; check the layer's inputs or the model.")
     return t
 
 
-def as_square_matrix(S, *, name: str = "S") -> np.ndarray:
-    """``S`` (numpy array or torch tensor on any device) as a float64 numpy (n, n) matrix, n >= 2."""
+SYMMETRY_RTOL = 1e-12  # |S − Sᵀ| up to this times max|S| is rounding (np.corrcoef, saved matrices)
+
+
+def as_square_matrix(S, *, name: str = "S", symmetric: bool = False) -> np.ndarray:
+    """``S`` (numpy array or torch tensor on any device) as a float64 numpy (n, n) matrix, n >= 2.
+
+    With ``symmetric=True`` a matrix that is symmetric up to rounding, ``|S − Sᵀ| ≤ 1e-12·max|S|``
+    (NaN where Sᵀ is NaN), is returned as ``(S + Sᵀ)/2``; larger asymmetry raises ``ValueError``
+    naming the largest ``|S − Sᵀ|`` and where it is.
+    """
     S = np.asarray(S.detach().cpu().numpy() if isinstance(S, torch.Tensor) else S, dtype=np.float64)
     if S.ndim != 2 or S.shape[0] != S.shape[1]:
         raise ValueError(f"{name} must be a square (n, n) matrix, got shape {S.shape}.")
     if S.shape[0] < 2:
         raise ValueError(f"{name} has {S.shape[0]} row(s); at least 2 are needed.")
-    return S
+    if not symmetric:
+        return S
+    nan = np.isnan(S)
+    if (nan != nan.T).any():
+        i, j = np.argwhere(nan != nan.T)[0]
+        raise ValueError(f"{name} is not symmetric: {name}[{i}, {j}] = {S[i, j]} but {name}[{j}, {i}] = "
+                         f"{S[j, i]}; a similarity matrix must be symmetric.")
+    with np.errstate(invalid="ignore"):
+        gap = np.where(nan, 0.0, np.abs(S - S.T))
+    finite = np.abs(S[np.isfinite(S)])
+    scale = float(finite.max()) if finite.size else 0.0
+    worst = float(gap.max())
+    if worst > SYMMETRY_RTOL * scale:
+        i, j = np.unravel_index(int(np.argmax(gap)), gap.shape)
+        raise ValueError(f"{name} is not symmetric: the largest |{name} − {name}ᵀ| is {worst:.3g} at ({i}, {j}) "
+                         f"({S[i, j]!r} vs {S[j, i]!r}), more than rounding ({SYMMETRY_RTOL:g}·max|{name}|); "
+                         "pass a symmetric similarity matrix, e.g. (S + S.T) / 2 if the asymmetry is meant "
+                         "to be averaged.")
+    return (S + S.T) / 2 if worst > 0 else S
+
+
+def power_of_two_scaled(X: torch.Tensor, *, name: str = "X", limit: int = 32,
+                        shrink_only: bool = False) -> tuple[torch.Tensor, int]:
+    """``X·2^-e`` and ``e``, with ``2^e ≤ max|X| < 2^(e+1)``, when ``max|X|`` lies outside
+    ``[2^-limit, 2^limit]`` (with ``shrink_only``, only above ``2^limit``); else ``X`` itself and 0.
+
+    Scaling by a power of two is exact in floating point, so a scale-invariant quantity (cosine,
+    CKA) computed from the scaled values equals the unscaled one bit for bit, while float32 products
+    of values near 1e30 (whose squares overflow) or 1e-30 (whose squares underflow) stay finite.
+    NaN or Inf in ``X`` raises ``ValueError`` naming ``name``.
+    """
+    if X.numel() == 0:
+        return X, 0
+    low, high = torch.aminmax(X)
+    top = max(abs(float(low)), abs(float(high)))
+    if not math.isfinite(top):
+        rows = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(1, -1)
+        raise non_finite_error(name, int((~torch.isfinite(rows)).any(dim=1).sum()), rows.shape[0])
+    if top == 0.0 or top <= 2.0 ** limit and (shrink_only or top >= 2.0 ** -limit):
+        return X, 0
+    exponent = math.frexp(top)[1] - 1
+    return X * (2.0 ** -exponent), exponent
 
 
 def check_ratio(ratio, *, name: str = "ratio", allow_zero: bool = True) -> float:

@@ -67,14 +67,15 @@ def nx_modularity(A, labels, resolution=1.0):
 
 def reference_modularity_curve(layers, labels, k, batch_size, n_batches, dtype=np.float64):
     """Lu et al.'s pipeline from the definition: per batch ``naive_knn`` (A + Aᵀ)/2 and networkx
-    modularity; per layer (name, mean, population std) over the batches."""
+    modularity; per layer (name, mean, sample std (ddof = 1, as their ``torch.std``)) over the
+    batches."""
     out = []
     for name, X in layers.items():
         values = []
         for b in range(n_batches):
             rows = slice(b * batch_size, (b + 1) * batch_size)
             values.append(nx_modularity(naive_knn(X[rows], k, dtype=dtype), np.asarray(labels)[rows]))
-        out.append((name, float(np.mean(values)), float(np.std(values))))
+        out.append((name, float(np.mean(values)), float(np.std(values, ddof=1))))
     return out
 
 

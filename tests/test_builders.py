@@ -8,6 +8,7 @@ from sklearn.metrics.pairwise import cosine_similarity, rbf_kernel
 
 from repgraph import knn_graph, similarity_matrix, to_igraph, to_networkx
 from repgraph.builders.similarity import gram
+import reference_similarity
 from oracles import naive_knn
 
 
@@ -126,3 +127,27 @@ def test_conversions_round_trip(rng):
     assert to_networkx(D).is_directed() and to_igraph(D).is_directed()
     with pytest.raises(ValueError, match="labels has length"):
         to_networkx(A, labels[:3])
+
+
+def test_knn_graph_of_huge_activations_equals_the_unscaled_graph(rng):
+    # float32 values near 1e30 overflow the float32 Gram; scaling by a power of two is exact
+    X = rng.normal(size=(50, 12)).astype(np.float32)
+    X[7] = 0.0  # a zero row keeps its 1e-8 norm floor (cosine 0 with everyone)
+    for scale in (2.0 ** 100, 1e30):
+        big = X * np.float32(scale)
+        np.testing.assert_allclose(knn_graph(big, k=3).toarray(), naive_knn(big.astype(np.float64), 3), atol=1e-6)
+    np.testing.assert_array_equal(knn_graph(X * np.float32(2.0 ** 100), k=3).toarray(), knn_graph(X, k=3).toarray())
+    linear = knn_graph(X * np.float32(2.0 ** 100), k=3, metric="linear").toarray()  # weights scaled back
+    np.testing.assert_array_equal(linear, knn_graph(X, k=3, metric="linear").toarray() * 2.0 ** 200)
+
+
+def test_knn_graph_differs_from_lu_et_al_only_where_a_node_would_pick_itself(rng):
+    # rows with at least k positive similarities: the same graph as Lu et al.'s code
+    X = np.abs(rng.normal(size=(40, 8))).astype(np.float32)
+    np.testing.assert_allclose(knn_graph(X, k=3).toarray(), reference_similarity.lu_knn_graph(X, 3), atol=1e-6)
+    # three points with pairwise cosine -1/3 (exact ties), k = 1: Lu et al.'s ranking includes the
+    # zeroed diagonal, so every node picks itself (no edge); here each keeps its best other node
+    T = np.array([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1]])
+    assert not reference_similarity.lu_knn_graph(T, 1).any()
+    ours = knn_graph(T, k=1).toarray()  # 0 -> 1, 1 -> 0, 2 -> 0 (ties: lowest index): 0-1 mutual, 2-0 one-sided
+    np.testing.assert_allclose(ours, [[0, -1 / 3, -1 / 6], [-1 / 3, 0, 0], [-1 / 6, 0, 0]], atol=1e-7)

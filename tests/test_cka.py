@@ -7,6 +7,7 @@ import torch
 
 from repgraph import Activations, MinibatchCKA, cka, cka_matrix
 from repgraph.analyzers.cka import hsic_matrix
+import reference_similarity
 
 from oracles import cka_oracle, hsic_biased, hsic_unbiased
 
@@ -174,3 +175,59 @@ def test_bad_input(rng):
         cka_matrix({})
     with pytest.raises(ValueError, match="before any update"):
         MinibatchCKA().compute()
+
+
+def test_minibatch_equal_batches_equal_nguyen_et_al(rng):
+    layers = [rng.normal(size=(120, d)) for d in (4, 9, 30)]
+    layers[1][:, :4] += layers[0]
+    M = cka_matrix({f"l{i}": x for i, x in enumerate(layers)}, batch_size=40, progress=False)
+    expected = reference_similarity.nguyen_minibatch_cka([[x[s:s + 40] for x in layers] for s in (0, 40, 80)])
+    np.testing.assert_allclose(M.to_numpy(), expected, atol=1e-9)
+
+
+def test_cka_matrix_uses_the_last_partial_batch(rng):
+    X = rng.normal(size=(130, 6))
+    Y = X @ rng.normal(size=(6, 5)) + rng.normal(size=(130, 5))
+    M = cka_matrix({"x": X, "y": Y}, batch_size=50, progress=False)
+    # batches 50, 50, 30; each batch's unbiased HSIC weighted by its size, normalised once
+    parts = [(X[a:b], Y[a:b]) for a, b in ((0, 50), (50, 100), (100, 130))]
+    h = np.array([[len(a) * _hsic_unbiased(a @ a.T, b @ b.T), len(a) * _hsic_unbiased(a @ a.T, a @ a.T),
+                   len(a) * _hsic_unbiased(b @ b.T, b @ b.T)] for a, b in parts]).sum(axis=0)
+    assert M.loc["x", "y"] == pytest.approx(h[0] / np.sqrt(h[1] * h[2]), rel=1e-6)
+    assert (M.attrs["n_batches"], M.attrs["n_samples"]) == (3, 130)
+    # a remainder too small for the unbiased HSIC (< 4 samples) is left out, and said so
+    with pytest.warns(UserWarning, match=r"the last 2 of 102 samples are left out"):
+        short = cka_matrix({"x": X[:102], "y": Y[:102]}, batch_size=50, progress=False)
+    assert short.attrs["n_samples"] == 100
+    expected = MinibatchCKA()
+    for s in (0, 50):
+        expected.update([X[s:s + 50], Y[s:s + 50]])
+    np.testing.assert_allclose(short.to_numpy(), expected.compute(), atol=1e-12)
+    # batch_size > N: one batch of all N, the debiased CKA of the whole set
+    whole = cka_matrix({"x": X[:30], "y": Y[:30]}, batch_size=100, progress=False)
+    assert whole.loc["x", "y"] == pytest.approx(cka(X[:30], Y[:30], debiased=True), abs=1e-9)
+    assert (whole.attrs["n_batches"], whole.attrs["n_samples"]) == (1, 30)
+    for bad in (3, 0, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 4"):
+            cka_matrix({"x": X}, batch_size=bad, progress=False)
+    with pytest.raises(ValueError, match="at least 4 samples; the layers hold N=3"):
+        cka_matrix({"x": X[:3]}, batch_size=10, progress=False)
+    with pytest.raises(ValueError, match="same N"):
+        cka_matrix({"x": X}, {"y": Y[:100]}, batch_size=50, progress=False)
+
+
+def test_cka_of_huge_activations_equals_the_unscaled_value(rng):
+    # float32 values near 1e30: a float32 Gram of them overflows; CKA is invariant to isotropic scaling
+    X = rng.normal(size=(40, 60))  # N < D: the Gram path
+    Y = X[:, :20] @ rng.normal(size=(20, 8)) + rng.normal(size=(40, 8))  # N >= D: the feature path
+    big_x, big_y = (X * 1e30).astype(np.float32), (Y * 1e30).astype(np.float32)
+    x32, y32 = X.astype(np.float32), Y.astype(np.float32)
+    for kwargs in ({}, {"debiased": True}, {"kernel": "rbf"}):
+        assert cka(big_x, big_y, **kwargs) == pytest.approx(cka(x32, y32, **kwargs), abs=1e-6)
+        assert cka(big_x, Y, **kwargs) == pytest.approx(cka(x32, Y, **kwargs), abs=1e-6)
+    big = cka_matrix({"x": big_x, "y": big_y}, batch_size=20, progress=False)
+    np.testing.assert_allclose(big.to_numpy(), cka_matrix({"x": x32, "y": y32}, batch_size=20, progress=False),
+                               atol=1e-6)
+    # HSIC itself is scaled back exactly (powers of two): HSIC(2^100 X, Y) = 2^200 HSIC(X, Y)
+    h = hsic_matrix([x32 * np.float32(2.0 ** 100), y32])
+    np.testing.assert_allclose(h[0, 1], hsic_matrix([x32, y32])[0, 1] * 2.0 ** 200, rtol=1e-12)

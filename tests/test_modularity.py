@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -116,9 +118,69 @@ def test_modularity_curve_matches_reference_on_large_tied_batches():
 def test_modularity_curve_batches_protocol():
     X, y = synthetic_clusters(1250, 5, 20, seed=1)
     acts = Activations({"a": X}, y)
-    assert modularity_curve(acts, batch_size=500, progress=False)["n_samples"].item() == 1000
+    with pytest.warns(UserWarning, match="the last 250 of 1250 samples are left out"):
+        assert modularity_curve(acts, batch_size=500, progress=False)["n_samples"].item() == 1000
     assert modularity_curve(acts, batch_size=500, n_batches=1, progress=False)["n_samples"].item() == 500
     assert modularity_curve(acts, batch_size=5000, progress=False)["n_samples"].item() == 1250
+
+
+def test_modularity_curve_says_which_samples_it_leaves_out():
+    X, y = synthetic_clusters(178, 5, 20, seed=2)
+    acts = Activations({"a": X}, y)
+    # 178 = 100 + 78: kNN modularity depends on the batch size, so only full batches are averaged
+    with pytest.warns(UserWarning, match=r"last 78 of 178 samples .* \(batch_size=89 uses all of them\)"):
+        curve = modularity_curve(acts, batch_size=100, progress=False)
+    assert curve["n_samples"].item() == 100 and curve.attrs["n_samples"] == 100
+    assert curve.attrs["n_batches_used"] == 1 and np.isnan(curve["std"].item())  # one batch: no spread
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        curve = modularity_curve(acts, batch_size=89, progress=False)
+    assert curve.attrs["n_samples"] == 178
+    (_, mean, std), = reference_modularity_curve({"a": X}, y, 3, 89, 2)
+    assert curve["modularity"].item() == pytest.approx(mean, abs=1e-6)
+    assert curve["std"].item() == pytest.approx(std, abs=1e-6)  # ddof = 1, as Lu et al.'s torch.std
+    with pytest.warns(UserWarning, match="n_batches=5 asked for, but only 2 full batch"):
+        assert modularity_curve(acts, batch_size=89, n_batches=5, progress=False).attrs["n_samples"] == 178
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n_batches must be None"):
+            modularity_curve(acts, batch_size=89, n_batches=bad, progress=False)
+
+
+def test_modularity_curve_warns_about_sorted_labels_and_shuffles_on_request():
+    X, y = synthetic_clusters(400, 4, 16, separation=2.0, seed=3, shuffle=False)
+    order = np.argsort(y, kind="stable")  # class-sorted: each batch of 100 holds one class
+    X, y = X[order], y[order]
+    with pytest.warns(UserWarning, match=r"4 of 4 batch\(es\) cover fewer than the 4 classes .* shuffle="):
+        sorted_curve = modularity_curve({"a": X}, y, batch_size=100, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        curve = modularity_curve({"a": X}, y, batch_size=100, shuffle=0, progress=False)
+    # the expected value: the reference pipeline on the same random batches (each in original order)
+    perm = np.random.default_rng(0).permutation(400)
+    rows = np.concatenate([np.sort(perm[b:b + 100]) for b in range(0, 400, 100)])
+    (_, mean, std), = reference_modularity_curve({"a": X[rows]}, y[rows], 3, 100, 4)
+    assert curve["modularity"].item() == pytest.approx(mean, abs=1e-6)
+    assert curve["std"].item() == pytest.approx(std, abs=1e-6)
+    assert curve.attrs["shuffle"] == 0 and abs(sorted_curve["modularity"].item() - mean) > 0.1
+
+
+def test_modularity_curve_warns_about_continuous_labels_and_constant_layers(rng):
+    X = rng.normal(size=(60, 5))
+    with pytest.warns(UserWarning, match="every sample has its own label"):
+        modularity_curve({"a": X}, np.linspace(0, 1, 60), batch_size=30, progress=False)
+    labels = np.arange(60) % 3
+    with pytest.warns(UserWarning, match=r"layer 'flat' is constant .* in 2 of 2 batch"):
+        modularity_curve({"flat": np.ones((60, 5)) * 2.0}, labels, batch_size=30, progress=False)
+
+
+def test_modularity_curve_of_huge_activations_equals_the_reference():
+    # float32 values near 1e30: the float32 Gram would overflow; the cosine graph is scale invariant
+    X, y = synthetic_clusters(200, 4, 12, separation=1.0, seed=4)
+    big = X * np.float32(1e30)
+    curve = modularity_curve({"big": big, "plain": X}, y, batch_size=100, progress=False)
+    (_, mean, _), = reference_modularity_curve({"big": big.astype(np.float64)}, y, 3, 100, 2)
+    assert curve["modularity"].iloc[0] == pytest.approx(mean, abs=1e-6)
+    assert curve["modularity"].iloc[0] == pytest.approx(curve["modularity"].iloc[1], abs=1e-6)
 
 
 def test_modularity_curve_bad_input():

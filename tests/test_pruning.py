@@ -1,3 +1,6 @@
+import math
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,10 +8,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from repgraph import (central_filters, count_params_flops, filter_similarity, l1_scores, prune_experiment,
-                      prune_filters, redundant_by_similarity)
+from repgraph import (central_filters, count_params_flops, filter_scores, filter_similarity, l1_scores,
+                      layer_filter_report, prune_experiment, prune_filters, redundant_by_similarity)
 from repgraph.datasets import digits
 from repgraph.models import resnet20, small_cnn, vgg11
+from repgraph.workflows.digits import digits_model, digits_splits
 
 
 def test_flops_by_hand_and_against_torch_pruning():
@@ -79,6 +83,63 @@ def test_central_filter_compensation_holds_through_prune_filters():
     pruned = prune_filters(model, {"conv1": selection}, example_input=x[:1]).eval()
     assert pruned.conv1.out_channels == 15 and pruned.conv2.in_channels == 15
     torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_central_filter_prunes_the_requested_count_in_every_layer_of_the_digits_resnet20():
+    # the shipped checkpoint, its post-ReLU maps of 256 training images, ratio 0.4: each of the 9
+    # uncoupled convs loses exactly ceil(C * 0.4) filters, so criteria compare at equal budgets
+    model, _ = digits_model(progress=False)
+    train_set, test_set = digits_splits()
+    x = test_set.data[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "allows only ..." warning
+        scores = filter_scores(model, "central_filter", example_input=x, data=train_set, ratio=0.4,
+                               max_samples=256, progress=False)
+    modules = dict(model.named_modules())
+    assert len(scores) == 9
+    for conv, selection in scores.items():
+        assert len(selection.pruned) == math.ceil(modules[conv].out_channels * 0.4), conv
+    pruned = prune_filters(model, scores, example_input=x)
+    l1 = prune_filters(model, {c: l1_scores(model)[c] for c in scores}, ratio=0.4, example_input=x)
+    assert count_params_flops(pruned, x) == count_params_flops(l1, x)  # the same budget as any ranking
+
+
+class Net1d(nn.Module):
+    """A 1-D CNN (as for MNIST-1D): conv -> BN -> ReLU twice, pooled, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1, self.relu1 = nn.Conv1d(1, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = nn.Conv1d(8, 12, 3, padding=1), nn.BatchNorm1d(12), nn.ReLU()
+        self.pool, self.fc = nn.AdaptiveAvgPool1d(1), nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_filter_pruning_and_report_on_a_conv1d_model():
+    torch.manual_seed(0)
+    model = Net1d().eval()
+    with torch.no_grad():  # filter 6 of conv1 copies filter 1, BN included
+        model.conv1.weight[6], model.conv1.bias[6] = model.conv1.weight[1], model.conv1.bias[1]
+        for p in (model.bn1.weight, model.bn1.bias, model.bn1.running_mean, model.bn1.running_var):
+            p[6] = p[1]
+    x, y = torch.randn(24, 1, 40), torch.arange(24) % 3
+    pruned = prune_filters(model, l1_scores(model), ratio=0.25, example_input=x[:1])
+    assert (pruned.conv1.out_channels, pruned.conv2.in_channels, pruned.conv2.out_channels) == (6, 6, 9)
+    assert pruned(x).shape == (24, 3)
+    maps = model.relu1(model.bn1(model.conv1(x))).detach()
+    selection = central_filters(filter_similarity(maps), 1 / 8)
+    assert set(selection.pruned) in ({1}, {6})
+    compensated = prune_filters(model, {"conv1": selection}, example_input=x[:1]).eval()
+    assert compensated.conv1.out_channels == 7
+    torch.testing.assert_close(compensated(x), model(x), atol=1e-5, rtol=1e-5)
+    table = layer_filter_report(model, (x, y), "relu1", ratio=0.25, max_samples=24, progress=False)
+    assert list(table.columns) == ["filter", "hrank", "chip", "l1", "cf_local", "closeness", "cf_pruned", "clp"]
+    assert table["cf_pruned"].sum() == 2 and len(table) == 8  # ceil(8 * 0.25); no entropy for 1-D maps
+    np.testing.assert_allclose(table["l1"], l1_scores(model)["conv1"])
 
 
 def test_zero_padding_shortcuts_are_refused_clearly_but_uncoupled_convs_prune():

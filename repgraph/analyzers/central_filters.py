@@ -17,7 +17,8 @@ from .closeness import closeness_centrality
 @dataclass
 class CentralFilters:
     """Result of ``central_filters``: ``kept`` and ``pruned`` filter indices (sorted), ``delegates``
-    (central filter → the pruned filters it represents), the graph ``threshold`` and the ``scores``."""
+    (central filter → the pruned filters of its component), the graph ``threshold``, the
+    ``scores``, the ``requested`` count, the symmetrised ``similarity`` and the ``central`` filters."""
 
     kept: list
     pruned: list
@@ -26,6 +27,7 @@ class CentralFilters:
     scores: np.ndarray = field(repr=False)
     requested: int = 0
     similarity: np.ndarray = field(default=None, repr=False)
+    central: list = field(default_factory=list)
 
     def plot(self, ax=None, **kwargs):
         """The filter graph with central filters and delegates (``plotting.plot_filter_graph``).
@@ -41,77 +43,214 @@ class CentralFilters:
                 f"<table><tr><th>central filter</th><th>delegates (pruned)</th></tr>{rows}</table>")
 
 
+BISECTION_STEP = 1e-7  # rank.py's get_threshold moves its bounds by this past each midpoint
+
+
 def _deletable(S, t) -> int:
-    """#nodes with an edge − #components among them = C − #components of the graph S > t."""
-    n_comp, _ = connected_components(similarity_graph(S, t), directed=False)
+    """#nodes with an edge − #components among them = C − #components of the graph S > t (``S``
+    already checked and symmetric; NaN is never an edge)."""
+    with np.errstate(invalid="ignore"):
+        edges = S > t
+    np.fill_diagonal(edges, False)
+    n_comp, _ = connected_components(edges, directed=False)
     return len(S) - n_comp
 
 
-def central_filters(S, ratio: float, *, kind: str = "cf_local") -> CentralFilters:
-    """Choose central filters and the redundant filters they stand for (Duan et al.).
+def selection_threshold(S, target: int) -> float:
+    """The threshold ``t`` of the Central-Filter graph (edges ``S[i, j] > t``): rank.py's
+    ``get_threshold`` bisection.
 
-    1. Threshold graph: edge (i, j) when ``S[i, j] > t``; ``t`` is found by bisection over the
-       distinct similarity values as the largest threshold whose graph has
-       ``#nodes with an edge − #components among them ≥ ceil(C·ratio)`` (equality where the step
-       function allows it; each component keeps one filter, the others are deletable).
-    2. Scores: ``closeness_centrality(S, kind=kind, threshold=t)`` (``cf_local``: the reference's).
-    3. Visit nodes by descending score (ties: lower index); a node with score > 0, undecided, whose
-       component has no representative yet becomes a central filter, and each undecided neighbour
-       (ascending index) is pruned and recorded as its delegate; stop after ``ceil(C·ratio)`` prunes.
-    When the graph cannot supply that many prunes (NaN similarities, neighbours two hops from
-    every central filter), fewer are pruned and a warning says how many.
+    ``lo, hi = min S − 1e-7, max S + 1e-7`` (over the finite entries, diagonal included); while
+    ``lo < hi``: ``m = (lo + hi)/2`` and ``d(m) = #nodes with an edge − #components among them``;
+    ``d(m) = target`` returns ``m``; ``d(m) < target`` sets ``hi = m − 1e-7``; ``d(m) > target``
+    remembers the current ``lo`` and sets ``lo = m + 1e-7``. Without an exact hit the remembered
+    ``lo`` (before its last raise; ``d ≥ target``) is returned, or, if no midpoint ever
+    over-shot, the lowest bound ``min S − 1e-7`` (rank.py: ``max S + 1e-7``, an empty graph that
+    prunes nothing).
     """
-    S = as_square_matrix(S)
-    similarity_graph(S)  # validates symmetry
+    finite = S[np.isfinite(S)]
+    lowest = float(finite.min()) - BISECTION_STEP
+    lo, hi = lowest, float(finite.max()) + BISECTION_STEP
+    overshoot = None
+    while lo < hi:
+        mid = (lo + hi) / 2
+        count = _deletable(S, mid)
+        if count == target:
+            return mid
+        if count < target:
+            hi = mid - BISECTION_STEP
+        else:
+            overshoot = lo
+            lo = mid + BISECTION_STEP
+    return lowest if overshoot is None else overshoot
+
+
+UNDECIDED, CENTRAL, PRUNED = 0, 1, 2
+
+
+def central_filters(S, ratio: float, *, kind: str = "cf_local") -> CentralFilters:
+    """Choose central filters and the redundant filters they stand for (Duan et al.), as the
+    authors' ``rank.py`` does.
+
+    1. Threshold graph: edge (i, j) when ``S[i, j] > t``, with ``t`` from ``selection_threshold``:
+       rank.py's bisection for ``#nodes with an edge − #components among them = ceil(C·ratio)``
+       (each component keeps one filter; the others are deletable).
+    2. Scores: ``closeness_centrality(S, kind=kind, threshold=t)`` (``cf_local``: the reference's
+       ``deg_i / Σ_{j∈N(i)} (1024 − S_ij)``).
+    3. Selection (rank.py's ``del_filter``): visit the nodes by descending score (ties: lower index
+       first), skipping scores ≤ 0. A visited node that is undecided and whose component has no
+       central filter yet becomes that component's central filter. Then **every** visited node —
+       central, pruned or undecided — prunes its undecided neighbours (ascending index), so pruning
+       spreads through the component. Stop after ``ceil(C·ratio)`` prunes.
+    4. Delegates: each pruned filter is represented by the central filter of its component.
+
+    Parameters
+    ----------
+    S : array or tensor (C, C)
+        Filter similarities (``filter_similarity``), symmetric up to rounding; NaN = undefined,
+        never an edge.
+    ratio : float
+        Fraction of filters to prune, in (0, 1): ``ceil(C·ratio)`` filters (``prune_count``).
+    kind : {"cf_local", "shortest_path"}
+        The score that orders the visit (``closeness_centrality``); ``cf_local`` is the reference's.
+
+    Returns
+    -------
+    CentralFilters
+        ``kept``, ``pruned`` (sorted), ``central`` (the central filters, sorted), ``delegates``
+        (central filter → the pruned filters of its component), ``threshold``, ``scores``,
+        ``requested`` (``ceil(C·ratio)``) and ``similarity`` (the symmetrised ``S``).
+
+    Raises
+    ------
+    ValueError
+        For a ratio outside (0, 1) or one that would prune every filter, a non-square ``S``,
+        an ``S`` asymmetric beyond rounding (the message names the largest ``|S − Sᵀ|``), or an
+        ``S`` with no finite off-diagonal entry.
+
+    Warns
+    -----
+    UserWarning
+        When the graph cannot supply ``ceil(C·ratio)`` prunes (e.g. many NaN similarities); the
+        message says how many were pruned.
+
+    Notes
+    -----
+    Where this differs from rank.py (github.com/8ubpshLR23/Central-Filter, commit 8bc0411):
+
+    - Ties in the score go to the lower index. rank.py's order comes from ``np.argsort``, which
+      for numpy < 1.25 (the authors' environment) visits tied nodes higher index first on up to
+      16 filters and in an implementation-defined order beyond. On the authors' own ResNet-56
+      matrices at the paper's 77.6 % rates, this rule keeps the same filters as the authors' masks
+      in 16 of the 27 pruned layers (the legacy order: 27 of 27); both prune exactly
+      ``ceil(C·ratio)`` in every layer.
+    - Delegates: rank.py files some pruned filters under an already-pruned neighbour, which loses
+      their compensation; here each one's delegate is its component's central filter.
+    - NaN similarities are never edges and do not enter the bisection bounds (in rank.py a single
+      NaN makes the threshold NaN and the layer prunes nothing).
+    - Without an exact bisection hit and with no over-shooting midpoint, the lowest bound is used
+      (rank.py uses an empty graph and prunes nothing).
+    - The count is ``ceil(C·ratio)`` of the product rounded to 9 decimals (``prune_count``), so
+      10 × 0.3 prunes 3 (rank.py's ``math.ceil(10 * 0.3)`` is 4).
+    - ``S`` symmetric up to rounding (rank.py's saved matrices, ``np.corrcoef``) is symmetrised.
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2–3.3.
+
+    Examples
+    --------
+    A chain 0 – 1 – 2 – 3 with similarities 0.9, 0.8, 0.7 (all other pairs 0.1), half pruned:
+    the bisection stops at t = 0.7750001 (edges 0–1 and 1–2: 3 nodes − 1 component = 2); node 0
+    (highest score) becomes central and prunes 1; the already-pruned 1 then prunes 2.
+
+    >>> import numpy as np
+    >>> from repgraph import central_filters
+    >>> S = np.full((4, 4), 0.1)
+    >>> np.fill_diagonal(S, 1.0)
+    >>> S[0, 1] = S[1, 0] = 0.9; S[1, 2] = S[2, 1] = 0.8; S[2, 3] = S[3, 2] = 0.7
+    >>> sel = central_filters(S, 0.5)
+    >>> sel.kept, sel.pruned, sel.delegates, round(sel.threshold, 7)
+    ([0, 3], [1, 2], {0: [1, 2]}, 0.7750001)
+    """
+    S = as_square_matrix(S, symmetric=True)
     c = len(S)
     target = prune_count(c, ratio, allow_zero=False)
     off = S[~np.eye(c, dtype=bool)]
-    values = np.unique(off[np.isfinite(off)])
-    if values.size == 0:
+    if not np.isfinite(off).any():
         raise ValueError("S has no finite off-diagonal similarity: every pair is undefined.")
-    candidates = np.concatenate([[values[0] - 1.0], values])  # edges S > t, t ascending
-    lo, hi = 0, len(candidates) - 1  # deletable(candidates[i]) is non-increasing in i
-    if _deletable(S, candidates[0]) < target:
-        hi = 0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _deletable(S, candidates[mid]) >= target:
-            lo = mid
-        else:
-            hi = mid - 1
-    t = float(candidates[lo])
+    t = selection_threshold(S, target)
     edges = similarity_graph(S, t)
     scores = closeness_centrality(S, kind=kind, threshold=t)
     _, component = connected_components(edges, directed=False)
-    state = np.zeros(c, dtype=np.int8)  # 0 undecided, 1 central, 2 pruned
-    represented, delegates, n_pruned = set(), {}, 0
+    state = np.full(c, UNDECIDED, dtype=np.int8)
+    central_of = {}  # component -> its central filter
+    n_pruned, done = 0, False
     for node in np.argsort(-scores, kind="stable"):
-        if n_pruned >= target:
-            break
-        if scores[node] <= 0 or state[node] != 0 or component[node] in represented:
-            continue
-        state[node] = 1
-        represented.add(component[node])
-        delegates[int(node)] = []
+        if done or not scores[node] > 0:
+            break  # descending order: every later score is <= 0 too
+        if state[node] == UNDECIDED and component[node] not in central_of:
+            state[node] = CENTRAL
+            central_of[component[node]] = int(node)
         for nb in np.flatnonzero(edges[node]):
-            if state[nb] == 0 and n_pruned < target:
-                state[nb] = 2
-                delegates[int(node)].append(int(nb))
+            if state[nb] == UNDECIDED:
+                if n_pruned == target:  # as rank.py: stop at the first prune beyond the count
+                    done = True
+                    break
+                state[nb] = PRUNED
                 n_pruned += 1
     if n_pruned < target:
         warnings.warn(f"central_filters: the filter graph allows only {n_pruned} of the {target} "
                       f"requested prunes (ratio={ratio}).", stacklevel=2)
-    delegates = {k: v for k, v in delegates.items() if v}
-    return CentralFilters(kept=[int(i) for i in np.flatnonzero(state != 2)],
-                          pruned=[int(i) for i in np.flatnonzero(state == 2)],
-                          delegates=delegates, threshold=t, scores=scores, requested=target, similarity=S)
+    pruned = [int(i) for i in np.flatnonzero(state == PRUNED)]
+    delegates = {}
+    for filt in pruned:  # a pruned filter was pruned from inside its component, which has a central filter
+        delegates.setdefault(central_of[component[filt]], []).append(filt)
+    return CentralFilters(kept=[int(i) for i in np.flatnonzero(state != PRUNED)], pruned=pruned,
+                          delegates=dict(sorted(delegates.items())), threshold=float(t), scores=scores,
+                          requested=target, similarity=S, central=sorted(central_of.values()))
 
 
-def compensate_next_layer(next_conv: nn.Conv2d, selection: CentralFilters) -> nn.Conv2d:
+def compensate_next_layer(next_conv: nn.Module, selection: CentralFilters) -> nn.Module:
     """A new conv with the pruned input channels removed after adding each delegate's input
-    weights onto its central filter's: ``W′[:, j] += Σ_{k ∈ delegates(j)} W′[:, k]`` (Duan et al.)."""
-    if not isinstance(next_conv, nn.Conv2d) or next_conv.groups != 1:
-        raise TypeError("compensate_next_layer needs an nn.Conv2d with groups=1 (the next conv).")
+    weights onto its central filter's: ``W′[:, j] += Σ_{k ∈ delegates(j)} W′[:, k]`` (Duan et al.).
+
+    Parameters
+    ----------
+    next_conv : nn.Conv1d, nn.Conv2d or nn.Conv3d with groups=1
+        The conv that consumes the pruned layer's channels.
+    selection : CentralFilters
+        The selection of the pruned layer (``central_filters``).
+
+    Returns
+    -------
+    A conv of the same type with ``len(selection.kept)`` input channels; ``next_conv`` is untouched.
+
+    Raises
+    ------
+    TypeError
+        If ``next_conv`` is not a convolution with groups=1.
+    ValueError
+        If its input channels do not match the selection's filters.
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from repgraph import central_filters, compensate_next_layer
+    >>> S = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.1], [0.1, 0.1, 1.0]])
+    >>> sel = central_filters(S, 0.3)    # filter 1 is pruned, filter 0 stands for it
+    >>> compensate_next_layer(nn.Conv1d(3, 4, 3), sel)
+    Conv1d(2, 4, kernel_size=(3,), stride=(1,))
+    """
+    if not isinstance(next_conv, nn.modules.conv._ConvNd) or isinstance(
+            next_conv, nn.modules.conv._ConvTransposeNd) or next_conv.groups != 1:
+        raise TypeError("compensate_next_layer needs an nn.Conv1d/2d/3d with groups=1 (the next conv), "
+                        f"got {type(next_conv).__name__}.")
     n_in = len(selection.kept) + len(selection.pruned)
     if next_conv.in_channels != n_in:
         raise ValueError(f"next_conv has {next_conv.in_channels} input channels but the selection "
@@ -120,9 +259,9 @@ def compensate_next_layer(next_conv: nn.Conv2d, selection: CentralFilters) -> nn
     for central, group in selection.delegates.items():
         W[:, central] += W[:, group].sum(dim=1)
     kept = torch.tensor(selection.kept, dtype=torch.long, device=W.device)
-    new = nn.Conv2d(len(selection.kept), next_conv.out_channels, next_conv.kernel_size, next_conv.stride,
-                    next_conv.padding, next_conv.dilation, 1, next_conv.bias is not None,
-                    next_conv.padding_mode, device=W.device, dtype=W.dtype)
+    new = type(next_conv)(len(selection.kept), next_conv.out_channels, next_conv.kernel_size, next_conv.stride,
+                          next_conv.padding, next_conv.dilation, 1, next_conv.bias is not None,
+                          next_conv.padding_mode, device=W.device, dtype=W.dtype)
     with torch.no_grad():
         new.weight.copy_(W[:, kept])
         if next_conv.bias is not None:

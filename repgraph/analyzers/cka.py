@@ -2,6 +2,7 @@
 estimator (Song et al., JMLR 2012; Nguyen et al., ICLR 2021), for one pair or all layer pairs."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .._arrays import as_features, row_chunk
+from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.similarity import median
 
@@ -17,10 +18,14 @@ KERNELS = ("linear", "rbf")
 
 
 def _centred_features(X, name, device, min_samples):
-    """float32 features with column means (computed in float64) removed: ``X̃ X̃ᵀ = H X Xᵀ H``,
-    so the Gram needs no centring of large raw values (no cancellation)."""
-    Xt = as_features(X, name=name, device=device, min_samples=min_samples)
-    return (Xt - Xt.mean(dim=0, dtype=torch.float64, keepdim=True).float())
+    """float32 features, scaled by a power of two when float32 products of their values would
+    overflow or underflow (``power_of_two_scaled``: exact, CKA is scale invariant), with column
+    means (computed in float64) removed: ``X̃ X̃ᵀ = H X Xᵀ H``, so the Gram needs no centring of
+    large raw values (no cancellation). Returns the features and the scale's exponent e
+    (features × 2^-e)."""
+    Xt = as_features(X, name=name, device=device, min_samples=min_samples, check_finite=False)
+    Xt, exponent = power_of_two_scaled(Xt, name=name)
+    return Xt - Xt.mean(dim=0, dtype=torch.float64, keepdim=True).float(), exponent
 
 
 class _Kernel:
@@ -82,10 +87,45 @@ def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sig
                 device=None, names=None, progress: bool = False) -> np.ndarray:
     """HSIC between every pair of the feature matrices in ``features`` (each (N, ...), same N), in
     float64, from one stacked product of the flattened centred Grams per block of rows:
-    biased ``Σ_ij (HKH)_ij (HLH)_ij / (n−1)²``; unbiased ``Σ_ij U(K)_ij U(L)_ij / (n(n−3))``."""
+    biased ``Σ_ij (HKH)_ij (HLH)_ij / (n−1)²``; unbiased ``Σ_ij U(K)_ij U(L)_ij / (n(n−3))``.
+    Features of extreme magnitude are computed on power-of-two-scaled copies and the linear HSIC
+    scaled back in float64 (exact).
+
+    Parameters
+    ----------
+    features : sequence of arrays or tensors (N, ...)
+        The representations, all of the same N samples.
+    kernel : {"linear", "rbf"}
+    debiased : bool
+        The unbiased estimator (needs N ≥ 4).
+    sigma : float
+        RBF width as a fraction of the median distance.
+    device : str or torch.device, optional
+    names : list of str, optional
+        Names used in error messages.
+    progress : bool
+        Show a progress bar over the row blocks.
+
+    Returns
+    -------
+    ndarray (L, L) of float64 HSIC values.
+
+    Raises
+    ------
+    ValueError
+        For different N, too few samples, NaN/Inf, or all-identical samples with the RBF kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.analyzers import hsic_matrix
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])    # centred Gram: outer(x - 1.5, x - 1.5)
+    >>> hsic_matrix([X])    # (Σ_ij K̃_ij²) / (n − 1)² = 5² / 9
+    array([[2.77777778]])
+    """
     names = names or [f"features[{i}]" for i in range(len(features))]
     min_n = 4 if debiased else 2
-    Xs = [_centred_features(X, name, device, min_n) for X, name in zip(features, names)]
+    Xs, exponents = zip(*[_centred_features(X, name, device, min_n) for X, name in zip(features, names)])
     sizes = {name: X.shape[0] for name, X in zip(names, Xs)}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"All inputs must hold the same samples (same N); got {sizes}.")
@@ -98,7 +138,11 @@ def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sig
         M = torch.stack([k.centred_block(rows).reshape(-1) for k in kernels])
         H += M @ M.T
     scale = n * (n - 3) if debiased else (n - 1) ** 2
-    return (H / scale).cpu().numpy()
+    H = (H / scale).cpu().numpy()
+    if kernel == "linear" and any(exponents):  # K = XXᵀ was computed on X·2^-e: HSIC(K, L) scales by 4^-(e_K + e_L)
+        e = np.asarray(exponents, dtype=np.float64)
+        H = H * np.exp2(2.0 * (e[:, None] + e[None, :]))
+    return H
 
 
 def _normalise(hsic: np.ndarray, names) -> np.ndarray:
@@ -124,12 +168,48 @@ def cka(X, Y, *, kernel: str = "linear", debiased: bool = False, sigma: float = 
     X̃, Ỹ equals ``‖ỸᵀX̃‖²_F / (‖X̃ᵀX̃‖_F ‖ỸᵀỸ‖_F)`` (used when N ≥ D, the Gram path otherwise).
     RBF: ``K_ij = exp(−‖x_i − x_j‖²/(2σ²))`` with σ = ``sigma``·sqrt(median squared distance, zero
     diagonal included). ``debiased=True`` uses the unbiased HSIC (U-statistic, Székely–Rizzo
-    centring; needs N ≥ 4). Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021.
+    centring; needs N ≥ 4). Invariant to isotropic scaling: features of extreme magnitude (≈1e30,
+    whose float32 Gram would overflow) are scaled by a power of two first, which changes nothing.
+
+    Parameters
+    ----------
+    X, Y : array or tensor (N, ...)
+        Two representations of the same N samples (flattened).
+    kernel : {"linear", "rbf"}
+    debiased : bool
+        The unbiased HSIC estimator (use it when features ≫ samples: the biased one is inflated).
+    sigma : float
+        RBF width as a fraction of the median distance.
+    device : str or torch.device, optional
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For different N, too few samples, NaN/Inf, constant features or a bad option.
+
+    References
+    ----------
+    Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019;
+    Nguyen et al., "Do Wide and Deep Networks Learn the Same Things?", ICLR 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import cka
+    >>> np.random.seed(1337)    # Kornblith et al.'s demo
+    >>> X = np.random.randn(100, 10)
+    >>> Y = np.random.randn(100, 10) + X
+    >>> round(cka(X, Y), 5), round(cka(X, Y, debiased=True), 5)
+    (0.55761, 0.51346)
     """
     _check_kernel(kernel, debiased, sigma)
     if kernel == "linear" and not debiased:
-        Xc = _centred_features(X, "X", device, 2)
-        Yc = _centred_features(Y, "Y", device, 2)
+        Xc, _ = _centred_features(X, "X", device, 2)  # CKA is invariant to the power-of-two scales
+        Yc, _ = _centred_features(Y, "Y", device, 2)
         if Xc.shape[0] != Yc.shape[0]:
             raise ValueError(f"X has {Xc.shape[0]} samples but Y has {Yc.shape[0]}; CKA compares "
                              "representations of the same samples.")
@@ -142,14 +222,34 @@ def cka(X, Y, *, kernel: str = "linear", debiased: bool = False, sigma: float = 
     return float(_normalise(hsic, ["X", "Y"])[0, 1])
 
 
+MIN_BATCH = 4  # the unbiased HSIC needs n >= 4 samples
+
+
 class MinibatchCKA:
     """Streaming CKA across minibatches (Nguyen et al., ICLR 2021), torchmetrics-style.
 
     ``update(xs, ys=None)``: ``xs`` (and ``ys``) a list of one batch's features per layer. The
-    unbiased HSIC of every layer pair is summed over batches in float64; ``compute()`` normalises
-    once at the end: ``CKA_ij = Σ_b HSIC_b(i, j) / sqrt(Σ_b HSIC_b(i, i) · Σ_b HSIC_b(j, j))``.
-    With ``ys`` the result is the (L, L′) cross block between two models; without, (L, L).
-    Linear kernel (as in Nguyen et al.). Each batch needs at least 4 samples.
+    unbiased HSIC of every layer pair, weighted by the batch's size n_b, is summed over batches in
+    float64; ``compute()`` normalises once at the end:
+    ``CKA_ij = Σ_b n_b·HSIC_b(i, j) / sqrt(Σ_b n_b·HSIC_b(i, i) · Σ_b n_b·HSIC_b(j, j))``.
+    With equal batches this is the plain sum of Nguyen et al.; a shorter (last) batch counts in
+    proportion to its samples (their code, which drops the 1/(n(n−3)) of each batch, weights by
+    ~n_b² instead). With ``ys`` the result is the (L, L′) cross block between two models;
+    without, (L, L). Linear kernel (as in Nguyen et al.). Each batch needs at least 4 samples.
+    ``n_batches`` and ``n_samples`` count what was fed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import MinibatchCKA
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 5))
+    >>> acc = MinibatchCKA()
+    >>> for s in range(0, 100, 50):
+    ...     acc.update([X[s:s + 50], 2 * X[s:s + 50] + 1])
+    >>> acc.compute().round(6), acc.n_samples
+    (array([[1., 1.],
+           [1., 1.]]), 100)
     """
 
     def __init__(self, device=None):
@@ -157,8 +257,10 @@ class MinibatchCKA:
         self.hsic = None
         self.n_x = None
         self.n_batches = 0
+        self.n_samples = 0
 
     def update(self, xs, ys=None):
+        """Add one batch: ``xs`` (and ``ys``) a list or mapping of each layer's (n_b, ...) features."""
         xs = list(xs.values()) if isinstance(xs, Mapping) else list(xs)
         ys = None if ys is None else (list(ys.values()) if isinstance(ys, Mapping) else list(ys))
         features = xs + (ys or [])
@@ -166,12 +268,15 @@ class MinibatchCKA:
         if self.n_x is not None and (self.n_x, self.hsic.shape[0]) != (len(xs), len(features)):
             raise ValueError(f"update() got {len(xs)} + {len(ys or [])} layers but earlier batches had "
                              f"{self.n_x} + {self.hsic.shape[0] - self.n_x}.")
-        h = hsic_matrix(features, kernel="linear", debiased=True, device=self.device, names=names)
+        n_b = len(features[0])
+        h = n_b * hsic_matrix(features, kernel="linear", debiased=True, device=self.device, names=names)
         self.hsic = h if self.hsic is None else self.hsic + h
         self.n_x = len(xs)
         self.n_batches += 1
+        self.n_samples += n_b
 
     def compute(self) -> np.ndarray:
+        """The CKA matrix of everything fed so far."""
         if self.hsic is None:
             raise ValueError("MinibatchCKA.compute() before any update(): feed at least one batch.")
         names = [f"layer {i}" for i in range(self.hsic.shape[0])]
@@ -187,6 +292,19 @@ def _as_mapping(acts, name):
     return acts
 
 
+def minibatch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Consecutive batches of ``batch_size`` over ``n`` samples, the last partial one included when
+    it has at least 4 samples (the unbiased HSIC's minimum); a shorter remainder is left out with a
+    warning that gives its size. ``batch_size > n`` gives one batch of all n."""
+    bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_BATCH:
+        start, stop = bounds.pop()
+        warnings.warn(f"minibatch CKA: the last {stop - start} of {n} samples are left out: a batch needs at "
+                      f"least {MIN_BATCH} samples for the unbiased HSIC (batch_size={batch_size}); choose a "
+                      f"batch_size whose remainder is 0 or >= {MIN_BATCH} to use them.", stacklevel=3)
+    return bounds
+
+
 def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
                batch_size: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
     """CKA between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts`` itself).
@@ -194,8 +312,57 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     All pairs come from one stacked product of the layers' centred Gram matrices (``hsic_matrix``),
     not a loop over pairs. With ``batch_size`` the samples are split into consecutive batches of
     that size and ``MinibatchCKA`` accumulates the unbiased HSIC (linear kernel; the estimator is
-    then always the unbiased one). Returns a DataFrame (rows: layers of ``acts``, columns: layers of
-    ``acts2``); ``attrs`` record the kernel and the estimator.
+    then always the unbiased one): the last, shorter batch is used when it has at least 4 samples,
+    otherwise its samples are left out with a warning; ``batch_size`` ≥ N is one batch of all N.
+
+    Parameters
+    ----------
+    acts : Activations or mapping layer -> array (N, ...)
+    acts2 : Activations or mapping, optional
+        A second network's layers on the same samples; default ``acts``.
+    kernel : {"linear", "rbf"}
+    debiased : bool
+        Unbiased HSIC (always, with ``batch_size``).
+    sigma : float
+        RBF width as a fraction of the median distance.
+    batch_size : int, optional
+        Minibatch CKA over consecutive batches (Nguyen et al.); at least 4.
+    device : str or torch.device, optional
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    DataFrame (rows: layers of ``acts``, columns: layers of ``acts2``); ``attrs`` record the
+    kernel, the estimator, ``batch_size``, ``n_batches`` and ``n_samples`` (the samples used).
+
+    Raises
+    ------
+    TypeError
+        If ``acts`` or ``acts2`` is not a non-empty mapping.
+    ValueError
+        For layers with different N, too few samples, NaN/Inf or constant features, a bad option,
+        ``batch_size`` < 4, or an RBF kernel with ``batch_size``.
+
+    Warns
+    -----
+    UserWarning
+        When a last batch of fewer than 4 samples is left out (the message gives the count).
+
+    References
+    ----------
+    Kornblith et al., ICML 2019; Nguyen et al., "Do Wide and Deep Networks Learn the Same
+    Things?", ICLR 2021 (minibatch CKA).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import cka_matrix
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(130, 6))
+    >>> M = cka_matrix({"a": X, "b": X @ rng.normal(size=(6, 6))}, batch_size=50, progress=False)
+    >>> M.attrs["n_batches"], M.attrs["n_samples"]    # 50 + 50 + 30: the last batch is used
+    (3, 130)
     """
     _check_kernel(kernel, debiased, sigma)
     acts = _as_mapping(acts, "acts")
@@ -203,25 +370,34 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     rows, cols = list(acts), list(other)
     xs = [acts[l] for l in rows]
     ys = [] if acts2 is None else [other[l] for l in cols]
+    n = len(xs[0])
     if batch_size is not None:
         if kernel != "linear":
             raise ValueError("Minibatch CKA (batch_size=...) is defined for the linear kernel only.")
-        n = xs[0].shape[0]
-        if batch_size < 4:
-            raise ValueError(f"batch_size must be >= 4 for the unbiased HSIC, got {batch_size}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < MIN_BATCH:
+            raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} for the unbiased HSIC, got {batch_size!r}.")
+        sizes = {f"layer {l!r}": len(x) for l, x in zip(rows, xs)}
+        sizes.update({f"layer {l!r} (acts2)": len(y) for l, y in zip(cols, ys)})
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
+        if n < MIN_BATCH:
+            raise ValueError(f"Minibatch CKA needs at least {MIN_BATCH} samples; the layers hold N={n}.")
         acc = MinibatchCKA(device=device)
-        for start in tqdm(range(0, n - batch_size + 1, batch_size), desc="minibatch CKA", disable=not progress,
-                          leave=False):
-            acc.update([x[start:start + batch_size] for x in xs],
-                       None if acts2 is None else [y[start:start + batch_size] for y in ys])
+        for start, stop in tqdm(minibatch_bounds(n, int(batch_size)), desc="minibatch CKA",
+                                disable=not progress, leave=False):
+            acc.update([x[start:stop] for x in xs], None if acts2 is None else [y[start:stop] for y in ys])
         values = acc.compute()
-        estimator = f"minibatch unbiased HSIC, {acc.n_batches} batches of {batch_size} (Nguyen et al. 2021)"
+        n_batches, n_used = acc.n_batches, acc.n_samples
+        estimator = (f"minibatch unbiased HSIC, {n_batches} batch(es) of up to {batch_size}, weighted by size "
+                     "(Nguyen et al. 2021)")
     else:
         names = [f"layer {l!r}" for l in rows] + [f"layer {l!r} (acts2)" for l in (cols if ys else [])]
         full = _normalise(hsic_matrix(xs + ys, kernel=kernel, debiased=debiased, sigma=sigma,
                                       device=device, names=names, progress=progress), names)
         values = full if acts2 is None else full[:len(xs), len(xs):]
         estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
+        n_batches, n_used = 1, n
     out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
     return described(out, "CKA", "Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021", kernel=kernel,
-                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, batch_size=batch_size)
+                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, batch_size=batch_size,
+                     n_batches=n_batches, n_samples=n_used)

@@ -21,16 +21,51 @@ def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | N
       ``networkx.closeness_centrality(G, distance=...)``.
     - ``cf_local``: the Central-Filter reference score ``deg_i / Σ_{j∈N(i)} (1024 − S[i, j])``, which
       only looks at direct neighbours; 0 for an isolated node. A different measure: it ranks by
-      degree first and by similarity second.
+      degree first and by similarity second. Each node's lengths are summed in sorted order, so two
+      nodes with the same multiset of neighbour similarities tie exactly.
+
+    Parameters
+    ----------
+    S : array or tensor (C, C)
+        Filter similarities (``filter_similarity``), symmetric up to rounding; NaN = no edge.
+    kind : {"shortest_path", "cf_local"}
+        Which closeness.
+    threshold : float, optional
+        Only pairs with ``S[i, j] > threshold`` are edges.
+
+    Returns
+    -------
+    ndarray (C,) of float64 closeness values.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind``, a non-square or asymmetric ``S``, or (``shortest_path``) an edge
+        with ``S > 1``, whose length would be negative.
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2 and the authors'
+    ``rank.py`` (``get_closeness_2``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import closeness_centrality
+    >>> S = np.array([[1.0, 0.5, 0.2], [0.5, 1.0, np.nan], [0.2, np.nan, 1.0]])
+    >>> closeness_centrality(S).round(4)    # node 0: 2 / (0.5 + 0.8); node 1: 2 / (0.5 + 1.3)
+    array([1.5385, 1.1111, 0.9524])
+    >>> 1 / closeness_centrality(S, kind="cf_local")    # the mean of 1024 − S over the neighbours
+    array([1023.65, 1023.5 , 1023.8 ])
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
-    S = as_square_matrix(S)
+    S = as_square_matrix(S, symmetric=True)
     edges = similarity_graph(S, threshold)
     c = len(S)
     if kind == "cf_local":
         degree = edges.sum(axis=1)
-        lengths = np.where(edges, CF_OFFSET - np.where(edges, S, 0.0), 0.0).sum(axis=1)
+        lengths = np.sort(np.where(edges, CF_OFFSET - np.where(edges, S, 0.0), 0.0), axis=1).sum(axis=1)
         return np.where(degree > 0, degree / np.where(degree > 0, lengths, 1.0), 0.0)
     length = np.where(edges, 1.0 - np.where(edges, S, 0.0), 0.0)
     if (length < 0).any():

@@ -7,55 +7,212 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from tqdm import tqdm
 
-from .._arrays import as_features
+from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.knn import knn_graph
-from ..builders.similarity import gram, normalized_rows
+from ..builders.similarity import NORM_FLOOR, gram
+
+REFERENCE = "Chen et al. 2021, graph-based similarity"
 
 
-def sample_graph(X, k: int | None = 5, *, metric: str = "cosine", name: str = "X", device=None) -> sp.csr_matrix:
-    """The GBS sample graph of one layer: ``knn_graph(X, k)`` (cosine, (A + Aᵀ)/2), or for
-    ``k=None`` the full cosine similarity matrix with a zero diagonal."""
+def _full_graph(X, metric: str, name: str, device) -> torch.Tensor:
+    """The full sample graph of one layer as a dense float64 (N, N) tensor, diagonal 0: the float32
+    Gram of the rows (row-centred for ``correlation``), divided in float64 by
+    ``max(‖x_i‖, 1e-8)·max(‖x_j‖, 1e-8)`` for cosine and correlation. The rows are first scaled by
+    a power of two when their magnitude would overflow or underflow float32 products (exact, and
+    the norm floor is scaled with them, so the result is the unscaled definition's)."""
+    if metric not in ("cosine", "correlation", "linear"):
+        raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
+    Xt = as_features(X, name=name, device=device, check_finite=False)
+    Xt, exponent = power_of_two_scaled(Xt, name=name)
+    if metric == "correlation":
+        Xt = Xt - Xt.mean(dim=1, keepdim=True)
+    S = gram(Xt).double()
+    if metric != "linear":
+        norms = torch.linalg.vector_norm(Xt, dim=1).double().clamp_min(NORM_FLOOR * 2.0 ** -exponent)
+        S /= norms[:, None]
+        S /= norms[None, :]
+    S.fill_diagonal_(0.0)
+    return S
+
+
+def sample_graph(X, k: int | None = None, *, metric: str = "cosine", name: str = "X", device=None) -> sp.csr_matrix:
+    """The GBS sample graph of one layer: for ``k=None`` (default, as the authors' code) the full
+    similarity matrix with a zero diagonal (every pair an edge, negative weights kept); for an
+    integer ``k`` the kNN graph ``knn_graph(X, k)`` ((A + Aᵀ)/2, as modularity's).
+
+    Parameters
+    ----------
+    X : array or tensor (N, ...)
+        One layer's features, flattened to (N, D).
+    k : int, optional
+        Neighbours per sample; None = the full graph.
+    metric : {"cosine", "correlation", "linear"}
+        Sample similarity (cosine: rows divided by max(‖x‖, 1e-8)).
+    name : str
+        Name used in error messages.
+    device : str or torch.device, optional
+        Where to compute.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix (N, N) of float64 weights.
+
+    Raises
+    ------
+    ValueError
+        For NaN/Inf features, too few samples, or N ≤ k.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.analyzers import sample_graph
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> sample_graph(X).toarray().round(4)
+    array([[0.    , 0.    , 0.7071],
+           [0.    , 0.    , 0.7071],
+           [0.7071, 0.7071, 0.    ]])
+    """
     if k is not None:
         return knn_graph(X, k, metric=metric, name=name, device=device)
-    Xt = as_features(X, name=name, device=device)
-    S = normalized_rows(Xt, metric)
-    S = gram(S).double()
-    S.fill_diagonal_(0.0)
-    return sp.csr_matrix(S.cpu().numpy())
+    return sp.csr_matrix(_full_graph(X, metric, name, device).cpu().numpy())
 
 
-def _row_normalised(A: sp.csr_matrix, name: str) -> sp.csr_matrix:
+def _warn_zero_rows(n_zero: int, name: str):
+    if n_zero:
+        warnings.warn(f"{name}: {n_zero} sample(s) have an all-zero adjacency row; each contributes 0 "
+                      "to GBS.", stacklevel=4)
+
+
+def _row_normalised(A, name: str):
+    """Rows of a dense tensor or a CSR matrix divided by their L2 norms; all-zero rows stay zero
+    (with a warning)."""
+    if isinstance(A, torch.Tensor):
+        norms = torch.linalg.vector_norm(A, dim=1, keepdim=True)
+        _warn_zero_rows(int((norms == 0).sum()), name)
+        return A / torch.where(norms == 0, torch.ones_like(norms), norms)
     norms = np.sqrt(np.asarray(A.multiply(A).sum(axis=1)).ravel())
     zero = norms == 0
-    if zero.any():
-        warnings.warn(f"{name}: {int(zero.sum())} sample(s) have an all-zero adjacency row; each "
-                      "contributes 0 to GBS.", stacklevel=3)
+    _warn_zero_rows(int(zero.sum()), name)
     inv = np.where(zero, 0.0, 1.0 / np.where(zero, 1.0, norms))
     return sp.csr_matrix(sp.diags(inv) @ A)
 
 
-def gbs(X, Y, *, k: int | None = 5, metric: str = "cosine", device=None) -> float:
+def _normalised_graph(X, k, metric, name, device):
+    graph = _full_graph(X, metric, name, device) if k is None else sample_graph(
+        X, k, metric=metric, name=name, device=device)
+    return _row_normalised(graph, name)
+
+
+def gbs(X, Y, *, k: int | None = None, metric: str = "cosine", device=None) -> float:
     """GBS(X, Y) = (1/N) Σ_i cos(A_X[i, :], A_Y[i, :]): the mean over samples of the cosine between
-    that sample's rows of the two layers' sample graphs (``sample_graph``, k = 5 by default). A row
-    that is all zero contributes 0, with a warning. Chen et al., 2021."""
+    that sample's rows of the two layers' sample graphs (``sample_graph``).
+
+    By default the graphs are the full cosine graphs (every pair, diagonal 0, negative weights
+    kept), as in the authors' code (whose ``--topk`` only feeds its motif analysis); ``k=`` uses
+    kNN graphs instead, as for modularity. A row that is all zero contributes 0, with a warning.
+    GBS(X, X) = 1; symmetric; invariant to orthogonal transforms and to isotropic (even per-sample
+    positive) scaling of X.
+
+    Parameters
+    ----------
+    X, Y : array or tensor (N, ...)
+        Two layers' features on the same N samples (flattened).
+    k : int, optional
+        Neighbours per sample in a kNN graph; None (default) = the full graph.
+    metric : {"cosine", "correlation", "linear"}
+        Sample similarity.
+    device : str or torch.device, optional
+        Where to compute.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For different N, NaN/Inf features, or N ≤ k.
+
+    Warns
+    -----
+    UserWarning
+        When some sample's adjacency row is all zero (e.g. an all-zero sample).
+
+    References
+    ----------
+    Chen et al., "Graph-Based Similarity of Neural Network Representations", arXiv 2111.11165
+    (2021); github.com/implicitDeclaration/similarity ``metric/GBS.py``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import gbs
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> round(gbs(X, X), 6), round(gbs(X, 3 * X @ np.array([[0.0, 1.0], [-1.0, 0.0]])), 6)    # rotated, scaled
+    (1.0, 1.0)
+    >>> round(gbs(X, np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])), 6)    # every row negated
+    -1.0
+    """
     nx_, ny_ = len(X), len(Y)
     if nx_ != ny_:
         raise ValueError(f"X has {nx_} samples but Y has {ny_}; GBS compares graphs on the same samples.")
-    A = _row_normalised(sample_graph(X, k, metric=metric, name="X", device=device), "X")
-    B = _row_normalised(sample_graph(Y, k, metric=metric, name="Y", device=device), "Y")
+    A = _normalised_graph(X, k, metric, "X", device)
+    B = _normalised_graph(Y, k, metric, "Y", device)
+    if k is None:
+        return float((A * B).sum() / nx_)
     return float(A.multiply(B).sum() / nx_)
 
 
-def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", device=None,
+def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine", device=None,
                progress: bool = True) -> pd.DataFrame:
     """GBS between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts``).
 
-    Each layer's sample graph is built once (O(L) builds) and its rows L2-normalised; then
-    ``GBS_ab = (1/N)·⟨Â_a, Â_b⟩`` for all pairs from one sparse product of the stacked, flattened
-    graphs. Returns a DataFrame (rows: ``acts`` layers, columns: ``acts2`` layers) with ``attrs``.
+    Each layer's sample graph (``sample_graph``: the full cosine graph by default, a kNN graph
+    with ``k=``) is built once (O(L) builds) and its rows L2-normalised; then
+    ``GBS_ab = (1/N)·⟨Â_a, Â_b⟩`` for all pairs from one stacked product of the flattened graphs
+    (dense float64, in blocks of rows, for full graphs: they take L·N²·8 bytes; sparse for kNN).
+
+    Parameters
+    ----------
+    acts : Activations or mapping layer -> array (N, ...)
+    acts2 : Activations or mapping, optional
+        A second network's layers on the same samples (cross matrix); default ``acts``.
+    k : int, optional
+        Neighbours per sample; None (default) = the full graph, as the authors' code.
+    metric : {"cosine", "correlation", "linear"}
+    device : str or torch.device, optional
+    progress : bool
+        Show a progress bar over the layers.
+
+    Returns
+    -------
+    DataFrame (rows: ``acts`` layers, columns: ``acts2`` layers); ``attrs`` record the measure,
+    reference, ``k`` ("full" for None) and ``metric``.
+
+    Raises
+    ------
+    TypeError
+        If ``acts`` or ``acts2`` is not a non-empty mapping.
+    ValueError
+        For layers with different N, NaN/Inf features, or N ≤ k.
+
+    References
+    ----------
+    Chen et al., "Graph-Based Similarity of Neural Network Representations", arXiv 2111.11165.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import gbs_matrix
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(30, 8))
+    >>> M = gbs_matrix({"a": X, "b": 2 * X, "c": rng.normal(size=(30, 8))}, progress=False)
+    >>> M.round(2).loc["a", "b"], M.attrs["k"]
+    (np.float64(1.0), 'full')
     """
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
@@ -69,17 +226,21 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", d
     if len(set(sizes.values())) > 1:
         raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
     n = next(iter(sizes.values()))
-    flat = []
-    for _, X, name in tqdm(layers, desc="GBS graphs", disable=not progress, leave=False):
-        A = _row_normalised(sample_graph(X, k, metric=metric, name=name, device=device), name)
-        flat.append(A.reshape(1, n * n))
-    M = sp.vstack(flat).tocsr()
-    G = (M @ M.T).toarray() / n
+    graphs = [_normalised_graph(X, k, metric, name, device)
+              for _, X, name in tqdm(layers, desc="GBS graphs", disable=not progress, leave=False)]
+    if k is None:
+        G = torch.zeros(len(graphs), len(graphs), dtype=torch.float64, device=graphs[0].device)
+        step = row_chunk(n, 8 * n * len(graphs))  # the stacked float64 block stays within the budget
+        for start in range(0, n, step):
+            M = torch.stack([A[start:start + step].reshape(-1) for A in graphs])
+            G += M @ M.T
+        G = (G / n).cpu().numpy()
+    else:
+        M = sp.vstack([A.reshape(1, n * n) for A in graphs]).tocsr()
+        G = (M @ M.T).toarray() / n
     na = len(acts)
     values = G if acts2 is None else G[:na, na:]
     out = pd.DataFrame(values, index=pd.Index(list(acts), name="layer"),
                        columns=pd.Index(list(other), name="layer2"))
-    return described(out, "GBS", "Chen et al. 2021, graph-based similarity", k=k, metric=metric,
-                     symmetrize="mean")
-
-
+    return described(out, "GBS", REFERENCE, k="full" if k is None else k, metric=metric,
+                     graph="full cosine graph" if k is None else "kNN graph, (A + Aᵀ)/2")

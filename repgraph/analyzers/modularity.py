@@ -1,6 +1,7 @@
 """Modularity of the class partition of sample graphs, layer by layer (Lu et al., ECCV 2022)."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -58,24 +59,116 @@ def edge_modularity(rows, cols, weights, codes, *, resolution: float = 1.0) -> f
 
 
 def _batch_bounds(n: int, batch_size: int, n_batches: int | None) -> list[tuple[int, int]]:
+    """Consecutive full batches of ``batch_size`` (all N as one batch when N < ``batch_size``), at
+    most ``n_batches``; a warning gives the count of samples left out by a partial last batch or
+    by fewer full batches than ``n_batches`` asked for."""
     if n < batch_size:
         return [(0, n)]
-    bounds = [(s, s + batch_size) for s in range(0, n - batch_size + 1, batch_size)]
-    return bounds if n_batches is None else bounds[:n_batches]
+    full = n // batch_size
+    used = full if n_batches is None else min(full, n_batches)
+    bounds = [(b * batch_size, (b + 1) * batch_size) for b in range(used)]
+    if n_batches is not None and n_batches > full:
+        warnings.warn(f"modularity_curve: n_batches={n_batches} asked for, but only {full} full batch(es) of "
+                      f"{batch_size} fit in N={n}; using {full}.", stacklevel=3)
+    if used == full and n % batch_size:
+        divisors = [b for b in range(batch_size, 1, -1) if n % b == 0]
+        hint = f" (batch_size={divisors[0]} uses all of them)" if divisors and divisors[0] > batch_size // 2 else ""
+        warnings.warn(f"modularity_curve: the last {n % batch_size} of {n} samples are left out: they do not "
+                      f"fill a batch of {batch_size}, and kNN modularity depends on the batch size, so batches "
+                      f"of another size are not averaged in{hint}.", stacklevel=3)
+    return bounds
 
 
-def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500,
-                     n_batches: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
+def _check_batch_labels(codes: np.ndarray, bounds, order) -> None:
+    """Warn about label sets that make a batch's Q meaningless: batches covering fewer classes
+    than the whole set (class-sorted data) and labels with one sample per class (continuous)."""
+    n_classes = len(np.unique(codes))
+    used = np.concatenate([order[a:b] for a, b in bounds])
+    if len(np.unique(codes[used])) == len(used) and len(used) > 1:
+        warnings.warn("modularity_curve: every sample has its own label (continuous labels?): each class is "
+                      "a single node, so Q only measures the graph, not class structure. Pass class labels.",
+                      stacklevel=3)
+        return
+    short = [(i, len(np.unique(codes[order[a:b]]))) for i, (a, b) in enumerate(bounds)]
+    short = [(i, c) for i, c in short if c < n_classes]
+    if short:
+        listed = ", ".join(f"batch {i}: {c}" for i, c in short[:5]) + (" ..." if len(short) > 5 else "")
+        warnings.warn(f"modularity_curve: {len(short)} of {len(bounds)} batch(es) cover fewer than the "
+                      f"{n_classes} classes ({listed}): the data look sorted by class, and such a batch's Q "
+                      "is not comparable. Pass shuffle=<seed> (or shuffle the data).", stacklevel=3)
+
+
+def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_batches: int | None = None,
+                     shuffle: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
     """Layer-wise modularity of the ground-truth class partition (Lu et al., ECCV 2022, §3).
 
     For every layer and every consecutive batch of ``batch_size`` samples (the reference protocol:
     the first 5 batches of 500 unshuffled test samples, ``n_batches=5``; ``None`` uses every full
     batch, or one batch of all N when N < ``batch_size``): flatten to (N, D), cosine kNN graph with
-    ``k`` neighbours, ``A = (A + Aᵀ)/2``, then ``modularity(A, labels)``. ``modularity`` is the mean
-    over batches, ``std`` their population standard deviation.
+    ``k`` neighbours (``knn_graph``), ``A = (A + Aᵀ)/2``, then ``modularity(A, labels)``.
+    ``modularity`` is the mean over batches, ``std`` their sample standard deviation (ddof = 1, as
+    the reference's ``torch.std``; NaN when there is one batch).
 
-    ``acts``: ``Activations`` or a mapping layer -> array; ``labels`` default to ``acts.labels``.
-    Returns a DataFrame (layer, depth, modularity, std, n_samples); ``attrs`` record the parameters.
+    Parameters
+    ----------
+    acts : Activations or mapping layer -> array (N, ...)
+    labels : array (N,), optional
+        Class of each sample; default ``acts.labels``.
+    k : int
+        Neighbours per sample (Lu et al.: 3).
+    batch_size : int
+        Samples per graph (Lu et al.: 500). Only full batches are averaged (kNN modularity depends
+        on the batch size); samples that do not fill one are left out with a warning.
+    n_batches : int, optional
+        Use only the first ``n_batches`` batches (≥ 1); default all.
+    shuffle : int, optional
+        Seed of a random assignment of samples to batches, the same for every layer, for data
+        sorted by class (each batch keeps its samples in their original order).
+    device : str or torch.device, optional
+    progress : bool
+        Show a progress bar over the layers.
+
+    Returns
+    -------
+    DataFrame (layer, depth, modularity, std, n_samples); ``attrs`` record the parameters,
+    ``n_batches_used`` and ``n_samples`` (the samples used).
+
+    Raises
+    ------
+    TypeError
+        If ``acts`` is not a non-empty mapping.
+    ValueError
+        Without labels, for labels of the wrong length, ``k`` < 1, ``batch_size`` < 2,
+        ``n_batches`` < 1, NaN/Inf features (naming the layer), or a batch with N ≤ k.
+
+    Warns
+    -----
+    UserWarning
+        When samples are left out (with the count); when batches cover fewer classes than the
+        whole label set (sorted data: use ``shuffle``); when every sample has its own label
+        (continuous labels); when a layer is constant over a batch (every sample alike).
+
+    Notes
+    -----
+    Lu et al.'s code lets a node pick itself (weight 0) when it has fewer than k positive
+    similarities; here the k neighbours are always other nodes (see ``knn_graph``).
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022;
+    github.com/yaolu-zjut/Dynamic-Graphs-Construction.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import modularity_curve
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.arange(200) % 4
+    >>> centres = 5 * rng.normal(size=(4, 10))
+    >>> layers = {"noise": rng.normal(size=(200, 10)), "clusters": centres[labels] + rng.normal(size=(200, 10))}
+    >>> curve = modularity_curve(layers, labels, batch_size=100, progress=False)
+    >>> curve[["layer", "n_samples"]].values.tolist(), bool(curve["modularity"].iloc[1] > 0.7)
+    ([['noise', 200], ['clusters', 200]], True)
     """
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
@@ -83,27 +176,44 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500,
         labels = getattr(acts, "labels", None)
         if labels is None:
             raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2, got {batch_size}.")
-    rows = []
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}.")
+    if n_batches is not None and (not isinstance(n_batches, (int, np.integer)) or isinstance(n_batches, bool)
+                                  or n_batches < 1):
+        raise ValueError(f"n_batches must be None (every full batch) or an integer >= 1, got {n_batches!r}.")
     layers = list(acts)
+    n = len(acts[layers[0]])
+    codes_all = as_label_codes(labels, n, name=f"labels (for layer {layers[0]!r})")
+    order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
+    bounds = _batch_bounds(n, batch_size, n_batches)
+    batches = [np.sort(order[a:b]) for a, b in bounds]
+    _check_batch_labels(codes_all, bounds, order)
+    rows = []
     for depth, layer in enumerate(tqdm(layers, desc="modularity", disable=not progress, leave=False)):
         X = acts[layer]
         codes = as_label_codes(labels, X.shape[0], name=f"labels (for layer {layer!r})")
-        values = []
-        bounds = _batch_bounds(X.shape[0], batch_size, n_batches)
-        for start, stop in bounds:
-            name = f"layer {layer!r} (samples {start}:{stop})"
-            Xb = as_features(X[start:stop], name=name, device=device, check_finite=False)
-            n = Xb.shape[0]
-            if n <= k:
-                raise ValueError(f"{name} has N={n} samples but k={k}: a kNN graph needs N > k.")
+        values, constant = [], 0
+        for (start, stop), idx in zip(bounds, batches):
+            name = f"layer {layer!r} (samples {start}:{stop}{', shuffled' if shuffle is not None else ''})"
+            rows_b = X[start:stop] if shuffle is None else X[idx]
+            Xb = as_features(rows_b, name=name, device=device, check_finite=False)
+            n_b = Xb.shape[0]
+            if n_b <= k:
+                raise ValueError(f"{name} has N={n_b} samples but k={k}: a kNN graph needs N > k.")
+            constant += bool((Xb == Xb[:1]).all())
             r, c, w = knn_edges(Xb, k, "cosine", name=name)
-            values.append(edge_modularity(r, c, w, codes[start:stop]))  # of (A + Aᵀ)/2
+            values.append(edge_modularity(r, c, w, codes[idx]))  # of (A + Aᵀ)/2
+        if constant:
+            warnings.warn(f"modularity_curve: layer {layer!r} is constant (every sample has the same features) "
+                          f"in {constant} of {len(bounds)} batch(es): its kNN graph, and Q, only reflect "
+                          "tie-breaking by index.", stacklevel=2)
         rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
-                     "std": float(np.std(values)), "n_samples": sum(b - a for a, b in bounds)})
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+                     "n_samples": sum(b - a for a, b in bounds)})
     curve = pd.DataFrame(rows, columns=["layer", "depth", "modularity", "std", "n_samples"])
     return described(curve, "modularity of the label partition on a cosine kNN graph", "Lu et al., ECCV 2022",
-                     k=k, batch_size=batch_size, n_batches=n_batches, symmetrize="mean", metric="cosine")
+                     k=k, batch_size=batch_size, n_batches=n_batches, n_batches_used=len(bounds),
+                     n_samples=sum(b - a for a, b in bounds), shuffle=shuffle, symmetrize="mean",
+                     metric="cosine")

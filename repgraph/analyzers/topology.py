@@ -129,6 +129,39 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     point is the first level with β1 > 0 in the flag complex, 0 if none at a level ≤ ``max_level``.
     Depends only on the order of values. Exact and in-process (``birth_point_of_map``), in parallel
     over ``n_jobs`` processes for 20 000 maps or more (default: all cores; 1 = serial).
+
+    Parameters
+    ----------
+    fmaps : array or tensor (N, C, H, H)
+        Square 2-D maps; the 1-D maps (N, C, L) of a Conv1d have no such graph and are refused.
+    max_level : int
+        Highest level at which a birth counts.
+    max_edge_density : float
+        Fraction of the C(H, 2) edges that may enter the filtration.
+    n_jobs : int, optional
+        Worker processes for large inputs.
+
+    Returns
+    -------
+    ndarray (N, C) of int64.
+
+    Raises
+    ------
+    ValueError
+        For maps that are not square 2-D (including 1-D maps), smaller than 3×3, or not finite.
+
+    References
+    ----------
+    Zhao & Zhang, arXiv 2103.09716 / ICLR 2022 (feature entropy of units).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import birth_points
+    >>> M = np.zeros((4, 4))    # a 4-cycle with sides 10, 9, 8, 7 and diagonals 2, 1
+    >>> M[0, 1], M[1, 2], M[2, 3], M[0, 3], M[0, 2], M[1, 3] = 10, 9, 8, 7, 2, 1
+    >>> birth_points(M[None, None])
+    array([[3]])
     """
     A = as_feature_maps(fmaps, square=True, dtype=torch.float64)
     n, c, h, _ = A.shape
@@ -171,12 +204,42 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
 
 
 def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
-    """Feature entropy per unit (Zhao & Zhang): from (N, C, H, W) maps of one class's images (birth
-    points computed first, ``birth_kwargs`` passed on) or from an (N, C) birth-point array.
-    Returns (unit, entropy, selective_rate, ineffectiveness)."""
+    """Feature entropy per unit (Zhao & Zhang) of one class's images: ``selective_rate`` = fraction
+    of zero birth points, p = distribution of the non-zero ones, ``entropy = −Σ p ln p``,
+    ``ineffectiveness = entropy/(1 − selective_rate)`` (= entropy when the rate is 1).
+
+    Parameters
+    ----------
+    fmaps_or_birth_points : array (N, C, H, H) of square 2-D maps, or (N, C) birth points
+        Maps get their birth points first (``birth_points``, which refuses 1-D maps).
+    **birth_kwargs
+        Passed on to ``birth_points``.
+
+    Returns
+    -------
+    DataFrame (unit, entropy, selective_rate, ineffectiveness); lower ineffectiveness = a more
+    effective unit.
+
+    Raises
+    ------
+    ValueError
+        For maps that ``birth_points`` refuses, or birth points that are not (N, C).
+
+    References
+    ----------
+    Zhao & Zhang, arXiv 2103.09716 / ICLR 2022 (feature entropy of units).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import feature_entropy
+    >>> table = feature_entropy(np.array([[1], [2], [3], [0]]))    # ln 3 / (1 − 1/4)
+    >>> round(float(table.loc[0, "ineffectiveness"]), 4)
+    1.4648
+    """
     data = fmaps_or_birth_points
     ndim = data.ndim if hasattr(data, "ndim") else np.asarray(data).ndim
-    points = birth_points(data, **birth_kwargs) if ndim == 4 else np.asarray(data)
+    points = birth_points(data, **birth_kwargs) if ndim >= 3 else np.asarray(data)
     out = entropy_of_birth_points(points)
     return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
 
@@ -213,10 +276,33 @@ def entropy_ranking_scores(table) -> np.ndarray:
 def persistence_entropy(fmaps) -> np.ndarray:
     """(N, C) persistence entropy of each raw map's sublevel cubical complex (gudhi): finite bars of
     lengths l_i, p_i = l_i/Σl, −Σ p ln p (natural log); 0 when there is no finite bar of positive
-    length. A spatial measure, different from the rank-filtration ``feature_entropy``."""
+    length. A spatial measure, different from the rank-filtration ``feature_entropy``.
+
+    Parameters
+    ----------
+    fmaps : array or tensor (N, C, H, W) or (N, C, L)
+        Raw maps (a 1-D map gives a 1-D cubical complex).
+
+    Returns
+    -------
+    ndarray (N, C) of float64.
+
+    Raises
+    ------
+    ValueError
+        For another shape or NaN/Inf in the maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import persistence_entropy
+    >>> row = np.array([0.0, 5, 1, 6, 3])    # finite bars 1 -> 5 and 3 -> 6: lengths 4 and 3
+    >>> round(float(persistence_entropy(row.reshape(1, 1, 5))[0, 0]), 4)
+    0.6829
+    """
     import gudhi
 
-    A = as_feature_maps(fmaps).double().cpu().numpy()
+    A = as_feature_maps(fmaps, one_d=True).double().cpu().numpy()
     n, c = A.shape[:2]
     out = np.zeros((n, c))
     for i in range(n):

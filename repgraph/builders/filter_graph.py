@@ -9,21 +9,61 @@ from .._arrays import as_feature_maps, as_square_matrix
 
 
 def filter_similarity(fmaps, *, device=None, chunk: int = 16):
-    """S[i, j] = mean over images of the Pearson correlation of maps i and j (flattened H·W).
+    """Central-Filter similarity of a layer's filters: ``S[i, j]`` = mean over images of the
+    Pearson correlation of maps i and j (each flattened).
 
     Per image, in this order: both maps constant (including both all-zero) → +1; exactly one map
     all-zero → −1; one map constant non-zero and the other varying → undefined (NaN, which
-    propagates into the mean, so S[i, j] is NaN and never becomes an edge); otherwise Pearson.
+    propagates into the mean, so ``S[i, j]`` is NaN and never becomes an edge); otherwise Pearson.
     ``S[i, i] = 1``. One standardised (C × C) product per image, ``chunk`` images at a time, float64
-    sums. Returns a numpy array (torch tensor for torch input). Duan et al., arXiv 2112.05493.
+    sums; the result is exactly symmetric.
+
+    Parameters
+    ----------
+    fmaps : array or tensor, shape (N, C, H, W) or (N, C, L)
+        The layer's (post-ReLU) maps; (N, C, L) are the maps of a 1-D convolution.
+    device : str or torch.device, optional
+        Where to compute (default: where ``fmaps`` are).
+    chunk : int
+        Images per batched product.
+
+    Returns
+    -------
+    S : ndarray (C, C), or a float64 tensor for tensor input
+
+    Raises
+    ------
+    ValueError
+        For another shape, fewer than 2 channels, or NaN/Inf in ``fmaps``.
+
+    Notes
+    -----
+    The authors' ``rank.py`` tests "sums to 0" where this tests "all zero" (the same for post-ReLU
+    maps) and computes (i, j) and (j, i) separately, so its saved matrices are symmetric only up to
+    ~1e-16; ``central_filters`` accepts those.
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import filter_similarity
+    >>> maps = np.array([[[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [3.0, 2.0, 1.0], [0.0, 0.0, 0.0]]])  # (1, 4, 3)
+    >>> filter_similarity(maps).round(3)
+    array([[ 1.,  1., -1., -1.],
+           [ 1.,  1., -1., -1.],
+           [-1., -1.,  1., -1.],
+           [-1., -1., -1.,  1.]])
     """
-    A = as_feature_maps(fmaps, device=device, min_channels=2, dtype=torch.float64)
+    A = as_feature_maps(fmaps, device=device, min_channels=2, dtype=torch.float64, one_d=True)
     n, c = A.shape[:2]
     A = A.reshape(n, c, -1)
     total = torch.zeros(c, c, dtype=torch.float64, device=A.device)
     eye = torch.eye(c, dtype=torch.bool, device=A.device)
     for start in range(0, n, chunk):
-        a = A[start:start + chunk].double()
+        a = A[start:start + chunk]
         centred = a - a.mean(dim=2, keepdim=True)
         std = centred.norm(dim=2, keepdim=True)
         constant = (a.amax(dim=2) == a.amin(dim=2))
@@ -44,12 +84,40 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
 
 
 def similarity_graph(S, threshold: float | None = None) -> np.ndarray:
-    """Boolean adjacency of the filter graph: i ≠ j, ``S[i, j]`` finite and, if given, > ``threshold``."""
-    S = as_square_matrix(S)
+    """Boolean adjacency of the filter graph: edge (i, j) when i ≠ j, ``S[i, j]`` is finite and,
+    if ``threshold`` is given, ``S[i, j] > threshold``.
+
+    Parameters
+    ----------
+    S : array or tensor (C, C)
+        A filter-similarity matrix, symmetric up to rounding (``as_square_matrix(symmetric=True)``:
+        ``|S − Sᵀ| ≤ 1e-12·max|S|`` is averaged away).
+    threshold : float, optional
+        Keep only pairs more similar than this.
+
+    Returns
+    -------
+    ndarray of bool (C, C), symmetric, with a False diagonal.
+
+    Raises
+    ------
+    ValueError
+        If ``S`` is not square or is asymmetric beyond rounding (the message names the largest
+        ``|S − Sᵀ|``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import similarity_graph
+    >>> S = np.array([[1.0, 0.9, np.nan], [0.9, 1.0, 0.2], [np.nan, 0.2, 1.0]])
+    >>> similarity_graph(S, 0.5).astype(int)
+    array([[0, 1, 0],
+           [1, 0, 0],
+           [0, 0, 0]])
+    """
+    S = as_square_matrix(S, symmetric=True)
     with np.errstate(invalid="ignore"):
         edges = np.isfinite(S) & ~np.eye(len(S), dtype=bool)
         if threshold is not None:
             edges &= S > threshold
-    if not (edges == edges.T).all():
-        raise ValueError("S is not symmetric; a filter-similarity matrix must be.")
     return edges

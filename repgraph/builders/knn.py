@@ -5,7 +5,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._arrays import as_features, non_finite_error, row_chunk
+from .._arrays import as_features, non_finite_error, power_of_two_scaled, row_chunk
 from .similarity import NORM_FLOOR, gram
 
 SYMMETRIZE = ("mean", "max", "mutual", None)
@@ -32,9 +32,10 @@ def topk_lowest_index(S: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.
     return take.nonzero()[:, 1].view(-1, k)
 
 
-def _exact_rows(X, batch, rows, scaled, k):
+def _exact_rows(X, batch, rows, floor, k):
     """Float64 similarities of the rows ``X[batch, rows]`` to every row of their own batch of ``X``
-    (B, n, D); the top-k indices (ties: lowest index) and values."""
+    (B, n, D) (divided by the norms clamped at ``floor`` unless ``floor`` is None: linear); the top-k
+    indices (ties: lowest index) and values."""
     idx = torch.empty(len(rows), k, dtype=torch.long, device=X.device)
     val = torch.empty(len(rows), k, dtype=torch.float64, device=X.device)
     for b in batch.unique().tolist():  # rows whose whole batch is in doubt are rare
@@ -42,16 +43,16 @@ def _exact_rows(X, batch, rows, scaled, k):
         Xc = X[b].double()
         Xr = Xc[rows[sel]]
         S = Xr @ Xc.T
-        if scaled:
-            S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
-                     * torch.linalg.vector_norm(Xc, dim=1).clamp_min(NORM_FLOOR)[None, :])
+        if floor is not None:
+            S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(floor)[:, None]
+                     * torch.linalg.vector_norm(Xc, dim=1).clamp_min(floor)[None, :])
         S[torch.arange(len(sel), device=S.device), rows[sel]] = -torch.inf
         pick = topk_lowest_index(S, k)
         idx[sel], val[sel] = pick, S.gather(1, pick)
     return idx, val
 
 
-def _rescore_band(X, batch, rows, values, cand, kth, band, k, scaled):
+def _rescore_band(X, batch, rows, values, cand, kth, band, k, floor):
     """Top-k of the rows ``X[batch, rows]`` of ``X`` (B, n, D) when only the candidates within
     ``band`` of the k-th float32 value are in doubt: candidates above the band are kept, those in it
     are re-scored in float64 and the best fill the remaining places (ties within ``TIE_RTOL``:
@@ -66,9 +67,9 @@ def _rescore_band(X, batch, rows, values, cand, kth, band, k, scaled):
     Xr = X[batch, rows].double()
     Xc = X[batch[:, None], cols].double()
     exact = torch.einsum("rd,rtd->rt", Xr, Xc)
-    if scaled:
-        exact = exact / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
-                         * torch.linalg.vector_norm(Xc, dim=2).clamp_min(NORM_FLOOR))
+    if floor is not None:
+        exact = exact / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(floor)[:, None]
+                         * torch.linalg.vector_norm(Xc, dim=2).clamp_min(floor))
     scale = exact.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
     key = torch.where(valid, torch.round(exact / (scale * TIE_RTOL)), torch.full_like(exact, -torch.inf))
     # order: descending exact value; a stable sort of the index-sorted columns keeps ties lowest-index first
@@ -83,11 +84,11 @@ def _rescore_band(X, batch, rows, values, cand, kth, band, k, scaled):
     return out_idx, out_val
 
 
-def _nearest(S, X, batch, rows, band, k, scaled):
+def _nearest(S, X, batch, rows, band, k, floor):
     """The k neighbours of the float64 definition for each row of ``S`` (r, n): the float32
     similarities of the rows ``X[batch, rows]`` to the n rows of their batch of ``X`` (B, n, D), self
     set to −inf. ``band`` (r,) is each row's float32 error band. Returns indices (r, k) within the
-    batch and float64 weights (r, k).
+    batch and float64 weights (r, k). ``floor``: the cosine's norm floor, None for linear.
 
     Rows whose k-th and (k+1)-th float32 values lie within ``band`` have the candidates inside the
     band re-scored in float64 (``_rescore_band``), or the whole row (``_exact_rows``) when the band
@@ -109,35 +110,42 @@ def _nearest(S, X, batch, rows, band, k, scaled):
             if len(r):
                 g = near[r]
                 idx[g], w[g] = _rescore_band(X, batch[g], rows[g], cand_vals[r], cand[r], kth[g], band[g],
-                                             k, scaled)
+                                             k, floor)
         for g in near[whole].split(row_chunk(len(near), 8 * n)):  # float64 rows
             if len(g):
-                idx[g], w[g] = _exact_rows(X, batch[g], rows[g], scaled, k)
+                idx[g], w[g] = _exact_rows(X, batch[g], rows[g], floor, k)
     return idx, w
 
 
 def _prepared(X, metric: str, name: str):
-    """``X`` (B, n, D) as the metric sees it (row-centred for correlation), the per-row scale of
-    the cosine (None for linear) and the per-row float32 error band
-    ``ERROR_FACTOR·(sqrt(D) + 8)·eps(float32)·scale`` (scale 1 for cosine and correlation,
-    ``‖x_i‖·max_j ‖x_j‖`` over the batch for linear); NaN/Inf found from the row norms."""
-    if metric == "correlation":
-        X = X - X.mean(dim=2, keepdim=True)
-    elif metric not in ("cosine", "linear"):
+    """``(X, scale, floor, band, exponent)``: ``X`` (B, n, D) as the metric sees it — scaled by
+    ``2^-exponent`` when its float32 products would overflow (exact: cosines unchanged, linear
+    weights scaled back by the caller), row-centred for correlation —, the per-row scale of the
+    cosine and its norm floor (the 1e-8 floor of the unscaled rows; both None for linear), and the
+    per-row float32 error band ``ERROR_FACTOR·(sqrt(D) + 8)·eps(float32)·scale`` (scale 1 for
+    cosine and correlation, ``‖x_i‖·max_j ‖x_j‖`` over the batch for linear). NaN/Inf raises
+    ``ValueError`` naming the batch."""
+    if metric not in ("cosine", "correlation", "linear"):
         raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
     n_batches, n, d = X.shape
-    norms = torch.linalg.vector_norm(X, dim=2)
-    finite = torch.isfinite(norms)
+    finite = torch.isfinite(X).all(dim=2)
     if not bool(finite.all()):
         b = int((~finite).any(dim=1).nonzero()[0])
         where = name if n_batches == 1 else f"{name} (batch {b})"
         raise non_finite_error(where, int((~finite[b]).sum()), n)
+    X, exponent = power_of_two_scaled(X, name=name, shrink_only=True)
+    if metric == "correlation":
+        X = X - X.mean(dim=2, keepdim=True)
+    norms = torch.linalg.vector_norm(X, dim=2)
     if metric == "linear":
-        scale, band_scale = None, norms * norms.amax(dim=1, keepdim=True)
+        scale = floor = None
+        band_scale = norms * norms.amax(dim=1, keepdim=True)
     else:
-        scale, band_scale = 1.0 / norms.clamp_min(NORM_FLOOR), torch.ones_like(norms)
+        floor = NORM_FLOOR * 2.0 ** -exponent
+        scale = (1.0 / norms.double().clamp_min(floor)).clamp_max(torch.finfo(torch.float32).max).float()
+        band_scale = torch.ones_like(norms)
     band = ERROR_FACTOR * (d ** 0.5 + 8.0) * torch.finfo(torch.float32).eps * band_scale
-    return X, scale, band
+    return X, scale, floor, band, exponent
 
 
 def _similarities(X, scale, b0: int, b1: int, r0: int, r1: int) -> torch.Tensor:
@@ -170,7 +178,9 @@ def knn_edges_batched(X: torch.Tensor, k: int, metric: str = "cosine", *, name: 
     float32 error band ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band re-scored
     in float64 (the whole row when the band reaches past the k+8 candidates), so float32 rounding
     never decides a neighbour or a tie. On a GPU that is one set of kernel launches per group of
-    batches instead of one per batch.
+    batches instead of one per batch. Values whose float32 products would overflow (e.g. ≈1e30)
+    are first scaled down by a power of two, the norm floor with them (exact: cosines unchanged,
+    linear weights scaled back in float64).
 
     Parameters
     ----------
@@ -213,7 +223,7 @@ def knn_edges_batched(X: torch.Tensor, k: int, metric: str = "cosine", *, name: 
     if not 1 <= k < n:
         raise ValueError(f"k={k} but {name} has n={n} samples per batch: a kNN graph needs 1 <= k < n; "
                          "use a smaller k or larger batches.")
-    X, scale, band = _prepared(X, metric, name)
+    X, scale, floor, band, exponent = _prepared(X, metric, name)
     rows_step = row_chunk(n, 4 * n)  # float32 similarity rows
     batch_step = row_chunk(n_batches, 4 * n * n) if rows_step == n else 1
     edges = []
@@ -225,10 +235,12 @@ def knn_edges_batched(X: torch.Tensor, k: int, metric: str = "cosine", *, name: 
             S = _similarities(X, scale, b0, b1, r0, r1).view(-1, n)
             batch = torch.arange(b0, b1, device=X.device).repeat_interleave(r1 - r0)
             rows = torch.arange(r0, r1, device=X.device).repeat(b1 - b0)
-            i, v = _nearest(S, X, batch, rows, band[b0:b1, r0:r1].reshape(-1), k, scale is not None)
+            i, v = _nearest(S, X, batch, rows, band[b0:b1, r0:r1].reshape(-1), k, floor)
             idx.append(i.view(b1 - b0, r1 - r0, k))
             w.append(v.view(b1 - b0, r1 - r0, k))
         idx, w = torch.cat(idx, dim=1).cpu().numpy(), torch.cat(w, dim=1).cpu().numpy()
+        if metric == "linear" and exponent:
+            w *= 4.0 ** exponent  # undo the power-of-two scaling of X (exact in float64)
         edges += [(np.repeat(np.arange(n), k), idx[j].reshape(-1), w[j].reshape(-1)) for j in range(b1 - b0)]
     return edges
 
@@ -242,8 +254,9 @@ def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X
     in row chunks bounded by a memory budget. Rows whose k-th and (k+1)-th float32 similarities lie
     within the float32 error band ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band
     re-scored in float64 (the whole row when the band reaches past the k+8 candidates), so float32
-    rounding never decides a neighbour or a tie. ``knn_edges_batched`` with one batch.
-    NaN/Inf in X is detected from the row norms (one pass over X).
+    rounding never decides a neighbour or a tie. Values whose float32 products would overflow
+    (e.g. ≈1e30) are first scaled down by a power of two (exact). ``knn_edges_batched`` with one
+    batch. NaN/Inf in X raises ``ValueError`` naming ``name``.
     """
     return knn_edges_batched(X[None], k, metric, name=name)[0]
 
@@ -279,6 +292,46 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     ``A = (A + Aᵀ)/2`` by default (see ``symmetrized``). ``negative``: ``keep`` negative weights (as
     networkx does), ``clip`` them to 0 (drop the edge) or ``raise``. Returns a float64 CSR matrix;
     zero-weight edges are not stored.
+
+    Parameters
+    ----------
+    X : array or tensor (N, ...)
+        Features, flattened to (N, D).
+    k : int
+        Neighbours per node (Lu et al.: 3).
+    metric : {"cosine", "correlation", "linear"}
+    symmetrize : {"mean", "max", "mutual", None}
+    negative : {"keep", "clip", "raise"}
+    device : str or torch.device, optional
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix (N, N) of float64 weights.
+
+    Raises
+    ------
+    ValueError
+        For N ≤ k, a bad option, NaN/Inf in ``X``, or negative weights with ``negative="raise"``.
+
+    Notes
+    -----
+    Lu et al.'s code (github.com/yaolu-zjut/Dynamic-Graphs-Construction) ranks each row of the
+    similarity matrix with its zeroed diagonal still in it, so a node with fewer than k positive
+    similarities "picks itself" with weight 0 (no edge) instead of its next, negative-similarity
+    neighbour. Here, as DESIGN §4.1 says, the k neighbours are always other nodes; the two differ
+    only in that case (pre-ReLU layers, dead rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import knn_graph
+    >>> X = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    >>> knn_graph(X, k=1).toarray().round(3)    # 0 and 1 choose each other; 2 chooses 1 (one-sided: s/2)
+    array([[0.   , 0.995, 0.   ],
+           [0.995, 0.   , 0.05 ],
+           [0.   , 0.05 , 0.   ]])
     """
     if symmetrize not in SYMMETRIZE:
         raise ValueError(f"symmetrize must be one of {SYMMETRIZE}, got {symmetrize!r}.")

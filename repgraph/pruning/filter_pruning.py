@@ -18,15 +18,52 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
                   ratio_dict: Mapping | None = None, example_input, ignored=()) -> nn.Module:
     """A pruned copy of ``model`` with the lowest-scored output filters of the scored convs removed.
 
-    ``scores``: conv name -> (C_out,) importance (any repgraph criterion, e.g. ``l1_scores(model)``,
-    ``hrank_scores(acts)``, or the user's own; higher = keep), or conv name -> ``CentralFilters``
-    (its ``pruned`` filters go, and each delegate's input weights in the next conv are first added
-    onto its central filter's). Channels coupled by residual additions form one Torch-Pruning group:
-    their scores (each divided by its max |score|) are averaged and pruned together, so the model
-    stays valid. ``ratio`` (or ``ratio_dict[name]``) is the fraction of a group's channels to remove:
-    ``ceil(C·ratio)`` of them, the rule of every ratio in repgraph. The final classifier and the
-    modules named in ``ignored`` are never pruned.
-    The returned model really has fewer channels; ``model`` is untouched.
+    Channels coupled by residual additions form one Torch-Pruning group: their scores (each
+    divided by its max |score|) are averaged and pruned together, so the model stays valid.
+    ``ratio`` (or ``ratio_dict[name]``) is the fraction of a group's channels to remove:
+    ``ceil(C·ratio)`` of them, the rule of every ratio in repgraph. A ``CentralFilters`` selection
+    prunes exactly its ``pruned`` filters after adding each one's input weights in the next conv(s)
+    onto its central filter's (``W′[:, j] += Σ_{k ∈ delegates(j)} W′[:, k]``). Works for Conv1d,
+    Conv2d and Conv3d models. The final classifier and the modules named in ``ignored`` are never
+    pruned. The returned model really has fewer channels; ``model`` is untouched.
+
+    Parameters
+    ----------
+    model : nn.Module
+    scores : mapping
+        conv name -> (C_out,) importance (any repgraph criterion, e.g. ``l1_scores(model)``,
+        ``hrank_scores(acts)``, or the user's own; higher = keep), or conv name ->
+        ``CentralFilters``.
+    ratio : float, optional
+        Fraction in [0, 1) of each scored group's channels to remove.
+    ratio_dict : mapping, optional
+        conv name -> its own fraction.
+    example_input : tensor
+        One input batch, to trace the model's dependencies.
+    ignored : iterable of str
+        Module names never to prune.
+
+    Returns
+    -------
+    nn.Module
+        The pruned copy.
+
+    Raises
+    ------
+    ValueError
+        Without a ratio, for unknown layer names, scores of the wrong length or with NaN/Inf,
+        coupled convs of different widths, a Central-Filter selection on a coupled conv, or a ratio
+        that would empty a layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> import repgraph as rg
+    >>> model = nn.Sequential(nn.Conv1d(1, 8, 3), nn.ReLU(), nn.Conv1d(8, 4, 3), nn.Flatten(), nn.Linear(4 * 6, 2))
+    >>> x = torch.zeros(1, 1, 10)
+    >>> rg.prune_filters(model, rg.l1_scores(model), ratio=0.25, example_input=x)[0]
+    Conv1d(1, 6, kernel_size=(3,), stride=(1,))
     """
     if ratio is None and ratio_dict is None and not any(isinstance(v, CentralFilters) for v in scores.values()):
         raise ValueError("Pass ratio= (a fraction in [0, 1)) or ratio_dict={conv name: fraction}.")

@@ -1,5 +1,5 @@
 """CLP scores of a whole model: conv→BN pairs from a traced forward, then each pair's channel
-Lipschitz upper bounds (Chen et al., ECCV 2022)."""
+Lipschitz upper bounds (Zheng et al., ECCV 2022)."""
 from __future__ import annotations
 
 from torch import nn
@@ -18,8 +18,10 @@ def clp_scores(model: nn.Module, u: float = 3.0, *, example_input) -> LayerScore
     """CLP channel Lipschitz upper bound of every conv that a BatchNorm follows.
 
     ``UCLC_k = σ_max(W_k reshaped (C_in, kh·kw)) · |γ_k / sqrt(running_var_k + eps)|`` for each
-    output channel k of a conv W and its BN; channels with UCLC > mean + u·std of their layer are
-    flagged (``.flagged``).
+    output channel k of a conv W (Conv1d/2d/3d) and its BN; channels with UCLC > mean + u·std of
+    their layer are flagged (``.flagged``), std unbiased (ddof = 1) as ``torch.std`` in the
+    reference. ``sqrt(running_var + eps)`` is the BN's own divisor; the reference's
+    ``sqrt(running_var)`` omits eps (a difference only for running variances near eps).
 
     Parameters
     ----------
@@ -42,7 +44,8 @@ def clp_scores(model: nn.Module, u: float = 3.0, *, example_input) -> LayerScore
 
     References
     ----------
-    Chen, Zhang, Li & Wang, "Data-free backdoor removal based on channel Lipschitzness", ECCV 2022.
+    Zheng, Tang, Li & Liu, "Data-free backdoor removal based on channel Lipschitzness", ECCV 2022;
+    github.com/rkteddy/channel-Lipschitzness-based-pruning ``defense.py`` (``CLP``).
 
     Examples
     --------

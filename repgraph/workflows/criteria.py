@@ -119,7 +119,7 @@ def _l1(inputs):
 
 
 @register_criterion("clp", needs_maps=False,
-                    description="channel Lipschitz upper bound (Chen et al., ECCV 2022)")
+                    description="channel Lipschitz upper bound (Zheng et al., ECCV 2022)")
 def _clp(inputs):
     return {c: s for c, s in clp_scores(inputs.model, example_input=inputs.example_input).items()
             if c in inputs.convs}

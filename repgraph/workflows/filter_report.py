@@ -23,7 +23,9 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
     CLP only when a BatchNorm follows it), Central-Filter closeness ``cf_local`` and
     ``closeness`` (shortest-path) at the selection threshold, ``cf_pruned`` (the Central-Filter
     decision at ``ratio``) and feature entropy's ``ineffectiveness`` (mean over classes; square
-    maps of at least 3×3 only).
+    2-D maps of at least 3×3 only). Works on 1-D models too (Conv1d, (N, C, L) maps): there each
+    map's HRank is 0 or 1, so ``hrank`` is the fraction of images in which the filter responds,
+    and feature entropy, which needs square 2-D maps, is left out.
 
     Parameters
     ----------
@@ -33,7 +35,7 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
         Any data form ``capture_activations`` accepts (labels, when present, group the images
         into classes for feature entropy).
     layer : str
-        The layer whose (N, C, ...) maps are scored, typically a post-ReLU module.
+        The layer whose (N, C, H, W) or (N, C, L) maps are scored, typically a post-ReLU module.
     conv : str, optional
         The conv that makes the layer's channels; default: the last conv run before ``layer``.
     max_samples : int
