@@ -1,4 +1,5 @@
 import torch
+from torch import nn
 
 from repgraph import evaluate, train
 from repgraph.datasets import digits
@@ -24,3 +25,22 @@ def test_evaluate_restores_mode():
     model = small_cnn(in_channels=1).train()
     evaluate(model, digits("test", size=8))
     assert model.training
+
+
+def test_on_epoch_end_sees_every_epoch_and_leaves_training_unchanged():
+    train_set = digits("train", size=8)
+    seen, weights = [], []
+
+    def snapshot(epoch, model):
+        seen.append(epoch)
+        torch.rand(5)  # a callback that draws random numbers must not shift the seeded training
+        evaluate(model, train_set, progress=False)
+
+    for callback in (None, snapshot):
+        torch.manual_seed(0)  # dropout draws from the global generator: what the callback must not shift
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
+        train(model, train_set, epochs=3, seed=2, on_epoch_end=callback, progress=False)
+        weights.append(model.state_dict())
+    assert seen == [1, 2, 3]
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name

@@ -43,13 +43,16 @@ def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None, prog
 
 def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimizer: str = "sgd",
           momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0,
-          eval_data=None, device=None, progress: bool = True) -> pd.DataFrame:
+          eval_data=None, device=None, on_epoch_end=None, progress: bool = True) -> pd.DataFrame:
     """Train ``model`` in place with cross-entropy; the learning rate follows a cosine schedule from
     ``lr`` to 0 over all steps. Shuffling uses a generator seeded by ``seed`` (global RNG untouched
     outside this call), so the same inputs give the same weights on CPU.
 
-    ``batch_size`` is the SGD minibatch size. Returns the history: one row per epoch (epoch, loss,
-    train_accuracy, test_accuracy when ``eval_data`` is given).
+    ``batch_size`` is the SGD minibatch size. ``on_epoch_end(epoch, model)``, if given, is called
+    after each epoch (1-based, after its evaluation), e.g. to save snapshots for training dynamics.
+    It runs on a forked random state, so random numbers drawn in it do not change the training; it
+    must not change the model itself (weights, BatchNorm statistics). Returns the history: one row
+    per epoch (epoch, loss, train_accuracy, test_accuracy when ``eval_data`` is given).
     """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}.")
@@ -89,6 +92,9 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
                 row["test_accuracy"] = evaluate(model, eval_data, device=device, progress=False)
             history.append(row)
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+            if on_epoch_end is not None:
+                with torch.random.fork_rng(devices=[]):
+                    on_epoch_end(epoch, model)
     model.eval()
     return described(pd.DataFrame(history), "training history", None, epochs=epochs, lr=lr, optimizer=optimizer,
                      batch_size=batch_size, seed=seed)

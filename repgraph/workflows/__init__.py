@@ -1,7 +1,9 @@
 """Workflows: everything that needs a model *and* data — filter scores from any registered
 criterion, per-layer filter reports, pruning experiments, CLP on a whole model, the
-block-redundancy table of a model — and the recipes on digits (``repgraph.workflows.digits``) that
-the command line and the notebooks share."""
+block-redundancy table of a model — and the recipes that the command line, the notebooks and the
+benchmarks share: on digits (``repgraph.workflows.digits``), on MNIST-1D
+(``repgraph.workflows.mnist1d``); ``repgraph.workflows.notebooks.small_settings`` is the switch CI
+sets for the notebooks."""
 from .block_redundancy import block_redundancy
 from .clp import LayerScores, clp_scores
 from .criteria import (CriterionInputs, FilterCriterion, criteria_names, get_criterion, register_criterion,

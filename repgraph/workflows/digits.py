@@ -3,7 +3,6 @@ modularity curves, the report and the pruning runs. The command line and the not
 same functions."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,31 +20,16 @@ from ..models.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from ..pruning import (evaluate, prune_filters, redundant_layers, removable_layers, remove_layers, train,
                        uncoupled_convs)
 from ..report import write_report
+from ._files import atomic_write
 from .filter_report import layer_filter_report
 from .filter_scores import filter_scores
 from .prune_experiment import prune_experiment
 
 DIGITS_CLASSES = 10
 DEMO_MODEL = "resnet20"
-SMALL_ENV = "REPGRAPH_NOTEBOOK_SMALL"  # CI runs the notebooks with small settings when this is "1"
-
-
-def small_settings() -> bool:
-    """True when the notebooks should run with small settings (``REPGRAPH_NOTEBOOK_SMALL=1``)."""
-    return os.environ.get(SMALL_ENV) == "1"
-
-
 def digits_splits(size: int = 16, seed: int = 0):
     """``(train, test)``: the digits splits the demo model is trained and evaluated on."""
     return digits("train", size=size, seed=seed), digits("test", size=size, seed=seed)
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it: no half-written result
-    is ever left under ``path``."""
-    tmp = path.with_name(path.name + ".part")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def train_digits_model(model_name: str = DEMO_MODEL, *, size: int = 16, epochs: int = 30, seed: int = 0,
