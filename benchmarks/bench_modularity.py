@@ -13,9 +13,9 @@ The Gram products that cannot be avoided are timed twice: as ``modularity_curve`
 and as the plain full product ``X @ X.T``. The contenders run interleaved layer by layer (best of
 ``--repeats`` each), so that a slow spell of a shared machine hits all of them.
 
-``--batched`` adds the batched path (``analyzers.batched_modularity.batch_modularities``: all
-batches of a layer in one batched Gram product and one batched top-k, the GPU path), timed side by
-side with ``modularity_curve``'s batch-by-batch path; its values must agree to 1e-6.
+``--batched`` adds ``modularity_curve(batched=True)`` (all batches of a layer in one batched Gram
+product and one batched top-k, the default on CUDA), timed side by side with the batch-by-batch
+path (``batched=False``, the default on CPU); its values must agree to 1e-6.
 
     python benchmarks/bench_modularity.py [--layers 10] [--batches 5] [--batch-size 500] [--features 4096]
                                           [--repeats 3] [--device cpu|cuda] [--stress] [--batched]
@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from repgraph import Activations, modularity_curve
-from repgraph.analyzers.batched_modularity import batch_modularities
 from repgraph.builders.similarity import gram
 from repgraph.datasets import synthetic_clusters
 from timing import timed
@@ -96,7 +95,7 @@ def main():
             "reference32": (lambda: reference_layer(X, labels, args.k, args.batch_size, args.batches,
                                                     np.float32), 1),
             "ours": (lambda: modularity_curve(acts, k=args.k, batch_size=args.batch_size,
-                                              n_batches=args.batches, device=args.device,
+                                              n_batches=args.batches, device=args.device, batched=False,
                                               progress=False)["modularity"].item(), args.repeats),
             "gram": (lambda: bare_gram(X, args.batch_size, args.batches, gram, args.device),
                      args.repeats),
@@ -104,10 +103,9 @@ def main():
                      args.repeats),
         }
         if args.batched:
-            stacked = X[:n].reshape(args.batches, args.batch_size, -1)
-            contenders["batched"] = (lambda: float(np.mean(batch_modularities(
-                stacked, labels[:n].reshape(args.batches, args.batch_size), args.k, device=args.device))),
-                args.repeats)
+            contenders["batched"] = (lambda: modularity_curve(
+                acts, k=args.k, batch_size=args.batch_size, n_batches=args.batches, device=args.device,
+                batched=True, progress=False)["modularity"].item(), args.repeats)
         for key, (fn, repeats) in contenders.items():
             seconds, value = timed(fn, repeats)
             times[key] += seconds

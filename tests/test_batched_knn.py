@@ -7,8 +7,7 @@ import scipy.sparse as sp
 import torch
 
 import repgraph.builders.knn as knn_module
-from repgraph import config_context
-from repgraph.analyzers.batched_modularity import batch_modularities
+from repgraph import Activations, config_context, modularity_curve
 from repgraph.builders.knn import knn_edges, knn_edges_batched
 from oracles import naive_knn, nx_modularity
 
@@ -99,23 +98,14 @@ def test_batched_kernel_bad_input(rng):
         knn_edges_batched(X, 3, name="acts")
 
 
-def test_batch_modularities_equal_networkx_on_naive_graphs(rng):
+def test_batched_modularity_curve_equals_networkx_on_naive_graphs(rng):
     X = tied_batches(rng, 4, 80, 6, noise=1e-3)
     labels = rng.choice(["cat", "dog", "eel"], size=(4, 80))
     expected = [nx_modularity(naive_knn(Xb, 3), yb) for Xb, yb in zip(X.numpy(), labels)]
-    # 1e-6: the weights of rows without near ties are float32 cosines
-    np.testing.assert_allclose(batch_modularities(X, labels, k=3), expected, rtol=0, atol=1e-6)
-    # the same from numpy images (B, n, C, H, W)
-    images = X.numpy().reshape(4, 80, 1, 2, 3)
-    np.testing.assert_allclose(batch_modularities(images, labels, k=3), expected, rtol=0, atol=1e-6)
-
-
-def test_batch_modularities_bad_input(rng):
-    X = tied_batches(rng, 2, 10, 4)
-    labels = np.zeros((2, 10), dtype=int)
-    with pytest.raises(ValueError, match=r"\(B, n, \.\.\.\)"):
-        batch_modularities(X[0], labels[0])
-    with pytest.raises(ValueError, match=r"labels must have shape \(B, n\) = \(2, 10\)"):
-        batch_modularities(X, labels[:, :5])
-    with pytest.raises(ValueError, match="positive integer"):
-        batch_modularities(X, labels, k=2.5)
+    # the same samples as one layer of 320, four batches of 80; as images (N, C, H, W) too
+    for layer in (X.reshape(320, 6), X.numpy().reshape(320, 1, 2, 3)):
+        curves = [modularity_curve(Activations({"layer": layer}, labels.reshape(-1)), batch_size=80, batched=batched,
+                                   progress=False) for batched in (True, False)]
+        for curve in curves:  # 1e-6: the weights of rows without near ties are float32 cosines
+            assert curve["modularity"].item() == pytest.approx(np.mean(expected), abs=1e-6)
+            assert curve["std"].item() == pytest.approx(np.std(expected, ddof=1), abs=1e-6)

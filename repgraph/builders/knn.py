@@ -17,6 +17,9 @@ CANDIDATES = 8  # float32 candidates kept beyond k for the float64 re-scoring of
 # Near-tie band 4·(sqrt(D) + 8)·eps(float32)·scale: the largest float32-vs-float64 cosine error
 # measured on D = 64 … 65536 was 0.63·sqrt(D)·eps, so the band keeps a margin of 6 or more.
 ERROR_FACTOR = 4.0
+# Rows with a norm above 2^32 are checked for values whose float32 products would overflow (norms
+# at most 2^32 mean every value is, and power_of_two_scaled would leave X as it is).
+SCALE_LIMIT = 2.0 ** 32
 
 
 def topk_lowest_index(S: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.Tensor:
@@ -128,15 +131,19 @@ def _prepared(X, metric: str, name: str):
     if metric not in ("cosine", "correlation", "linear"):
         raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
     n_batches, n, d = X.shape
-    finite = torch.isfinite(X).all(dim=2)
-    if not bool(finite.all()):
-        b = int((~finite).any(dim=1).nonzero()[0])
-        where = name if n_batches == 1 else f"{name} (batch {b})"
-        raise non_finite_error(where, int((~finite[b]).sum()), n)
-    X, exponent = power_of_two_scaled(X, name=name, shrink_only=True)
+    norms = torch.linalg.vector_norm(X, dim=2)
+    exponent = 0
+    if not bool(torch.isfinite(norms).all()) or float(norms.max()) > SCALE_LIMIT:  # rare: look closer
+        finite = torch.isfinite(X).all(dim=2)
+        if not bool(finite.all()):
+            b = int((~finite).any(dim=1).nonzero()[0])
+            where = name if n_batches == 1 else f"{name} (batch {b})"
+            raise non_finite_error(where, int((~finite[b]).sum()), n)
+        X, exponent = power_of_two_scaled(X, name=name, shrink_only=True)
+        norms = torch.linalg.vector_norm(X, dim=2)
     if metric == "correlation":
         X = X - X.mean(dim=2, keepdim=True)
-    norms = torch.linalg.vector_norm(X, dim=2)
+        norms = torch.linalg.vector_norm(X, dim=2)
     if metric == "linear":
         scale = floor = None
         band_scale = norms * norms.amax(dim=1, keepdim=True)

@@ -27,6 +27,7 @@ from .prune_experiment import prune_experiment
 
 DIGITS_CLASSES = 10
 DEMO_MODEL = "resnet20"
+DIGITS_BATCH = 270  # samples per sample graph: the 540 test digits make two full batches
 def digits_splits(size: int = 16, seed: int = 0):
     """``(train, test)``: the digits splits the demo model is trained and evaluated on."""
     return digits("train", size=size, seed=seed), digits("test", size=size, seed=seed)
@@ -73,7 +74,7 @@ def untrained_model(seed: int = 0, device=None):
     return get_model(DEMO_MODEL, num_classes=DIGITS_CLASSES, in_channels=1).to(resolve_device(device)).eval()
 
 
-def trained_vs_untrained(model, data, *, seed: int = 0, k: int = 3, batch_size: int = 250, store=None,
+def trained_vs_untrained(model, data, *, seed: int = 0, k: int = 3, batch_size: int = DIGITS_BATCH, store=None,
                          progress: bool = True):
     """``(curves, acts)``: modularity curves (Lu et al.'s hook points) of ``model`` and of an
     untrained ResNet-20 made with ``seed`` on ``data``, and the trained model's activations (so a
@@ -114,7 +115,7 @@ class DemoResult:
     files: list
 
 
-def demo(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 250, tol: float = 0.01,
+def demo(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = DIGITS_BATCH, tol: float = 0.01,
          epochs: int = 30, retrain: bool = False, device=None, store=None, progress: bool = True) -> DemoResult:
     """The demo: modularity curves of the digits ResNet-20 and an untrained copy, the plateau
     blocks (ΔQ ≤ ``tol``, removable), written to ``out`` as ``modularity.csv``, ``modularity.png``
@@ -145,7 +146,7 @@ def demo(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 25
                       [out / "modularity.csv", out / "modularity.png", out / "report.html"])
 
 
-def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 250, layer: str = "layer1.0.relu1",
+def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = DIGITS_BATCH, layer: str = "layer1.0.relu1",
            ratio: float = 0.25, epochs: int = 30, retrain: bool = False, device=None, store=None,
            progress: bool = True) -> Path:
     """The full HTML report of the digits ResNet-20 in ``out/report.html``, its figures also as
@@ -211,7 +212,7 @@ def prune(out, *, method: str = "layers", criterion: str = "l1", ratio: float = 
     x = test_set.data[:1].to(resolve_device(None, like=model))
     if method == "layers":
         acts = capture_activations(model, test_set, layers="modularity", progress=progress)
-        curve = modularity_curve(acts, k=3, batch_size=250, progress=progress)
+        curve = modularity_curve(acts, k=3, batch_size=DIGITS_BATCH, progress=progress)
         flags = redundant_layers(curve, tol=tol, removable=removable_layers(model, x))
         names = flags.loc[flags["redundant"], "layer"].tolist()
         if not names:
