@@ -121,3 +121,23 @@ def naive_birth_point(M, max_level=50, density=0.8):
     st.compute_persistence(homology_coeff_field=2, persistence_dim_max=True)
     births = [b for b, d in st.persistence_intervals_in_dimension(1) if d > b and b <= max_level]
     return int(min(births)) if births else 0
+
+
+def hsic_biased(K, L):
+    """Biased HSIC with the centring matrix H = I − 11ᵀ/n: tr(KHLH)/(n−1)² (Gretton et al. 2005)."""
+    n = len(K)
+    H = np.eye(n) - np.ones((n, n)) / n
+    return np.trace(K @ H @ L @ H) / (n - 1) ** 2
+
+
+def hsic_unbiased(K, L):
+    """Unbiased HSIC, Song et al. (2012), eq. 5, with zero-diagonal K~, L~:
+    [tr(K~L~) + 1ᵀK~1·1ᵀL~1/((n−1)(n−2)) − 2/(n−2)·1ᵀK~L~1] / (n(n−3))."""
+    n = len(K)
+    K, L = K.copy(), L.copy()
+    np.fill_diagonal(K, 0)
+    np.fill_diagonal(L, 0)
+    one = np.ones(n)
+    term = np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2)) \
+        - 2.0 / (n - 2) * (one @ K @ L @ one)
+    return term / (n * (n - 3))
