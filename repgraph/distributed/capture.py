@@ -53,7 +53,7 @@ def _extent(data, batch_size: int) -> tuple[int, int]:
                     f"{type(data).__name__}.")
 
 
-def shard_view(data, start: int, stop: int):
+def _shard_view(data, start: int, stop: int):
     """Samples ``start:stop`` of ``data`` in the same form (a DataLoader keeps its batch size and
     collate function, without worker processes: a Dask worker's processes cannot have children)."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
@@ -68,11 +68,11 @@ def shard_view(data, start: int, stop: int):
 
 def _capture_rows(model, data, start, stop, names, reduce, device, batch_size) -> Activations:
     with _model_lock(model):
-        return _capture(model, shard_view(data, start, stop), names, reduce=reduce, device=device,
+        return _capture(model, _shard_view(data, start, stop), names, reduce=reduce, device=device,
                         progress=False, batch_size=batch_size)
 
 
-def probe_layout(model, data, n_probe: int, names, reduce, device, batch_size):
+def _probe_layout(model, data, n_probe: int, names, reduce, device, batch_size):
     """What each layer's rows look like: ``([(name, row shape, dtype)], labels dtype or None)``
     from the first ``n_probe`` samples, in the order the layers fire (the store's file order)."""
     acts = _capture_rows(model, data, 0, n_probe, names, reduce, device, batch_size)
@@ -91,7 +91,7 @@ def _write_rows(path: Path, start: int, array: np.ndarray):
         fh.write(np.ascontiguousarray(array).data)
 
 
-def capture_shard(model, data, start, stop, names, reduce, device, batch_size, folder: str, layout,
+def _capture_shard(model, data, start, stop, names, reduce, device, batch_size, folder: str, layout,
                   label_dtype) -> int:
     """Run samples ``start:stop`` through the model and write their rows into the store's files;
     returns the number of rows written. A layer whose rows differ from the probe's is an error."""
@@ -183,7 +183,7 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     folder.mkdir(parents=True, exist_ok=True)
     runner = runner_for(client)
     model_handle, data_handle = runner.share(model), runner.share(data)
-    probe = runner.submit(probe_layout, model_handle, data_handle, min(n, 2), names, reduce, device, batch)
+    probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), names, reduce, device, batch)
     layout, label_dtype = runner.results([probe], desc="probe", progress=False)[0]
     for stale in [*folder.glob("layer_*.npy"), *folder.glob("labels.npy")]:
         stale.unlink()
@@ -198,7 +198,7 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.dtype(label_dtype), shape=(n,))
     row_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for _, shape, dtype in layout)
     rows = task_rows(n, 2 * row_bytes, runner, multiple=batch)
-    tasks = [runner.submit(capture_shard, model_handle, data_handle, a, min(n, a + rows), names, reduce, device,
+    tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, min(n, a + rows), names, reduce, device,
                            batch, str(folder), layout, label_dtype) for a in range(0, n, rows)]
     written = sum(runner.results(tasks, desc="capture", progress=progress))
     if written != n:

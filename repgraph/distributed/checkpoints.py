@@ -12,7 +12,7 @@ from ..hooks.capture import capture_activations as _capture
 from .runner import runner_for
 
 
-def checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, k, batch_size, n_batches):
+def _checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, k, batch_size, n_batches):
     """Capture one checkpoint's activations of ``data`` (in memory) and return its modularity curve.
     ``checkpoint`` is a model or a function of no arguments that builds or loads one."""
     model = checkpoint if isinstance(checkpoint, nn.Module) else checkpoint()
@@ -83,7 +83,7 @@ def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, bat
         raise ValueError("checkpoints is empty: pass a mapping name -> model (or loader function).")
     runner = runner_for(client)
     shared = runner.share(data)
-    tasks = [runner.submit(checkpoint_curve, runner.share(c) if isinstance(c, nn.Module) else c, shared, layers,
+    tasks = [runner.submit(_checkpoint_curve, runner.share(c) if isinstance(c, nn.Module) else c, shared, layers,
                            reduce, max_samples, device, k, batch_size, n_batches) for _, c in items]
     curves = runner.results(tasks, desc="checkpoints", progress=progress)
     table = pd.concat([curve.assign(checkpoint=name) for (name, _), curve in zip(items, curves)], ignore_index=True)

@@ -12,12 +12,12 @@ from .runner import runner_for
 from .sources import layer_sources
 
 
-def layer_graph(rows, k, metric: str, name: str, device=None) -> sp.csr_matrix:
+def _layer_graph(rows, k, metric: str, name: str, device=None) -> sp.csr_matrix:
     """One layer's GBS sample graph (``sample_graph``) with L2-normalised rows, as in process."""
     return _row_normalised(sample_graph(rows[0:len(rows)], k, metric=metric, name=name, device=device), name)
 
 
-def graph_inner(A: sp.csr_matrix, B: sp.csr_matrix) -> float:
+def _graph_inner(A: sp.csr_matrix, B: sp.csr_matrix) -> float:
     """``⟨A, B⟩ = Σ_ij A_ij B_ij`` of two row-normalised sample graphs."""
     return float(A.multiply(B).sum())
 
@@ -77,12 +77,12 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", d
     if len(set(sizes.values())) > 1:
         raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
     n = sources[0].n
-    graphs = [runner.submit(layer_graph, s.data, k, metric, s.name, device) for s in sources]
+    graphs = [runner.submit(_layer_graph, s.data, k, metric, s.name, device) for s in sources]
     if acts2 is None:
         pairs = [(a, b) for a in range(len(xs)) for b in range(a, len(xs))]
     else:
         pairs = [(a, len(xs) + b) for a in range(len(xs)) for b in range(len(ys))]
-    inner = runner.results([runner.submit(graph_inner, graphs[a], graphs[b]) for a, b in pairs],
+    inner = runner.results([runner.submit(_graph_inner, graphs[a], graphs[b]) for a, b in pairs],
                            desc="GBS pairs", progress=progress)
     runner.emit_warnings(graphs)
     values = np.zeros((len(xs), len(ys) or len(xs)))

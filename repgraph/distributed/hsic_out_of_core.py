@@ -6,7 +6,9 @@ centred in float32 by their float64 column means, ``K = X̃X̃ᵀ``, ``S = Σ_i 
 row sums ``r = K·1 = X̃S`` (unbiased: ``K̃·1 = X̃S − q`` with ``q_i = ‖x̃_i‖²``, K̃ the
 zero-diagonal K) and ``1ᵀK̃1 = S·S − Σq``. Two ways to the same numbers:
 
-- **feature space** (``"features"``): ``C_ab = Σ_chunks X̃_aᵀX̃_b`` in float64;
+- **feature space** (``"features"``): ``C_ab = Σ_chunks X̃_aᵀX̃_b`` in float64 (layers grouped
+  in panels whose C block fits the budget; per pair of panels one task per range of samples,
+  the partial sums added in a fixed tree);
   biased ``tr(HK_aH·HK_bH) = ‖C_ab − S_aS_bᵀ/n‖²_F``; unbiased (Song et al. 2012, eq. 5)
   ``tr(K̃_aK̃_b) = ‖C_ab‖²_F − Σ_i q_a,i q_b,i`` and ``1ᵀK̃_aK̃_b1 = Σ_i r_a,i r_b,i``.
   Cost N·(ΣD)²; memory one D_a×D_b block per task.
@@ -27,8 +29,10 @@ import torch
 
 from .._arrays import as_features, row_chunk
 from .._config import get_config
+from .runner import tree_sum
 
 PATHS = ("features", "gram")
+SAMPLE_RANGES = 8
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def _centred(rows, start, stop, name, device, moments: Moments) -> torch.Tensor:
     return X - torch.as_tensor(moments.mean32, device=X.device)
 
 
-def layer_moments(rows, n: int, name: str, device=None) -> Moments:
+def _layer_moments(rows, n: int, name: str, device=None) -> Moments:
     """Two passes over the layer's samples: the float64 column means, then ``S`` and ``Σ‖x̃‖²``."""
     width = math.prod(rows.shape[1:])
     step = row_chunk(n, 16 * width)
@@ -90,7 +94,8 @@ def feature_panels(widths, budget_bytes: int) -> list[list[int]]:
 
 
 def _panel_chunk(layers, start, stop, device):
-    """The centred chunk of each layer of a panel, float64, and (debiased terms) q and r."""
+    """The centred chunk of each layer of a panel, float64, side by side; and per layer
+    ``q_i = ‖x̃_i‖²`` and ``r_i = (K̃·1)_i = x̃_i·S − q_i`` (for the unbiased terms)."""
     parts, q, r = [], [], []
     for rows, name, moments in layers:
         Xc = _centred(rows, start, stop, name, device, moments).double()
@@ -101,35 +106,50 @@ def _panel_chunk(layers, start, stop, device):
     return torch.cat(parts, dim=1), torch.stack(q), torch.stack(r)
 
 
-def feature_panel_terms(panel_a, panel_b, n: int, debiased: bool, device=None) -> np.ndarray:
-    """For layers a of ``panel_a`` and b of ``panel_b`` (each a list of (rows, name, Moments)):
-    the HSIC numerators, an array (len(a), len(b)) — biased ``‖C_ab − S_aS_bᵀ/n‖²``, unbiased
-    ``tr(K̃_aK̃_b) + 1ᵀK̃_a1·1ᵀK̃_b1/((n−1)(n−2)) − 2/(n−2)·1ᵀK̃_aK̃_b1`` — from one pass over
-    the samples in chunks."""
-    same = panel_a is panel_b
-    widths_a = [math.prod(rows.shape[1:]) for rows, _, _ in panel_a]
-    widths_b = [math.prod(rows.shape[1:]) for rows, _, _ in panel_b]
-    step = row_chunk(n, 16 * (sum(widths_a) + sum(widths_b)))
-    C = qq = rr = None
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        Za, qa, ra = _panel_chunk(panel_a, start, stop, device)
-        Zb, qb, rb = (Za, qa, ra) if same else _panel_chunk(panel_b, start, stop, device)
+def _width(layers) -> list[int]:
+    return [math.prod(rows.shape[1:]) for rows, _, _ in layers]
+
+
+def _feature_panel_sums(panel_a, panel_b, start: int, stop: int, device=None) -> tuple:
+    """Sums over samples ``start:stop`` (in chunks within the working memory) for the layers of two
+    panels (lists of (rows, name, Moments); ``panel_b=None``: ``panel_a`` with itself):
+    ``Σ X̃_aᵀX̃_b`` over the panels' columns, ``Σ q_a q_bᵀ`` and ``Σ r_a r_bᵀ`` (layers × layers),
+    float64 numpy."""
+    same = panel_b is None
+    step = row_chunk(stop - start, 16 * (sum(_width(panel_a)) + (0 if same else sum(_width(panel_b)))))
+    sums = None
+    for begin in range(start, stop, step):
+        end = min(stop, begin + step)
+        Za, qa, ra = _panel_chunk(panel_a, begin, end, device)
+        Zb, qb, rb = (Za, qa, ra) if same else _panel_chunk(panel_b, begin, end, device)
         parts = (Za.T @ Zb, qa @ qb.T, ra @ rb.T)
-        C, qq, rr = parts if C is None else (C + parts[0], qq + parts[1], rr + parts[2])
-    edges_a, edges_b = np.cumsum([0, *widths_a]), np.cumsum([0, *widths_b])
+        sums = parts if sums is None else tuple(s + p for s, p in zip(sums, parts))
+    return tuple(s.cpu().numpy() for s in sums)
+
+
+def _add_sums(x: tuple, y: tuple) -> tuple:
+    """Element-wise sum of two tuples of partial sums."""
+    return tuple(a + b for a, b in zip(x, y))
+
+
+def _panel_terms(sums: tuple, panel_a, panel_b, n: int, debiased: bool) -> np.ndarray:
+    """The HSIC numerators of every layer a of ``panel_a`` with every b of ``panel_b``, from the
+    panels' sums over all samples: biased ``‖C_ab − S_aS_bᵀ/n‖²``; unbiased
+    ``tr(K̃_aK̃_b) + 1ᵀK̃_a1·1ᵀK̃_b1/((n−1)(n−2)) − 2/(n−2)·1ᵀK̃_aK̃_b1`` with
+    ``tr(K̃_aK̃_b) = ‖C_ab‖² − Σq_aq_b``, ``1ᵀK̃1 = S·S − Σq``, ``1ᵀK̃_aK̃_b1 = Σr_ar_b``."""
+    C, qq, rr = sums
+    edges_a, edges_b = np.cumsum([0, *_width(panel_a)]), np.cumsum([0, *_width(panel_b)])
     out = np.zeros((len(panel_a), len(panel_b)))
     for i, (_, _, ma) in enumerate(panel_a):
         for j, (_, _, mb) in enumerate(panel_b):
             block = C[edges_a[i]:edges_a[i + 1], edges_b[j]:edges_b[j + 1]]
-            Sa = torch.as_tensor(ma.col_sum, device=block.device)
-            Sb = torch.as_tensor(mb.col_sum, device=block.device)
             if debiased:
-                ones_a, ones_b = float(Sa @ Sa) - ma.sq_sum, float(Sb @ Sb) - mb.sq_sum  # 1ᵀK̃1
+                ones_a = float(ma.col_sum @ ma.col_sum) - ma.sq_sum
+                ones_b = float(mb.col_sum @ mb.col_sum) - mb.sq_sum
                 trace = float((block ** 2).sum()) - float(qq[i, j])
                 out[i, j] = trace + ones_a * ones_b / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(rr[i, j])
             else:
-                out[i, j] = float(((block - torch.outer(Sa, Sb) / n) ** 2).sum())
+                out[i, j] = float(((block - np.outer(ma.col_sum, mb.col_sum) / n) ** 2).sum())
     return out
 
 
@@ -149,7 +169,7 @@ def _centred_tile(Xr, Xc, rows: slice, cols: slice, moments: Moments, n: int, de
     return K - r_rows[:, None] / n - r_cols[None, :] / n + total / n ** 2
 
 
-def gram_tile_terms(layers, rows: slice, cols: slice, n: int, debiased: bool, device=None) -> np.ndarray:
+def _gram_tile_terms(layers, rows: slice, cols: slice, n: int, debiased: bool, device=None) -> np.ndarray:
     """The tile (rows, cols) of every layer's centred Gram, stacked: ``w·M Mᵀ`` (L × L), w = 2
     for an off-diagonal tile (it stands for its mirror too), 1 on the diagonal. ``layers``: a
     list of (rows, name, Moments)."""
@@ -164,7 +184,15 @@ def gram_tile_terms(layers, rows: slice, cols: slice, n: int, debiased: bool, de
     return ((M @ M.T) * (1.0 if rows == cols else 2.0)).cpu().numpy()
 
 
-def gram_block_rows(n: int, n_layers: int, budget_bytes: int) -> int:
+def _sample_ranges(n: int, parts: int = SAMPLE_RANGES) -> list[tuple[int, int]]:
+    """The samples cut into ``parts`` consecutive ranges (fewer when N is small): one feature-space
+    task per range and pair of panels. Fixed by N, not by the cluster, so the float64 sums (added
+    in a fixed tree) are the same on any cluster."""
+    size = math.ceil(n / max(1, min(parts, n)))
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def _gram_block_rows(n: int, n_layers: int, budget_bytes: int) -> int:
     """Rows (and columns) of a Gram tile: L + 1 float64 tiles of B×B within the budget."""
     return int(max(1, min(n, math.isqrt(budget_bytes // (8 * (n_layers + 1))))))
 
@@ -173,10 +201,9 @@ def out_of_core_hsic(sources, runner, *, debiased: bool, device=None, path: str 
                      progress: bool = False) -> tuple[np.ndarray, str]:
     """``(H, path)``: the (L, L) linear HSIC matrix of the layers ``sources`` (``LayerSource``s,
     same N) — biased ``/(n−1)²`` or unbiased ``/(n(n−3))`` — and the path that computed it.
-    One moments task per layer, then one task per pair of feature panels or per Gram tile, which
-    reads its own chunks.
-    The tasks' partial sums are added here in a fixed order, so the result does not depend on
-    which worker ran what."""
+    One moments task per layer, then tasks per (pair of feature panels, range of samples) or per
+    Gram tile, each reading its own chunks. Partial sums are added in a fixed order (a fixed tree
+    for the panels' sums, tile order here), so the result does not depend on the cluster."""
     if path not in ("auto", *PATHS):
         raise ValueError(f"path must be 'auto', 'features' or 'gram', got {path!r}.")
     n = sources[0].n
@@ -184,22 +211,27 @@ def out_of_core_hsic(sources, runner, *, debiased: bool, device=None, path: str 
     budget = get_config()["working_memory"] * 2**20
     chosen = hsic_path(n, widths, budget_bytes=budget) if path == "auto" else path
     # the moments stay where they were computed; tasks receive them as handles
-    layers = [(s.data, s.name, runner.submit(layer_moments, s.data, n, s.name, device)) for s in sources]
+    layers = [(s.data, s.name, runner.submit(_layer_moments, s.data, n, s.name, device)) for s in sources]
     H = np.zeros((len(sources), len(sources)))
     if chosen == "features":
         panels = feature_panels(widths, budget)
-        pairs = [(a, b) for a in range(len(panels)) for b in range(a, len(panels))]
         groups = [[layers[i] for i in panel] for panel in panels]
-        tasks = [runner.submit(feature_panel_terms, groups[a], groups[a] if a == b else groups[b], n, debiased,
-                               device) for a, b in pairs]
-        for (a, b), terms in zip(pairs, runner.results(tasks, desc="HSIC panels", progress=progress)):
-            H[np.ix_(panels[a], panels[b])] = terms
-            H[np.ix_(panels[b], panels[a])] = terms.T
+        ranges = _sample_ranges(n)
+        pairs = [(a, b) for a in range(len(panels)) for b in range(a, len(panels))]
+        terms = []
+        for a, b in pairs:
+            partial = [runner.submit(_feature_panel_sums, groups[a], groups[b] if b != a else None, start, stop,
+                                     device) for start, stop in ranges]
+            terms.append(runner.submit(_panel_terms, tree_sum(runner, _add_sums, partial), groups[a], groups[b], n,
+                                       debiased))
+        for (a, b), block in zip(pairs, runner.results(terms, desc="HSIC panels", progress=progress)):
+            H[np.ix_(panels[a], panels[b])] = block
+            H[np.ix_(panels[b], panels[a])] = block.T
     else:
-        step = gram_block_rows(n, len(sources), budget)
+        step = _gram_block_rows(n, len(sources), budget)
         blocks = [slice(s, min(n, s + step)) for s in range(0, n, step)]
         tiles = [(r, c) for i, r in enumerate(blocks) for c in blocks[i:]]
-        tasks = [runner.submit(gram_tile_terms, layers, r, c, n, debiased, device) for r, c in tiles]
+        tasks = [runner.submit(_gram_tile_terms, layers, r, c, n, debiased, device) for r, c in tiles]
         for terms in runner.results(tasks, desc="HSIC tiles", progress=progress):
             H += terms
     return H / (n * (n - 3) if debiased else (n - 1) ** 2), chosen

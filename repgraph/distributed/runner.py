@@ -115,15 +115,18 @@ class ClusterRunner:
 
     def results(self, futures, *, desc: str, progress: bool) -> list:
         distributed = require_distributed()
+        bar = tqdm(total=len(futures), desc=desc, disable=not progress, leave=False)
         try:
-            bar = tqdm(total=len(futures), desc=desc, disable=not progress, leave=False)
-            for _ in distributed.as_completed(futures):
+            for future in distributed.as_completed(futures):
                 bar.update()
-            bar.close()
+                if future.status == "error":
+                    break  # gather raises its error now, not after every other task
             outcomes = self.client.gather(futures)
         except BaseException:
             self.client.cancel(futures)
             raise
+        finally:
+            bar.close()
         for outcome in outcomes:
             _rewarn(outcome.warnings)
         return [outcome.value for outcome in outcomes]
@@ -138,6 +141,17 @@ def runner_for(client=None):
     """``ClusterRunner`` on ``active_client(client)``, or ``InProcessRunner`` when there is none."""
     client = active_client(client)
     return InProcessRunner() if client is None else ClusterRunner(client)
+
+
+def tree_sum(runner, add, handles: list):
+    """One handle to ``add``-ed values of ``handles``, summed pairwise in a fixed binary tree (so
+    the rounding does not depend on which worker finished first); the sums run as tasks."""
+    if not handles:
+        raise ValueError("tree_sum needs at least one handle.")
+    while len(handles) > 1:
+        pairs = [runner.submit(add, handles[i], handles[i + 1]) for i in range(0, len(handles) - 1, 2)]
+        handles = pairs + handles[len(pairs) * 2:]
+    return handles[0]
 
 
 def task_rows(n: int, bytes_per_row: int, runner, *, multiple: int = 1) -> int:
