@@ -13,8 +13,12 @@ The Gram products that cannot be avoided are timed twice: as ``modularity_curve`
 and as the plain full product ``X @ X.T``. The contenders run interleaved layer by layer (best of
 ``--repeats`` each), so that a slow spell of a shared machine hits all of them.
 
+``--batched`` adds the batched path (``analyzers.batched_modularity.batch_modularities``: all
+batches of a layer in one batched Gram product and one batched top-k, the GPU path), timed side by
+side with ``modularity_curve``'s batch-by-batch path; its values must agree to 1e-6.
+
     python benchmarks/bench_modularity.py [--layers 10] [--batches 5] [--batch-size 500] [--features 4096]
-                                          [--repeats 3] [--device cpu|cuda] [--stress]
+                                          [--repeats 3] [--device cpu|cuda] [--stress] [--batched]
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 
 from repgraph import Activations, modularity_curve
+from repgraph.analyzers.batched_modularity import batch_modularities
 from repgraph.builders.similarity import gram
 from repgraph.datasets import synthetic_clusters
 from timing import timed
@@ -62,6 +67,8 @@ def main():
     parser.add_argument("--stress", action="store_true",
                         help="weakly separated layers only (Q < 0.25): cosines crowd together, so many "
                              "rows need the float64 re-scoring of near-tied neighbours")
+    parser.add_argument("--batched", action="store_true",
+                        help="also time the batched path (all batches of a layer in one batched product)")
     args = parser.parse_args()
     n = args.batches * args.batch_size
     labels = np.arange(n) % 10
@@ -78,7 +85,8 @@ def main():
     print("contenders run interleaved layer by layer, so that a slow spell of this shared machine "
           "hits all of them")
 
-    times = dict.fromkeys(["reference", "reference32", "ours", "gram", "full"], 0.0)
+    always = ["reference", "reference32", "ours", "gram", "full"]
+    times = dict.fromkeys(always + ["batched"] * args.batched, 0.0)
     values = {key: [] for key in times}
     for name, X in layers.items():
         acts = Activations({name: X}, labels)
@@ -95,11 +103,16 @@ def main():
             "full": (lambda: bare_gram(X, args.batch_size, args.batches, full_product, args.device),
                      args.repeats),
         }
+        if args.batched:
+            stacked = X[:n].reshape(args.batches, args.batch_size, -1)
+            contenders["batched"] = (lambda: float(np.mean(batch_modularities(
+                stacked, labels[:n].reshape(args.batches, args.batch_size), args.k, device=args.device))),
+                args.repeats)
         for key, (fn, repeats) in contenders.items():
             seconds, value = timed(fn, repeats)
             times[key] += seconds
             values[key].append(value)
-    t_ref, t_ref32, t_ours, t_gram, t_full = times.values()
+    t_ref, t_ref32, t_ours, t_gram, t_full = (times[key] for key in always)
     reference, reference32, ours = values["reference"], values["reference32"], values["ours"]
 
     diff = float(np.max(np.abs(np.asarray(ours) - np.asarray(reference))))
@@ -112,6 +125,12 @@ def main():
     print(f"max |modularity_curve - exact reference|   : {diff:.2e}")
     note = "  (float32 rounding flipped near-tied neighbours)" if diff32 > 1e-6 else ""
     print(f"max |float32 reference - exact reference|  : {diff32:.2e}{note}")
+    if args.batched:
+        diff_batched = float(np.max(np.abs(np.asarray(values["batched"]) - np.asarray(ours))))
+        print(f"batched path (one batched product a layer) : {times['batched']:8.3f} s   "
+              f"modularity_curve / batched = {t_ours / times['batched']:.2f}")
+        print(f"max |batched - modularity_curve|           : {diff_batched:.2e}")
+        diff = max(diff, diff_batched)
     print("curve:", np.round(ours, 4).tolist())
     if diff > 1e-6:
         raise SystemExit("the curves differ by more than 1e-6")

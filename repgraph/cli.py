@@ -75,20 +75,15 @@ def cmd_report(args):
 
 def cmd_layers(args):
     import pandas as pd
-    import torch
 
     from .hooks import list_layers, select_layers
-    from .models import get_model
+    from .models import example_input, get_model
 
-    if args.size < 1 or args.in_channels < 1:
+    if (args.size is not None and args.size < 1) or args.in_channels < 1:
         raise ValueError(f"--size and --in-channels must be positive, got {args.size} and {args.in_channels}.")
     model = get_model(args.model, num_classes=10, in_channels=args.in_channels)
-    x = torch.zeros(1, args.in_channels, args.size, args.size)
-    try:
-        table = list_layers(model, x)
-    except RuntimeError as err:
-        raise ValueError(f"{args.model} does not run on a {args.size}x{args.size} input ({err}); "
-                         "pass a larger --size.") from None
+    x = example_input(args.model, in_channels=args.in_channels, size=args.size)
+    table = list_layers(model, x)
     table[args.preset] = table["name"].isin(set(select_layers(model, args.preset)))
     if args.only_preset:
         table = table[table[args.preset]]
@@ -157,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = sub.add_parser("layers", help="list a model's layers and hook points")
     layers.add_argument("--model", default="resnet20", help="a model of repgraph.models.MODELS (default resnet20)")
-    layers.add_argument("--size", type=int, default=32, help="input size (default 32)")
+    layers.add_argument("--size", type=int, default=None,
+                        help="input side (images) or length (sequences); default 32 or 40")
     layers.add_argument("--in-channels", type=int, default=3)
     layers.add_argument("--preset", default="modularity", choices=list(PRESETS),
                         help="; ".join(f"{name}: {text}" for name, text in PRESETS.items()))

@@ -200,3 +200,60 @@ def plot_birth_point_histogram(points, ax=None, *, units=None, title: str | None
     ax.set_ylabel("count (images × units)")
     ax.set_title(title or "birth points", fontsize=9)
     return ax
+
+
+_CRITERION_LABELS = {"delta_q": "ΔQ", "block_influence": "Block Influence", "relative_update_norm": "update norm",
+                     "gbs_in_out": "GBS in/out", "cka_in_out": "CKA in/out"}
+
+
+def _criterion_label(column: str) -> str:
+    if column.startswith("angular_distance_"):
+        return f"angular n={column.rsplit('_', 1)[1]}"
+    return _CRITERION_LABELS.get(column, column)
+
+
+def plot_layer_redundancy(table, ax=None, *, criteria=None, annotate: bool = True, title: str | None = None,
+                          cmap: str = "YlOrRd", colorbar: bool = True):
+    """The ``layer_redundancy`` table as a criterion × block heatmap: each cell shows the raw value
+    and is coloured by the block's redundancy rank within its criterion (the table's
+    ``attrs["redundant_when"]``: darkest = most redundant), so columns where every row is dark
+    are blocks all criteria agree on. NaN cells (undefined: a span past the last block, a block
+    that changes the shape) stay blank. ``criteria`` picks and orders the rows (default: every
+    criterion column). An angular-distance row's cell ℓ is the span of n blocks starting at ℓ."""
+    import numpy as np
+
+    if not isinstance(table, pd.DataFrame) or "block" not in table.columns:
+        raise TypeError("table must be the DataFrame returned by layer_redundancy.")
+    orientation = table.attrs.get("redundant_when") or {}
+    criteria = list(orientation) if criteria is None else list(criteria)
+    unknown = [c for c in criteria if c not in orientation or c not in table.columns]
+    if not criteria or unknown:
+        raise ValueError(f"Unknown criteria {unknown}; the table's criterion columns are {list(orientation)}.")
+    values = table[criteria].to_numpy(dtype=float).T
+    ranks = np.full_like(values, np.nan)
+    for i, column in enumerate(criteria):
+        ranked = table[column].rank(ascending=orientation[column] == "low", method="min").to_numpy(float)
+        count = np.count_nonzero(~np.isnan(ranked))
+        ranks[i] = 1.0 - (ranked - 1.0) / max(count - 1, 1)  # 1 = most redundant, 0 = least
+    ax = _axes(ax)
+    image = ax.imshow(np.ma.masked_invalid(ranks), vmin=0.0, vmax=1.0, cmap=cmap, aspect="auto",
+                      interpolation="nearest")
+    names = table["block"].astype(str).tolist()
+    prefix = names[0].rpartition(".")[0] + "." if len(names) > 1 and "." in names[0] else ""
+    if not prefix or not all(n.startswith(prefix) for n in names):
+        prefix = ""
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([short_layer_name(n[len(prefix):]) for n in names], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(criteria)))
+    ax.set_yticklabels([_criterion_label(c) for c in criteria], fontsize=8)
+    ax.set_xlabel(f"block{f' ({prefix}…)' if prefix else ''}")
+    if annotate:
+        for (i, j), v in np.ndenumerate(values):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6,
+                        color="white" if ranks[i, j] > 0.6 else "black")
+    ax.set_title(title or "block redundancy (colour: rank within each criterion)", fontsize=9)
+    if colorbar:
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=[0.0, 1.0])
+        bar.ax.set_yticklabels(["least", "most\nredundant"], fontsize=7)
+    return ax

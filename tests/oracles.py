@@ -124,15 +124,14 @@ def naive_birth_point(M, max_level=50, density=0.8):
 
 
 def hsic_biased(K, L):
-    """Biased HSIC with the centring matrix H = I − 11ᵀ/n: tr(KHLH)/(n−1)² (Gretton et al. 2005)."""
+    """Biased HSIC with the centring matrix H: tr(KHLH)/(n−1)²."""
     n = len(K)
     H = np.eye(n) - np.ones((n, n)) / n
     return np.trace(K @ H @ L @ H) / (n - 1) ** 2
 
 
 def hsic_unbiased(K, L):
-    """Unbiased HSIC, Song et al. (2012), eq. 5, with zero-diagonal K~, L~:
-    [tr(K~L~) + 1ᵀK~1·1ᵀL~1/((n−1)(n−2)) − 2/(n−2)·1ᵀK~L~1] / (n(n−3))."""
+    """Unbiased HSIC, Song et al. (2012), eq. 5, with zero-diagonal K~, L~."""
     n = len(K)
     K, L = K.copy(), L.copy()
     np.fill_diagonal(K, 0)
@@ -141,3 +140,30 @@ def hsic_unbiased(K, L):
     term = np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2)) \
         - 2.0 / (n - 2) * (one @ K @ L @ one)
     return term / (n * (n - 3))
+
+
+def cka_oracle(K, L, hsic):
+    """CKA = HSIC(K, L)/sqrt(HSIC(K, K)·HSIC(L, L)) with the given HSIC estimator."""
+    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def naive_block_influence(X_in, X_out, mask=None):
+    """Men et al.'s BI from the definition, one token at a time: 1 − the mean over the real tokens
+    of (N, T, D) hidden states of cos(x_in, x_out) = x_in·x_out/(‖x_in‖‖x_out‖)."""
+    N, T, _ = X_in.shape
+    cosines = []
+    for n in range(N):
+        for t in range(T):
+            if mask is None or mask[n, t]:
+                a, b = np.asarray(X_in[n, t], np.float64), np.asarray(X_out[n, t], np.float64)
+                cosines.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return 1.0 - float(np.mean(cosines))
+
+
+def naive_angular_distance(X, Y):
+    """Gromov et al.'s distance from the definition: for (N, T, D) hidden states, the mean over
+    samples of arccos(cos(x_T, y_T))/π at the last token T."""
+    values = []
+    for a, b in zip(np.asarray(X, np.float64)[:, -1], np.asarray(Y, np.float64)[:, -1]):
+        values.append(math.acos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1)) / math.pi)
+    return float(np.mean(values))

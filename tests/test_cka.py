@@ -7,7 +7,8 @@ import torch
 
 from repgraph import Activations, MinibatchCKA, cka, cka_matrix
 from repgraph.analyzers.cka import hsic_matrix
-from oracles import hsic_biased as _hsic_biased, hsic_unbiased as _hsic_unbiased
+
+from oracles import cka_oracle, hsic_biased, hsic_unbiased
 
 
 def _kornblith_fixture():
@@ -15,11 +16,6 @@ def _kornblith_fixture():
     X = np.random.randn(100, 10)
     Y = np.random.randn(100, 10) + X
     return X, Y
-
-
-# --- independent oracles, straight from the formulas -------------------------------------------
-def _cka_oracle(K, L, hsic):
-    return hsic(K, L) / np.sqrt(hsic(K, K) * hsic(L, L))
 
 
 def _rbf_oracle(X, sigma):
@@ -41,15 +37,15 @@ def test_estimators_equal_the_oracles(rng):
     X, Y = rng.normal(size=(30, 8)), rng.normal(size=(30, 50))
     Y[:, :8] += X
     K, L = X @ X.T, Y @ Y.T
-    assert cka(X, Y) == pytest.approx(_cka_oracle(K, L, _hsic_biased), abs=1e-6)  # N < D: Gram path
-    assert cka(X, Y, debiased=True) == pytest.approx(_cka_oracle(K, L, _hsic_unbiased), abs=1e-6)
+    assert cka(X, Y) == pytest.approx(cka_oracle(K, L, hsic_biased), abs=1e-6)  # N < D: Gram path
+    assert cka(X, Y, debiased=True) == pytest.approx(cka_oracle(K, L, hsic_unbiased), abs=1e-6)
     for sigma in (0.5, 1.0):
         Kr, Lr = _rbf_oracle(X, sigma), _rbf_oracle(Y, sigma)
-        assert cka(X, Y, kernel="rbf", sigma=sigma) == pytest.approx(_cka_oracle(Kr, Lr, _hsic_biased), abs=1e-6)
+        assert cka(X, Y, kernel="rbf", sigma=sigma) == pytest.approx(cka_oracle(Kr, Lr, hsic_biased), abs=1e-6)
         assert cka(X, Y, kernel="rbf", sigma=sigma, debiased=True) == pytest.approx(
-            _cka_oracle(Kr, Lr, _hsic_unbiased), abs=1e-6)
+            cka_oracle(Kr, Lr, hsic_unbiased), abs=1e-6)
     h = hsic_matrix([X, Y], debiased=True)
-    assert h[0, 1] == pytest.approx(_hsic_unbiased(K, L), rel=1e-5)
+    assert h[0, 1] == pytest.approx(hsic_unbiased(K, L), rel=1e-5)
 
 
 def test_unbiased_self_hsic_is_positive(rng):
@@ -57,7 +53,7 @@ def test_unbiased_self_hsic_is_positive(rng):
     X = rng.normal(size=(40, 6)) + 5.0
     h = hsic_matrix([X], debiased=True)[0, 0]
     assert h > 0
-    assert h == pytest.approx(_hsic_unbiased(X @ X.T, X @ X.T), rel=1e-6)
+    assert h == pytest.approx(hsic_unbiased(X @ X.T, X @ X.T), rel=1e-6)
 
 
 @pytest.mark.parametrize("debiased", [False, True])
@@ -115,7 +111,7 @@ def test_minibatch_sums_hsic_not_cka(rng):
     acc = MinibatchCKA()
     acc.update([X[:20], Y[:20]])
     acc.update([X[20:], Y[20:]])
-    h = [(_hsic_unbiased(a @ a.T, b @ b.T), _hsic_unbiased(a @ a.T, a @ a.T), _hsic_unbiased(b @ b.T, b @ b.T))
+    h = [(hsic_unbiased(a @ a.T, b @ b.T), hsic_unbiased(a @ a.T, a @ a.T), hsic_unbiased(b @ b.T, b @ b.T))
          for a, b in ((X[:20], Y[:20]), (X[20:], Y[20:]))]
     expected = (h[0][0] + h[1][0]) / np.sqrt((h[0][1] + h[1][1]) * (h[0][2] + h[1][2]))
     assert acc.compute()[0, 1] == pytest.approx(expected, rel=1e-6)

@@ -47,6 +47,16 @@ def test_demo_on_the_shipped_checkpoint(tmp_path, capsys):
 def test_cli_reports_bad_input(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--k", "0", "--no-progress"]) == 2
     assert "k must be" in capsys.readouterr().err
+    assert main(["layers", "--size", "0"]) == 2  # a raw traceback before
+    assert "--size and --in-channels must be positive" in capsys.readouterr().err
+    assert main(["layers", "--model", "resnet21"]) == 2
+    assert "Unknown model 'resnet21'" in capsys.readouterr().err
+    assert main(["prune", "--method", "filters", "--criterion", "hrnak", "--out", str(tmp_path),
+                 "--finetune-epochs", "0", "--no-progress"]) == 2
+    assert "Unknown filter criterion 'hrnak'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own error for a preset that does not exist
+        main(["layers", "--preset", "everything"])
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_plot_similarity_heatmap():

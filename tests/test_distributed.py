@@ -17,6 +17,7 @@ distributed = pytest.importorskip("distributed")
 import repgraph as rg  # noqa: E402
 from repgraph import distributed as rd  # noqa: E402
 from repgraph.analyzers.cka import hsic_matrix  # noqa: E402
+from repgraph.hooks import DamagedStoreError  # noqa: E402
 from repgraph.distributed.hsic_out_of_core import out_of_core_hsic  # noqa: E402
 from repgraph.distributed.runner import InProcessRunner  # noqa: E402
 from repgraph.distributed.sources import layer_sources  # noqa: E402
@@ -70,27 +71,26 @@ def test_open_store_is_lazy_and_workers_read_their_chunks(client, acts, store):
     assert _read_bytes(client) - workers_before >= 2 * acts["block1"].nbytes
 
 
-def test_open_store_refuses_incomplete_or_truncated_stores(tmp_path, acts):
+def test_open_store_refuses_incomplete_or_damaged_stores(tmp_path, acts):
     with pytest.raises(ValueError, match="no complete repgraph activation store"):
         rd.open_store(tmp_path)
     acts.save(tmp_path / "s")
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    (tmp_path / "s" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
-    with pytest.raises(ValueError, match="no complete"):
-        rd.open_store(tmp_path / "s")
-    acts.save(tmp_path / "t")
-    layer = tmp_path / "t" / manifest["layers"][0]["file"]
+    layer = tmp_path / "s" / manifest["layers"][1]["file"]
     layer.write_bytes(layer.read_bytes()[:-8])
+    with pytest.raises(DamagedStoreError, match="'block1'.*truncated"):
+        rd.open_store(tmp_path / "s")
     with pytest.raises(ValueError, match="truncated"):
-        rd.open_store(tmp_path / "t")
+        rd.LayerFile.open(layer)
 
 
-def test_memmapped_layers_travel_as_file_descriptors(acts, store):
+def test_store_layers_travel_as_file_descriptors(acts, store):
     sources, labels = layer_sources(rg.Activations.load(store), InProcessRunner())
     assert all(isinstance(s.data, rd.LayerFile) for s in sources) and np.array_equal(labels, acts.labels)
     assert all(len(pickle.dumps(s.data)) < 500 for s in sources)
-    sliced = {"x": rg.Activations.load(store)["block0"][10:]}  # a view of part of a file is not the file
-    assert not isinstance(layer_sources(sliced, InProcessRunner())[0][0].data, rd.LayerFile)
+    assert all(np.array_equal(s.data[5:9], acts[s.layer][5:9]) for s in sources)
+    in_memory, _ = layer_sources(acts, InProcessRunner())  # arrays without files are shared as they are
+    assert in_memory[0].data is acts["block0"]
 
 
 # --- where the analyses run -----------------------------------------------------------------------
@@ -297,25 +297,29 @@ def _cnn():
 def test_capture_on_workers_equals_in_process_and_is_reused(client, tmp_path):
     model = _cnn()
     x = torch.randn(150, 1, 8, 8)
-    y = torch.arange(150) % 10
-    expected = rg.capture_activations(model, (x, y), layers=["1", "3", "5"], batch_size=32, progress=False)
+    y = np.array(["cat", "horse", "ox"])[np.arange(150) % 3]  # string labels, of unequal lengths
+    kwargs = {"layers": ["1", "3", "5"], "batch_size": 32, "inputs": True, "progress": False}
+    rg.capture_activations(model, (x, y), store=tmp_path / "here", **kwargs)
     with rg.config_context(working_memory=1):  # small shards: several per worker
-        got = rd.capture_activations(model, (x, y), layers=["1", "3", "5"], batch_size=32, store=tmp_path / "s",
-                                     client=client, progress=False)
-    assert got.layers == expected.layers and np.array_equal(got.labels, expected.labels)
-    for name in expected.layers:
-        assert np.array_equal(got[name], expected[name]), name
-    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["n_samples"] == 150
+        got = rd.capture_activations(model, (x, y), store=tmp_path / "s", client=client, **kwargs)
+    here = json.loads((tmp_path / "here" / "manifest.json").read_text())
+    there = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert there["fingerprint"] == here["fingerprint"] and there["meta"] == here["meta"]
+    assert [e["name"] for e in there["layers"]] == [e["name"] for e in here["layers"]]
+    assert len(there["layers"][0]["chunks"]) > 2  # one checksum per shard
+    for a, b in zip(here["layers"] + [here["labels"]], there["layers"] + [there["labels"]]):
+        # the files hold the same bytes after their headers
+        assert (tmp_path / "here" / a["file"]).read_bytes()[512:] == (tmp_path / "s" / b["file"]).read_bytes()[512:]
+    rg.Activations.load(tmp_path / "s", verify=True)  # every shard's checksum holds
+    assert got.layers == [e["name"] for e in here["layers"]] and got.labels.tolist() == y.tolist()
     stamp = (tmp_path / "s" / "layer_0000.npy").stat().st_mtime_ns
-    again = rg.capture_activations(model, (x, y), layers=["1", "3", "5"], batch_size=32, store=tmp_path / "s",
-                                   progress=False)  # the in-process capture recognises the store
+    again = rg.capture_activations(model, (x, y), store=tmp_path / "s", **kwargs)  # reused in process
     assert (tmp_path / "s" / "layer_0000.npy").stat().st_mtime_ns == stamp
-    assert np.array_equal(again["5"], expected["5"])
-    dataset = torch.utils.data.TensorDataset(x, y)
+    assert np.array_equal(again["5"], got["5"])
+    dataset = torch.utils.data.TensorDataset(x, torch.arange(150))
     from_dataset = rd.capture_activations(model, dataset, layers=["3"], batch_size=16, max_samples=70,
                                           store=tmp_path / "d", client=client, progress=False)
-    assert np.array_equal(from_dataset["3"], expected["3"][:70]) and len(from_dataset.labels) == 70
+    assert np.array_equal(from_dataset["3"], got["3"][:70]) and from_dataset.labels.tolist() == list(range(70))
 
 
 class _FailsLate(nn.Module):
@@ -325,16 +329,19 @@ class _FailsLate(nn.Module):
         return x * 2
 
 
-def test_a_failed_shard_leaves_the_store_incomplete(client, tmp_path):
+def test_a_failed_shard_publishes_nothing(client, tmp_path):
     model = nn.Sequential(_FailsLate())
     x = torch.ones(64, 3)
     x[50] = 1000.0
     with pytest.raises(RuntimeError, match="poisoned"):
-        rd.capture_activations(model, x, layers=["0"], batch_size=8, store=tmp_path, client=client,
+        rd.capture_activations(model, x, layers=["0"], batch_size=8, store=tmp_path / "s", client=client,
                                progress=False)
-    assert json.loads((tmp_path / "manifest.json").read_text())["complete"] is False
+    assert not (tmp_path / "s").exists()
     with pytest.raises(ValueError, match="no complete"):
-        rg.Activations.load(tmp_path)
+        rg.Activations.load(tmp_path / "s")
+    x[50] = 1.0  # the same folder takes a good capture afterwards
+    assert rd.capture_activations(model, x, layers=["0"], batch_size=8, store=tmp_path / "s", client=client,
+                                  progress=False)["0"].shape == (64, 3)
     with pytest.raises(ValueError, match="store=PATH"):
         rd.capture_activations(model, x, layers=["0"], client=client)
     with pytest.raises(TypeError, match="index"):

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from repgraph import birth_points, cka, filter_similarity, gbs, knn_graph, modularity_curve, Activations
+from repgraph import birth_points, cka, config_context, filter_similarity, gbs, knn_graph, modularity_curve, Activations
+from repgraph.analyzers.batched_modularity import batch_modularities
+from repgraph.analyzers.modularity import edge_modularity
+from repgraph.builders.knn import knn_edges, knn_edges_batched
 from repgraph.datasets import synthetic_clusters
 
 pytestmark = pytest.mark.gpu
@@ -29,3 +32,23 @@ def test_similarities_on_cuda_equal_cpu():
     F = np.maximum(rng.normal(size=(8, 6, 5, 5)), 0)
     np.testing.assert_allclose(filter_similarity(F, device="cuda"), filter_similarity(F), atol=1e-10)
     assert (birth_points(torch.from_numpy(F).cuda()) == birth_points(F)).all()
+
+
+@pytest.mark.parametrize("working_memory", [256, 1])  # 1 MiB: groups of two 300x300 blocks
+def test_batched_knn_and_modularity_on_cuda_equal_cpu(working_memory):
+    rng = np.random.default_rng(0)
+    tied = rng.integers(0, 3, size=(5, 300, 4)).astype(np.float32)  # exact and near ties
+    clusters = synthetic_clusters(1500, 5, 64, seed=0, shuffle=False)[0].reshape(5, 300, 64)
+    labels = np.arange(1500).reshape(5, 300) % 5
+    for X in (tied, clusters):
+        with config_context(working_memory=working_memory):
+            edges = knn_edges_batched(torch.from_numpy(X).cuda(), 3)
+            values = batch_modularities(torch.from_numpy(X).cuda(), labels, k=3)
+        expected = []
+        for (r, c, w), Xb, yb in zip(edges, X, labels):
+            r1, c1, w1 = knn_edges(torch.from_numpy(Xb), 3)  # CPU, block-triangular Gram
+            np.testing.assert_array_equal(r, r1)
+            np.testing.assert_array_equal(c, c1)  # the neighbours of the float64 definition
+            np.testing.assert_allclose(w, w1, rtol=1e-6)  # float32 weights of two products
+            expected.append(edge_modularity(r1, c1, w1, yb))
+        np.testing.assert_allclose(values, expected, rtol=0, atol=1e-6)

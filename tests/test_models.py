@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from repgraph.models import MODELS, get_model, resnet20, resnet56, resnet110
+from repgraph.models import MODELS, example_input, get_model, resnet20, resnet56, resnet110
+
+SEQUENCE_MODELS = {"cnn1d", "resnet1d"}  # take (N, C, L); every other model takes (N, C, H, W)
 
 
 def _params(model):
@@ -10,10 +12,23 @@ def _params(model):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_model_runs_on_small_and_cifar_inputs(name):
+def test_every_model_runs_on_inputs_of_its_own_dimensionality(name):
     model = get_model(name, num_classes=7, in_channels=1).eval()
-    for size in (16, 32):
-        assert model(torch.zeros(2, 1, size, size)).shape == (2, 7)
+    if name in SEQUENCE_MODELS:
+        x = example_input(name, batch_size=2, in_channels=1)
+        assert x.shape == (2, 1, 40)  # MNIST-1D length
+        assert model(x).shape == (2, 7)
+        return
+    for size in (16, 32):  # digits and CIFAR resolutions
+        x = example_input(name, batch_size=2, in_channels=1, size=size)
+        assert x.shape == (2, 1, size, size)
+        assert model(x).shape == (2, 7)
+    assert example_input(name).shape == (1, 3, 32, 32)
+
+
+def test_example_input_rejects_unknown_models():
+    with pytest.raises(ValueError, match="resnet1d"):
+        example_input("resnet1D_")
 
 
 def test_resnet20_option_a_has_the_published_parameter_count():

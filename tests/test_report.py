@@ -1,4 +1,3 @@
-import os
 import re
 import shutil
 import subprocess
@@ -21,14 +20,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def _chromium():
-    """Debian's chromium; installed here only if missing and possible, else the test skips."""
+    """Debian's headless Chromium (``make test`` installs it where it can); the test skips without it."""
     path = shutil.which("chromium")
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, timeout=600)
-        path = shutil.which("chromium")
     if path is None:
-        pytest.skip("headless Chromium is not available and could not be installed")
+        pytest.skip("headless Chromium is not installed (make test installs it where apt-get is allowed)")
     return path
 
 

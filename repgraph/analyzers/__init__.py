@@ -1,4 +1,5 @@
 """Analyzers: pure functions on arrays (numpy or torch, any device); they never run a model."""
+from .block_criteria import angular_distance, block_influence, relative_update_norm
 from .central_filters import CentralFilters, central_filters, compensate_next_layer
 from .cka import MinibatchCKA, cka, cka_matrix, hsic_matrix
 from .closeness import closeness_centrality
@@ -6,12 +7,14 @@ from .communities import communities
 from .correspondence import layer_correspondence
 from .criteria import chip_scores, clp_outliers, clp_upper_bounds, hrank_scores, l1_scores
 from .gbs import gbs, gbs_matrix, sample_graph
+from .layer_redundancy import layer_redundancy
 from .modularity import modularity, modularity_curve
 from .topology import (birth_point_of_map, birth_points, class_feature_entropy, entropy_ranking_scores,
                        feature_entropy, persistence_entropy)
 
-__all__ = ["CentralFilters", "MinibatchCKA", "birth_point_of_map", "birth_points", "central_filters",
-           "chip_scores", "cka", "cka_matrix", "class_feature_entropy", "closeness_centrality", "clp_outliers",
-           "clp_upper_bounds", "communities", "compensate_next_layer", "entropy_ranking_scores", "feature_entropy",
-           "gbs", "gbs_matrix", "hrank_scores", "hsic_matrix", "l1_scores", "layer_correspondence", "modularity",
-           "modularity_curve", "persistence_entropy", "sample_graph"]
+__all__ = ["CentralFilters", "MinibatchCKA", "angular_distance", "birth_point_of_map", "birth_points",
+           "block_influence", "central_filters", "chip_scores", "cka", "cka_matrix", "class_feature_entropy",
+           "closeness_centrality", "clp_outliers", "clp_upper_bounds", "communities", "compensate_next_layer",
+           "entropy_ranking_scores", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "hsic_matrix",
+           "l1_scores", "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve",
+           "persistence_entropy", "relative_update_norm", "sample_graph"]

@@ -32,23 +32,30 @@ def topk_lowest_index(S: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.
     return take.nonzero()[:, 1].view(-1, k)
 
 
-def _exact_rows(X, rows, scaled, k):
-    """Float64 similarities of ``rows`` to every column; the top-k indices (ties: lowest index)
-    and values."""
-    Xr, Xc = X[rows].double(), X.double()
-    S = Xr @ Xc.T
-    if scaled:
-        S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
-                 * torch.linalg.vector_norm(Xc, dim=1).clamp_min(NORM_FLOOR)[None, :])
-    S[torch.arange(len(rows), device=S.device), rows] = -torch.inf
-    pick = topk_lowest_index(S, k)
-    return pick, S.gather(1, pick)
+def _exact_rows(X, batch, rows, scaled, k):
+    """Float64 similarities of the rows ``X[batch, rows]`` to every row of their own batch of ``X``
+    (B, n, D); the top-k indices (ties: lowest index) and values."""
+    idx = torch.empty(len(rows), k, dtype=torch.long, device=X.device)
+    val = torch.empty(len(rows), k, dtype=torch.float64, device=X.device)
+    for b in batch.unique().tolist():  # rows whose whole batch is in doubt are rare
+        sel = (batch == b).nonzero().flatten()
+        Xc = X[b].double()
+        Xr = Xc[rows[sel]]
+        S = Xr @ Xc.T
+        if scaled:
+            S = S / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
+                     * torch.linalg.vector_norm(Xc, dim=1).clamp_min(NORM_FLOOR)[None, :])
+        S[torch.arange(len(sel), device=S.device), rows[sel]] = -torch.inf
+        pick = topk_lowest_index(S, k)
+        idx[sel], val[sel] = pick, S.gather(1, pick)
+    return idx, val
 
 
-def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
-    """Top-k of ``rows`` when only the candidates within ``band`` of the k-th float32 value are in
-    doubt: candidates above the band are kept, those in it are re-scored in float64 and the best
-    fill the remaining places (ties within ``TIE_RTOL``: lowest index)."""
+def _rescore_band(X, batch, rows, values, cand, kth, band, k, scaled):
+    """Top-k of the rows ``X[batch, rows]`` of ``X`` (B, n, D) when only the candidates within
+    ``band`` of the k-th float32 value are in doubt: candidates above the band are kept, those in it
+    are re-scored in float64 and the best fill the remaining places (ties within ``TIE_RTOL``:
+    lowest index)."""
     safe = values > (kth + band)[:, None]
     doubt = (values - kth[:, None]).abs() <= band[:, None]
     n_safe = safe.sum(dim=1)
@@ -56,8 +63,8 @@ def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
     positions = (n_safe[:, None] + torch.arange(width, device=X.device)).clamp_max(values.shape[1] - 1)
     valid = torch.arange(width, device=X.device)[None, :] < doubt.sum(dim=1, keepdim=True)
     cols = cand.gather(1, positions)
-    Xr = X[rows].double()
-    Xc = X[cols].double()
+    Xr = X[batch, rows].double()
+    Xc = X[batch[:, None], cols].double()
     exact = torch.einsum("rd,rtd->rt", Xr, Xc)
     if scaled:
         exact = exact / (torch.linalg.vector_norm(Xr, dim=1).clamp_min(NORM_FLOOR)[:, None]
@@ -65,7 +72,7 @@ def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
     scale = exact.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
     key = torch.where(valid, torch.round(exact / (scale * TIE_RTOL)), torch.full_like(exact, -torch.inf))
     # order: descending exact value; a stable sort of the index-sorted columns keeps ties lowest-index first
-    by_index = cols.masked_fill(~valid, X.shape[0]).argsort(dim=1)
+    by_index = cols.masked_fill(~valid, X.shape[1]).argsort(dim=1)
     order = by_index.gather(1, key.gather(1, by_index).argsort(dim=1, descending=True, stable=True))
     picked_cols, picked_vals = cols.gather(1, order), exact.gather(1, order)
     place = torch.arange(k, device=X.device)[None, :]
@@ -76,63 +83,169 @@ def _rescore_band(X, rows, values, cand, kth, band, k, scaled):
     return out_idx, out_val
 
 
+def _nearest(S, X, batch, rows, band, k, scaled):
+    """The k neighbours of the float64 definition for each row of ``S`` (r, n): the float32
+    similarities of the rows ``X[batch, rows]`` to the n rows of their batch of ``X`` (B, n, D), self
+    set to −inf. ``band`` (r,) is each row's float32 error band. Returns indices (r, k) within the
+    batch and float64 weights (r, k).
+
+    Rows whose k-th and (k+1)-th float32 values lie within ``band`` have the candidates inside the
+    band re-scored in float64 (``_rescore_band``), or the whole row (``_exact_rows``) when the band
+    reaches past the k + ``CANDIDATES`` float32 candidates.
+    """
+    n, d = X.shape[1], X.shape[2]
+    first = min(k + 1, n - 1)  # the (k+1)-th value tells whether the k-th place is in doubt
+    top_vals, top = torch.topk(S, first, dim=1)  # descending float32 values
+    idx, w = top[:, :k].clone(), top_vals[:, :k].double()
+    if first == k:
+        return idx, w
+    kth = top_vals[:, k - 1]
+    near = (kth - top_vals[:, first - 1] <= band).nonzero().flatten()
+    if len(near):  # only rows in doubt pay for the wider candidate list
+        m = min(k + CANDIDATES, n - 1)
+        cand_vals, cand = torch.topk(S[near], m, dim=1)
+        whole = kth[near] - cand_vals[:, m - 1] <= band[near]
+        for r in (~whole).nonzero().flatten().split(row_chunk(len(near), 8 * m * d)):  # float64 candidates
+            if len(r):
+                g = near[r]
+                idx[g], w[g] = _rescore_band(X, batch[g], rows[g], cand_vals[r], cand[r], kth[g], band[g],
+                                             k, scaled)
+        for g in near[whole].split(row_chunk(len(near), 8 * n)):  # float64 rows
+            if len(g):
+                idx[g], w[g] = _exact_rows(X, batch[g], rows[g], scaled, k)
+    return idx, w
+
+
+def _prepared(X, metric: str, name: str):
+    """``X`` (B, n, D) as the metric sees it (row-centred for correlation), the per-row scale of
+    the cosine (None for linear) and the per-row float32 error band
+    ``ERROR_FACTOR·(sqrt(D) + 8)·eps(float32)·scale`` (scale 1 for cosine and correlation,
+    ``‖x_i‖·max_j ‖x_j‖`` over the batch for linear); NaN/Inf found from the row norms."""
+    if metric == "correlation":
+        X = X - X.mean(dim=2, keepdim=True)
+    elif metric not in ("cosine", "linear"):
+        raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
+    n_batches, n, d = X.shape
+    norms = torch.linalg.vector_norm(X, dim=2)
+    finite = torch.isfinite(norms)
+    if not bool(finite.all()):
+        b = int((~finite).any(dim=1).nonzero()[0])
+        where = name if n_batches == 1 else f"{name} (batch {b})"
+        raise non_finite_error(where, int((~finite[b]).sum()), n)
+    if metric == "linear":
+        scale, band_scale = None, norms * norms.amax(dim=1, keepdim=True)
+    else:
+        scale, band_scale = 1.0 / norms.clamp_min(NORM_FLOOR), torch.ones_like(norms)
+    band = ERROR_FACTOR * (d ** 0.5 + 8.0) * torch.finfo(torch.float32).eps * band_scale
+    return X, scale, band
+
+
+def _similarities(X, scale, b0: int, b1: int, r0: int, r1: int) -> torch.Tensor:
+    """Float32 similarities (b1−b0, r1−r0, n) of the rows r0:r1 of the batches b0:b1 of ``X``
+    (B, n, D) to all rows of their batch, self set to −inf: one batched product (one ``gram``, the
+    block-triangular product on CPU, for a whole single batch)."""
+    n = X.shape[1]
+    if b1 - b0 == 1:
+        S = (gram(X[b0]) if r1 - r0 == n else X[b0, r0:r1] @ X[b0].T)[None]
+    else:
+        S = torch.bmm(X[b0:b1, r0:r1], X[b0:b1].transpose(1, 2))
+    if scale is not None:
+        S *= scale[b0:b1, r0:r1, None]
+        S *= scale[b0:b1, None, :]
+    local = torch.arange(r1 - r0, device=S.device)
+    S[:, local, local + r0] = -torch.inf
+    return S
+
+
+def knn_edges_batched(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X"):
+    """Directed kNN edges (self excluded) of the rows of each of the B batches of ``X`` (B, n, D),
+    all batches at once: one batched Gram product and one batched top-k per group of batches.
+
+    For each batch: the neighbours of ``knn_edges`` on it, those of the float64 definition (ties →
+    lowest index), and weights ``s_ij`` (cosine by default) equal to its weights up to the float32
+    rounding of the product (the float64 re-scored ones to ~1e-16). The float32 product
+    ``S = X Xᵀ`` (rescaled for cosine) is computed for as many batches at a time as fit the
+    working-memory budget (``repgraph.get_config()``; a batch whose n×n block alone does not fit is
+    split into row chunks); rows whose k-th and (k+1)-th float32 similarities lie within the
+    float32 error band ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band re-scored
+    in float64 (the whole row when the band reaches past the k+8 candidates), so float32 rounding
+    never decides a neighbour or a tie. On a GPU that is one set of kernel launches per group of
+    batches instead of one per batch.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        (B, n, D) features, float32, on any device.
+    k : int
+        Neighbours per node, 1 <= k < n.
+    metric : {"cosine", "correlation", "linear"}
+        Cosine is ``x_i·x_j / (max(‖x_i‖,1e-8)·max(‖x_j‖,1e-8))``; correlation is the cosine of the
+        row-centred rows; linear is ``x_i·x_j``.
+    name : str
+        Name of ``X`` in error messages.
+
+    Returns
+    -------
+    list of (rows, cols, weights)
+        One triple of numpy arrays per batch, n·k edges each: ``rows`` and ``cols`` (int64, within
+        the batch), ``weights`` (float64; float32-exact where no near-tie was re-scored).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 3-D, ``k`` is not in [1, n), ``metric`` is unknown or ``X`` holds NaN/Inf
+        (the message names the batch).
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022, §3.
+
+    Examples
+    --------
+    >>> import torch
+    >>> X = torch.tensor([[[1., 0.], [1., .1], [0., 1.]], [[0., 1.], [1., 0.], [.1, 1.]]])
+    >>> [cols.tolist() for _, cols, _ in knn_edges_batched(X, 1)]
+    [[1, 0, 1], [2, 2, 0]]
+    """
+    if X.ndim != 3:
+        raise ValueError(f"{name} must be batches of features (B, n, D), got shape {tuple(X.shape)}.")
+    n_batches, n, _ = X.shape
+    if not 1 <= k < n:
+        raise ValueError(f"k={k} but {name} has n={n} samples per batch: a kNN graph needs 1 <= k < n; "
+                         "use a smaller k or larger batches.")
+    X, scale, band = _prepared(X, metric, name)
+    rows_step = row_chunk(n, 4 * n)  # float32 similarity rows
+    batch_step = row_chunk(n_batches, 4 * n * n) if rows_step == n else 1
+    edges = []
+    for b0 in range(0, n_batches, batch_step):
+        b1 = min(n_batches, b0 + batch_step)
+        idx, w = [], []
+        for r0 in range(0, n, rows_step):
+            r1 = min(n, r0 + rows_step)
+            S = _similarities(X, scale, b0, b1, r0, r1).view(-1, n)
+            batch = torch.arange(b0, b1, device=X.device).repeat_interleave(r1 - r0)
+            rows = torch.arange(r0, r1, device=X.device).repeat(b1 - b0)
+            i, v = _nearest(S, X, batch, rows, band[b0:b1, r0:r1].reshape(-1), k, scale is not None)
+            idx.append(i.view(b1 - b0, r1 - r0, k))
+            w.append(v.view(b1 - b0, r1 - r0, k))
+        idx, w = torch.cat(idx, dim=1).cpu().numpy(), torch.cat(w, dim=1).cpu().numpy()
+        edges += [(np.repeat(np.arange(n), k), idx[j].reshape(-1), w[j].reshape(-1)) for j in range(b1 - b0)]
+    return edges
+
+
 def knn_edges(X: torch.Tensor, k: int, metric: str = "cosine", *, name: str = "X"):
     """Directed kNN edges of the rows of ``X`` (N, D) under ``metric`` (self excluded): numpy
     arrays (rows, cols, weights). The neighbours are those of the float64 definition.
 
     Cosine is ``(X Xᵀ)_ij / (max(‖x_i‖,1e-8)·max(‖x_j‖,1e-8))``: the float32 Gram product of the
-    raw rows, rescaled afterwards (no normalised copy of X), in row chunks bounded by a memory
-    budget. Rows whose k-th and (k+1)-th float32 similarities lie within the float32 error band
-    ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band re-scored in float64 (the
-    whole row when the band reaches past the k+8 candidates), so float32 rounding never decides a
-    neighbour or a tie.
+    raw rows (on CPU the block-triangular ``gram``), rescaled afterwards (no normalised copy of X),
+    in row chunks bounded by a memory budget. Rows whose k-th and (k+1)-th float32 similarities lie
+    within the float32 error band ``4·(sqrt(D) + 8)·eps·scale`` have the candidates inside that band
+    re-scored in float64 (the whole row when the band reaches past the k+8 candidates), so float32
+    rounding never decides a neighbour or a tie. ``knn_edges_batched`` with one batch.
     NaN/Inf in X is detected from the row norms (one pass over X).
     """
-    if metric == "correlation":
-        X = X - X.mean(dim=1, keepdim=True)
-    elif metric not in ("cosine", "linear"):
-        raise ValueError(f"metric must be 'cosine', 'correlation' or 'linear', got {metric!r}.")
-    n, d = X.shape
-    norms = torch.linalg.vector_norm(X, dim=1)
-    if not bool(torch.isfinite(norms).all()):
-        raise non_finite_error(name, int((~torch.isfinite(norms)).sum()), n)
-    if metric == "linear":
-        scale, band_scale = None, norms * norms.max()
-    else:
-        scale, band_scale = 1.0 / norms.clamp_min(NORM_FLOOR), torch.ones_like(norms)
-    band = ERROR_FACTOR * (d ** 0.5 + 8.0) * torch.finfo(torch.float32).eps * band_scale
-    first = min(k + 1, n - 1)  # the (k+1)-th value tells whether the k-th place is in doubt
-    m = min(k + CANDIDATES, n - 1)
-    rows, cols, vals = [], [], []
-    step = row_chunk(n, 4 * n)  # float32 similarity rows
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        S = gram(X) if stop - start == n else X[start:stop] @ X.T
-        if scale is not None:
-            S *= scale[start:stop, None]
-            S *= scale[None, :]
-        local = torch.arange(stop - start, device=S.device)
-        S[local, local + start] = -torch.inf
-        top_vals, top = torch.topk(S, first, dim=1)  # descending float32 values
-        idx, w = top[:, :k].clone(), top_vals[:, :k].double()
-        b = band[start:stop]
-        kth = top_vals[:, k - 1]
-        near = (kth - top_vals[:, first - 1] <= b).nonzero().flatten() if first > k else local[:0]
-        if len(near):  # only rows in doubt pay for the wider candidate list
-            cand_vals, cand = torch.topk(S[near], m, dim=1)
-            whole = kth[near] - cand_vals[:, m - 1] <= b[near]
-            for r in (~whole).nonzero().flatten().split(row_chunk(n, 8 * m * d)):  # float64 candidates
-                if len(r):
-                    g = near[r]
-                    idx[g], w[g] = _rescore_band(X, g + start, cand_vals[r], cand[r], kth[g], b[g], k,
-                                                 scale is not None)
-            for g in near[whole].split(row_chunk(n, 8 * n)):  # float64 rows
-                if len(g):
-                    idx[g], w[g] = _exact_rows(X, g + start, scale is not None, k)
-        rows.append(np.repeat(np.arange(start, stop), k))
-        cols.append(idx.reshape(-1).cpu().numpy())
-        vals.append(w.reshape(-1).cpu().numpy())
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    return knn_edges_batched(X[None], k, metric, name=name)[0]
 
 
 def symmetrized(rows, cols, vals, n: int, symmetrize) -> sp.csr_matrix:

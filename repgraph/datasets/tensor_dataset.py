@@ -6,7 +6,8 @@ from torch.utils.data import Dataset
 
 
 class ArrayDataset(Dataset):
-    """Images ``data`` (N, C, H, W) float32 and integer ``targets`` (N,), indexable as (x, y)."""
+    """Samples ``data`` (N, C, ...) float32, e.g. images (N, C, H, W) or sequences (N, C, L), and
+    integer ``targets`` (N,), indexable as (x, y)."""
 
     def __init__(self, data: torch.Tensor, targets: torch.Tensor, classes=None):
         if data.shape[0] != targets.shape[0]:

@@ -1,29 +1,37 @@
-"""Capture on a Dask cluster: the samples are split into shards of whole batches, each worker runs
-the model on its shards and writes their rows into the store's layer files (preallocated at their
-final size), and the manifest is published complete only once every shard is written.
+"""Capture on a Dask cluster: the samples are cut into shards of whole batches, each worker runs
+the model on its shards (the in-process capture, in memory) and writes their rows into the
+store's preallocated layer files, returning their CRC-32; the store is published once every shard
+is in.
 
-Written against the store format of ``repgraph.hooks.activations`` (one ``.npy`` per layer,
-``labels.npy``, ``manifest.json``); the fingerprint and the reuse rule are those of the in-process
-``capture_activations``, so either one reuses a store the other made."""
+The store is the one of ``repgraph.hooks.store``, written by the procedure its module docstring
+gives for several writers: under the store's lock, a private ``.partial`` folder with each file
+preallocated; rows written at ``HEADER_BYTES + start·row_bytes``; the manifest with each shard's
+checksum; one atomic rename. Fingerprint and reuse are the in-process ones, so either capture
+reuses a store the other made."""
 from __future__ import annotations
 
-import hashlib
+import math
+import shutil
 import threading
 import weakref
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
 
-from ..hooks.activations import FORMAT, Activations, layer_filename, write_manifest
-from ..hooks.batches import iter_batches
-from ..hooks.capture import _check_store, _model_fingerprint, _reduce_name, _reducer
+from ..hooks.activations import Activations
+from ..hooks.batches import _is_pair, _slice, iter_batches
+from ..hooks.capture import _check_options
 from ..hooks.capture import capture_activations as _capture
-from ..hooks.layers import select_layers
+from ..hooks.npy_stream import HEADER_BYTES, NpyStreamWriter, npy_header
+from ..hooks.recorder import ActivationRecorder
+from ..hooks.store import (LABELS, StoreLock, complete_manifest, file_entry, layer_filename, partial_path, publish,
+                           write_manifest)
+from ..hooks.stored import _hash_data, _published, _reuse, _wait_or_refuse, capture_config
 from .runner import runner_for, task_rows
-from .store_arrays import LayerFile
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -35,103 +43,120 @@ def _model_lock(model: nn.Module) -> threading.Lock:
         return _LOCKS.setdefault(model, threading.Lock())
 
 
-def _extent(data, batch_size: int) -> tuple[int, int]:
-    """``(number of samples, batch size)`` of a data form that can be cut into shards."""
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        return len(data), batch_size
-    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
-        return len(data[0]), batch_size
+def _shard_batch_size(data, batch_size: int) -> int:
+    """The batch size the in-process capture uses for ``data`` (a DataLoader keeps its own), after
+    checking that ``data`` can be cut into shards."""
     if isinstance(data, DataLoader):
         if not isinstance(data.sampler, SequentialSampler) or data.batch_size is None or data.drop_last:
-            raise TypeError("capture on a cluster splits the data into shards: pass a DataLoader with "
+            raise TypeError("capture on a cluster cuts the data into shards: pass a DataLoader with "
                             "shuffle=False, a batch_size and drop_last=False, or its dataset.")
-        return len(data.dataset), data.batch_size
-    if isinstance(data, Dataset) and not isinstance(data, IterableDataset) and hasattr(data, "__len__"):
-        return len(data), batch_size
-    raise TypeError("capture on a cluster needs data it can index to split into shards: a tensor or array "
-                    f"of inputs, a tuple (X, y), a map-style Dataset or a sequential DataLoader; got "
-                    f"{type(data).__name__}.")
+        return data.batch_size
+    indexable = (isinstance(data, Dataset) and not isinstance(data, IterableDataset)) or _is_pair(data) or \
+        isinstance(data, Mapping) or hasattr(data, "shape")
+    if not indexable:
+        raise TypeError("capture on a cluster needs data it can index to cut into shards: a tensor or array of "
+                        "inputs, (X, y), a dict of per-sample arrays, a map-style Dataset or a sequential "
+                        f"DataLoader; got {type(data).__name__}.")
+    return batch_size
 
 
-def _shard_view(data, start: int, stop: int):
-    """Samples ``start:stop`` of ``data`` in the same form (a DataLoader keeps its batch size and
-    collate function, without worker processes: a Dask worker's processes cannot have children)."""
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        return data[start:stop]
-    if isinstance(data, tuple):
-        return data[0][start:stop], data[1][start:stop]
+def _shard_view(data, start: int, stop: int, n: int):
+    """Samples ``start:stop`` of ``data`` (``n`` samples) in the same form; a DataLoader keeps its
+    batch size and collate function but no worker processes (a Dask worker's cannot have children)."""
     if isinstance(data, DataLoader):
-        return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=data.batch_size,
-                          shuffle=False, collate_fn=data.collate_fn)
-    return Subset(data, range(start, stop))
+        return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=data.batch_size, shuffle=False,
+                          collate_fn=data.collate_fn)
+    if isinstance(data, Dataset):
+        return Subset(data, range(start, stop))
+    if _is_pair(data):
+        return type(data)((data[0][start:stop], data[1][start:stop]))
+    if isinstance(data, Mapping):
+        return {key: _slice(value, start, stop, n) for key, value in data.items()}
+    return data[start:stop]
 
 
-def _capture_rows(model, data, start, stop, names, reduce, device, batch_size) -> Activations:
+def _capture_rows(model, data, start, stop, n, options) -> Activations:
     with _model_lock(model):
-        return _capture(model, _shard_view(data, start, stop), names, reduce=reduce, device=device,
-                        progress=False, batch_size=batch_size)
+        return _capture(model, _shard_view(data, start, stop, n), progress=False, **options)
 
 
-def _probe_layout(model, data, n_probe: int, names, reduce, device, batch_size):
-    """What each layer's rows look like: ``([(name, row shape, dtype)], labels dtype or None)``
-    from the first ``n_probe`` samples, in the order the layers fire (the store's file order)."""
-    acts = _capture_rows(model, data, 0, n_probe, names, reduce, device, batch_size)
-    layout = [(name, tuple(array.shape[1:]), array.dtype.str) for name, array in acts.items()]
-    return layout, None if acts.labels is None else acts.labels.dtype.str
+def _probe_layout(model, data, n_probe: int, n: int, options) -> list[tuple[str, tuple]]:
+    """``[(key, row shape)]`` of the first ``n_probe`` samples, in the order the layers fire (the
+    order of the store's files)."""
+    return [(key, tuple(array.shape[1:])) for key, array in _capture_rows(model, data, 0, n_probe, n, options).items()]
 
 
-def _write_rows(path: Path, start: int, array: np.ndarray):
-    """Write ``array`` as rows ``start:`` of the preallocated ``.npy`` at ``path``."""
-    layer = LayerFile.open(path)
-    if (array.shape[1:], array.dtype) != (layer.shape[1:], layer.dtype) or start + len(array) > layer.shape[0]:
-        raise ValueError(f"{path}: rows {start}:{start + len(array)} of {array.dtype}{array.shape[1:]} do not fit "
-                         f"the layer's {layer.dtype}{layer.shape}.")
-    with open(path, "r+b") as fh:
-        fh.seek(layer.offset + start * layer.row_bytes)
-        fh.write(np.ascontiguousarray(array).data)
+def _capture_shard(model, data, start, stop, n, options, partial: str, layout) -> tuple[list[int], object]:
+    """Run samples ``start:stop`` through the model and write their rows into the files of
+    ``partial``; returns each file's CRC-32 of these rows and the rows' labels (or None)."""
+    acts = _capture_rows(model, data, start, stop, n, options)
+    if [(key, tuple(a.shape[1:])) for key, a in acts.items()] != layout:
+        raise ValueError(f"samples {start}:{stop} gave layers {[(k, a.shape[1:]) for k, a in acts.items()]} but "
+                         f"the first samples gave {layout}; the model's outputs depend on its input.")
+    crcs = []
+    for index, (key, shape) in enumerate(layout):
+        rows = memoryview(np.ascontiguousarray(acts[key], dtype=np.float32).reshape(-1).view(np.uint8))
+        with open(Path(partial) / layer_filename(index), "r+b") as fh:
+            fh.seek(HEADER_BYTES + start * 4 * math.prod(shape))
+            fh.write(rows)
+        crcs.append(zlib.crc32(rows))
+    return crcs, acts.labels
 
 
-def _capture_shard(model, data, start, stop, names, reduce, device, batch_size, folder: str, layout,
-                  label_dtype) -> int:
-    """Run samples ``start:stop`` through the model and write their rows into the store's files;
-    returns the number of rows written. A layer whose rows differ from the probe's is an error."""
-    acts = _capture_rows(model, data, start, stop, names, reduce, device, batch_size)
-    if list(acts) != [name for name, _, _ in layout]:
-        raise ValueError(f"samples {start}:{stop} recorded layers {list(acts)} but the first samples recorded "
-                         f"{[name for name, _, _ in layout]}; the model's control flow depends on its input.")
-    for index, (name, _, _) in enumerate(layout):
-        _write_rows(Path(folder) / layer_filename(index), start, acts[name])
-    if label_dtype is not None:
-        if acts.labels is None:
-            raise ValueError(f"samples {start}:{stop} carry no labels but the first samples did.")
-        _write_rows(Path(folder) / "labels.npy", start, acts.labels)
-    return stop - start
+def _data_digest(data, batch_size, label_key, max_samples) -> dict:
+    """The data hash of the in-process capture (every input and label), computed on a worker."""
+    return _hash_data(iter_batches(data, batch_size, label_key)[0], max_samples)
 
 
-def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten",
-                        max_samples: int | None = None, device=None, store=None, progress: bool = True,
-                        batch_size: int = 256, client=None) -> Activations:
+def _preallocate(partial: Path, layout, n: int):
+    """The private folder with each layer's file at its final size (header, then a sparse hole)."""
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for index, (_, shape) in enumerate(layout):
+        with open(partial / layer_filename(index), "wb") as fh:
+            fh.write(npy_header(np.dtype(np.float32), (n, *shape)))
+            fh.truncate(HEADER_BYTES + n * 4 * math.prod(shape))
+
+
+def _labels_entry(partial: Path, parts: list):
+    """Write the shards' labels (all or none) as ``labels.npy``; its manifest entry, or None."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("some shards carry labels and others do not; every batch must carry labels or none.")
+    writer = NpyStreamWriter(partial / LABELS)
+    writer.append(np.concatenate(parts))
+    shape = writer.close()
+    return file_entry(None, LABELS, shape, writer.dtype, [{"start": 0, "stop": shape[0], "crc32": writer.crc32}])
+
+
+def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None, batch_axis=0,
+                        inputs: bool = False, label_key="auto", max_samples: int | None = None, device=None,
+                        store=None, progress: bool = True, batch_size: int = 256, client=None) -> Activations:
     """``repgraph.capture_activations`` with the forward passes on a cluster, into a store.
 
-    The N samples are cut into shards of whole batches (so every batch is the one the in-process
-    capture runs, and the rows are identical); the model and the data are sent to the cluster
-    once; each task runs one shard through the model (eval mode, ``torch.no_grad()``) with the
-    in-process capture and writes its rows at their place in the layer files. The files are
-    preallocated from a probe of the first samples; the manifest says ``complete: false`` until
-    every shard is written, then is replaced atomically by the complete one. A failed shard
-    leaves the store incomplete (never loaded as complete) and raises its error here. A complete
-    store with a matching fingerprint (the in-process one) is reused instead of recomputed.
+    The N samples are cut into shards of whole batches, so each batch is one the in-process
+    capture runs and every row is identical to its. The model and the data are sent to the
+    cluster once. A probe of the first samples gives each layer's shape; under the store's lock
+    a private ``.partial`` folder gets each layer's file preallocated; one task per shard runs the
+    in-process capture on its samples and writes its rows in place, returning their CRC-32; a
+    task hashes the data meanwhile (the fingerprint of the in-process capture). Once every shard
+    is in, the manifest (each shard's checksum as a chunk) is written and the folder published
+    with one atomic rename. A failed shard raises its error here and nothing is published (the
+    partial folder is started afresh by the next capture; no resume). A complete store of the
+    same capture is reused, after its checksums are verified, as in process.
 
     Parameters
     ----------
     model : nn.Module
         The network (picklable; sent to the cluster once).
-    data : tensor or array of inputs, tuple (X, y), map-style Dataset, or sequential DataLoader
+    data : tensor or array, (X, y), dict of per-sample arrays, map-style Dataset or sequential DataLoader
         Data that can be indexed, to cut into shards.
-    layers, reduce, max_samples, device, progress, batch_size
+    layers, reduce, output, batch_axis, inputs, label_key, max_samples, device, progress, batch_size
         As in ``repgraph.capture_activations``.
     store : str or Path
-        Folder of the store, visible to the workers under the same path (required).
+        The store's folder, visible to the workers under the same path (required).
     client : distributed.Client, optional
         Default: the client of the enclosing ``repgraph.parallel`` block; with none, the shards
         run in this process.
@@ -144,7 +169,7 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     Raises
     ------
     ValueError
-        Without ``store``, for bad ``max_samples``, empty data, unknown layers, a foreign store folder
+        Without ``store``, for bad options, empty data, unknown layers, a store of another capture,
         or shards that disagree with the probe.
     TypeError
         For data that cannot be indexed (iterable datasets, generators, shuffling loaders).
@@ -155,55 +180,56 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     >>> from repgraph.distributed import capture_activations
     >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
     >>> x, y = torch.randn(10, 3), torch.arange(10) % 2
-    >>> acts = capture_activations(model, (x, y), layers=["0"], store=tempfile.mkdtemp(), batch_size=4,
-    ...                            progress=False)
+    >>> acts = capture_activations(model, (x, y), layers=["0"], store=tempfile.mkdtemp() + "/acts",
+    ...                            batch_size=4, progress=False)
     >>> acts["0"].shape, acts.labels.tolist()[:4]
     ((10, 4), [0, 1, 0, 1])
     """
     if store is None:
         raise ValueError("capture on a cluster writes a store: pass store=PATH, a folder the workers can "
                          "write under the same path.")
-    names = select_layers(model, layers)
-    _reducer(reduce)
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
-    total, batch = _extent(data, batch_size)
-    try:
-        first = next(iter_batches(data, batch_size)[0])
-    except StopIteration:
-        raise ValueError("data is empty: no batch to run through the model.") from None
+    _check_options(batch_size, max_samples)
+    rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
+    batch = _shard_batch_size(data, batch_size)
+    _, total = iter_batches(data, batch_size, label_key)
+    if not total:
+        raise ValueError("data is empty: no batch to run through the model.")
     n = total if max_samples is None else min(total, max_samples)
-    fingerprint = {"model": _model_fingerprint(model),
-                   "data": hashlib.sha1(first[0].detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
-                   "n_samples": n, "layers": names, "reduce": _reduce_name(reduce), "max_samples": max_samples}
+    config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
     folder = Path(store)
-    reused = _check_store(folder, fingerprint)
-    if reused is not None:
-        return reused
-    folder.mkdir(parents=True, exist_ok=True)
+    manifest = _published(folder)
+    if manifest is not None:
+        return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+    options = {"layers": rec.layers, "reduce": reduce, "output": output, "batch_axis": batch_axis, "inputs": inputs,
+               "label_key": label_key, "device": device, "batch_size": batch_size}
     runner = runner_for(client)
     model_handle, data_handle = runner.share(model), runner.share(data)
-    probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), names, reduce, device, batch)
-    layout, label_dtype = runner.results([probe], desc="probe", progress=False)[0]
-    for stale in [*folder.glob("layer_*.npy"), *folder.glob("labels.npy")]:
-        stale.unlink()
-    write_manifest(folder, {"format": FORMAT, "complete": False, "fingerprint": fingerprint})
-    entries = []
-    for index, (name, shape, dtype) in enumerate(layout):
-        np.lib.format.open_memmap(folder / layer_filename(index), mode="w+", dtype=np.dtype(dtype),
-                                  shape=(n, *shape))
-        entries.append({"name": name, "file": layer_filename(index), "shape": [n, *shape],
-                        "dtype": str(np.dtype(dtype))})
-    if label_dtype is not None:
-        np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.dtype(label_dtype), shape=(n,))
-    row_bytes = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for _, shape, dtype in layout)
-    rows = task_rows(n, 2 * row_bytes, runner, multiple=batch)
-    tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, min(n, a + rows), names, reduce, device,
-                           batch, str(folder), layout, label_dtype) for a in range(0, n, rows)]
-    written = sum(runner.results(tasks, desc="capture", progress=progress))
-    if written != n:
-        raise ValueError(f"the shards wrote {written} of {n} samples; the store stays incomplete.")
-    meta = {"model": type(model).__name__, "reduce": _reduce_name(reduce), "max_samples": max_samples}
-    write_manifest(folder, {"format": FORMAT, "complete": True, "fingerprint": fingerprint, "layers": entries,
-                            "labels": label_dtype is not None, "n_samples": n, "meta": meta})
+    lock = StoreLock(folder)
+    _wait_or_refuse(folder, lock, config, progress)
+    try:
+        manifest = _published(folder)
+        if manifest is not None:  # published by the writer we waited for
+            return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+        digest = runner.submit(_data_digest, data_handle, batch_size, label_key, max_samples)
+        probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), n, options)
+        layout = runner.results([probe], desc="probe", progress=False)[0]
+        partial = partial_path(folder)
+        _preallocate(partial, layout, n)
+        rows = task_rows(n, 2 * 4 * sum(math.prod(shape) for _, shape in layout), runner, multiple=batch)
+        shards = [(a, min(n, a + rows)) for a in range(0, n, rows)]
+        tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, b, n, options, str(partial), layout)
+                 for a, b in shards]
+        written = runner.results(tasks, desc="capture", progress=progress)
+        data_hash = runner.results([digest], desc="data hash", progress=False)[0]
+        entries = [file_entry(key, layer_filename(i), (n, *shape), np.float32,
+                              [{"start": a, "stop": b, "crc32": crcs[i]} for (a, b), (crcs, _) in zip(shards, written)])
+                   for i, (key, shape) in enumerate(layout)]
+        labels = _labels_entry(partial, [labels for _, labels in written])
+        meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
+                "inputs": rec.inputs}
+        write_manifest(partial, complete_manifest(entries, labels, {**config, "data": data_hash}, meta))
+        publish(partial, folder)
+    finally:
+        lock.release()
     return Activations.load(folder)
+

@@ -1,6 +1,7 @@
 """Where a task finds a layer's rows: a store's file (``LayerFile``: the task reads its own rows on
-the worker) or an in-memory array sent to the cluster once (``share``). Every distributed
-analysis turns its input into ``LayerSource``s here."""
+the worker; for a store's path, ``open_store``, or an ``Activations`` loaded from a store) or an
+in-memory array sent to the cluster once (``share``). Every distributed analysis turns its input
+into ``LayerSource``s here."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -35,16 +36,12 @@ def as_store(acts):
 
 
 def array_source(layer: str, name: str, array, runner) -> LayerSource:
-    """A source for one array: a ``LayerFile`` when it is a store layer (a ``np.load`` memory map),
-    else the array shared with the cluster once."""
+    """A source for one array: a ``LayerFile`` as it is, else the array shared with the cluster once."""
     if isinstance(array, LayerFile):
         return LayerSource(layer, name, array.shape, array)
     if type(array).__module__.startswith("dask"):
         raise TypeError(f"{name} is a dask array; pass the store it came from (open_store(path) or its "
                         "path) so workers read the files, or compute it first.")
-    found = LayerFile.of_memmap(array)
-    if found is not None:
-        return LayerSource(layer, name, found.shape, found)
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
@@ -60,6 +57,10 @@ def layer_sources(acts, runner, *, what: str = "acts", suffix: str = "") -> tupl
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError(f"{what} must be a non-empty Activations, mapping layer -> array (N, ...), "
                         "open_store(path) or a store's path.")
-    arrays = acts.files if isinstance(acts, StoreArrays) else acts
+    if isinstance(acts, StoreArrays):
+        arrays = acts.files
+    else:  # an Activations loaded from a store names its files: workers read those
+        stored = getattr(acts, "files", None) or {}
+        arrays = {layer: LayerFile.open(stored[layer]) if layer in stored else acts[layer] for layer in acts}
     sources = [array_source(layer, f"layer {layer!r}{suffix}", arrays[layer], runner) for layer in acts]
     return sources, getattr(acts, "labels", None)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from .._arrays import row_chunk
-from ..hooks.activations import MANIFEST, read_manifest
+from ..hooks.npy_stream import read_header
+from ..hooks.store import LABELS, MANIFEST, check_files, read_manifest
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 _READS = {"bytes": 0, "seconds": 0.0, "reads": 0}
 _READS_LOCK = threading.Lock()
 
@@ -73,39 +73,17 @@ class LayerFile:
 
     @classmethod
     def open(cls, path) -> "LayerFile":
-        """Read the ``.npy`` header of ``path`` (only the header)."""
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            reader = _HEADER_READERS.get(version)
-            if reader is None:
-                raise ValueError(f"{path}: .npy format version {version} is not supported here; "
-                                 "re-save it with numpy.save.")
-            shape, fortran_order, dtype = reader(fh)
-            offset = fh.tell()
-        if fortran_order:
-            raise ValueError(f"{path} holds a Fortran-ordered array; samples must be rows of a C-ordered "
-                             "array (numpy.save(path, numpy.ascontiguousarray(a))).")
-        if dtype.hasobject:
-            raise ValueError(f"{path} holds Python objects, not numbers.")
+        """Read the ``.npy`` header of ``path`` (only the header); ``ValueError`` for a file that is
+        not a C-ordered version-1.0 ``.npy`` or is shorter than its header says."""
+        try:
+            shape, dtype, offset = read_header(path)
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{path}: not a readable C-ordered .npy file ({err}).") from None
         layer = cls(str(path), tuple(shape), dtype, offset)
         if os.path.getsize(path) < offset + layer.nbytes:
             raise ValueError(f"{path} is shorter than its header says ({os.path.getsize(path)} < "
                              f"{offset + layer.nbytes} bytes): the file is truncated.")
         return layer
-
-    @classmethod
-    def of_memmap(cls, array) -> "LayerFile | None":
-        """The file behind ``array`` when it is a whole ``.npy`` opened with ``np.load(mmap_mode=...)``
-        (as ``Activations.load`` does), else None."""
-        if not isinstance(array, np.memmap) or not array.filename or not array.flags.c_contiguous:
-            return None
-        try:
-            layer = cls.open(array.filename)
-        except (OSError, ValueError):
-            return None
-        # a C-contiguous view with the file's own shape and dtype is the whole file
-        whole = (layer.shape, layer.dtype, layer.offset) == (array.shape, array.dtype, array.offset)
-        return layer if whole else None
 
     @property
     def ndim(self) -> int:
@@ -213,7 +191,9 @@ def open_store(path, *, chunk_rows: int | None = None) -> StoreArrays:
     Raises
     ------
     ValueError
-        If ``path`` holds no complete store, or a layer file disagrees with the manifest.
+        If ``path`` holds no complete store; ``DamagedStoreError`` (a ValueError) naming the
+        layer and file when a file is missing, truncated or of another shape than the manifest's
+        (the checksums are not read here: ``Activations.load(path, verify=True)`` reads them).
 
     Examples
     --------
@@ -233,12 +213,8 @@ def open_store(path, *, chunk_rows: int | None = None) -> StoreArrays:
                          "capture into it again (capture_activations(..., store=...)).")
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}.")
-    files = {}
-    for entry in manifest["layers"]:
-        layer = LayerFile.open(folder / entry["file"])
-        if list(layer.shape) != list(entry["shape"]) or layer.dtype != np.dtype(entry["dtype"]):
-            raise ValueError(f"{layer.path} holds {layer.dtype}{layer.shape} but the manifest says "
-                             f"{entry['dtype']}{tuple(entry['shape'])}: the store was modified; capture again.")
-        files[entry["name"]] = layer
-    labels = np.load(folder / "labels.npy") if manifest.get("labels") else None
+    check_files(folder, manifest, verify=False)  # present, headers and sizes as the manifest says
+    files = {e["name"]: LayerFile(str(folder / e["file"]), tuple(e["shape"]), np.dtype(e["dtype"]), e["header_bytes"])
+             for e in manifest["layers"]}
+    labels = np.load(folder / LABELS) if manifest.get("labels") else None
     return StoreArrays(folder, files, labels, manifest.get("meta", {}), chunk_rows)

@@ -1,44 +1,22 @@
 """Activations: an ordered mapping layer -> array (N, ...) with the samples' labels, and its
-on-disk form (one ``.npy`` per layer + ``labels.npy`` + ``manifest.json``)."""
+on-disk form (see ``repgraph.hooks.store``)."""
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-MANIFEST = "manifest.json"
-FORMAT = "repgraph-activations/1"
-
-
-def layer_filename(index: int) -> str:
-    return f"layer_{index:04d}.npy"
-
-
-def write_manifest(folder: Path, manifest: dict):
-    """Write the manifest atomically (temporary file + rename), so it is never half-written."""
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, folder / MANIFEST)
-
-
-def read_manifest(folder: Path) -> dict | None:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return manifest if manifest.get("format") == FORMAT else None
+from .store import LABELS, StoreLock, StoreWriter, check_files, partial_path, read_manifest
 
 
 def _to_numpy(name, value):
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds every value
+            value = value.float()
+        value = value.numpy()
     if not isinstance(value, np.ndarray):
         value = np.asarray(value)
     if value.ndim < 1:
@@ -49,9 +27,43 @@ def _to_numpy(name, value):
 class Activations(Mapping):
     """Ordered mapping layer name -> array of shape (N, ...), plus ``labels`` (N,) or None.
 
-    Build it from a dict (or list of pairs) of numpy arrays / tensors, or get it from
-    ``capture_activations``. Every layer must have the same number of samples N.
-    ``meta`` holds how the arrays were made (model, reduce, ...).
+    Built from a dict (or list of pairs) of numpy arrays or tensors, returned by
+    ``capture_activations``, or loaded from a store with ``Activations.load``.
+
+    Parameters
+    ----------
+    arrays : dict or list of (str, array)
+        Layer name -> array or tensor of shape (N, ...); every layer holds the same N ≥ 1
+        samples. bfloat16 tensors become float32 (numpy has no bfloat16; no value changes).
+    labels : array-like, optional
+        One label per sample (numbers or strings).
+    meta : dict, optional
+        How the arrays were made (model, reduce, ...).
+
+    Attributes
+    ----------
+    layers : list of str
+        The layer names, in order.
+    n_samples : int
+        N.
+    labels : numpy.ndarray or None
+    meta : dict
+    files : dict of str to Path
+        For activations loaded from a store: layer name -> its ``.npy`` file (open it lazily,
+        e.g. ``numpy.load(path, mmap_mode="r")`` or as a dask array); else empty.
+
+    Raises
+    ------
+    ValueError
+        For no layer, a layer without samples or a scalar, unequal sample counts, or labels of
+        the wrong length.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> acts = Activations({"a": np.zeros((4, 3)), "b": np.ones((4, 2, 2))}, labels=[0, 1, 0, 1])
+    >>> acts.layers, acts.n_samples, acts["b"].shape
+    (['a', 'b'], 4, (4, 2, 2))
     """
 
     def __init__(self, arrays, labels=None, *, meta: dict | None = None):
@@ -62,6 +74,9 @@ class Activations(Mapping):
         for name, value in items:
             self._arrays[str(name)] = _to_numpy(name, value)
         sizes = {name: a.shape[0] for name, a in self._arrays.items()}
+        empty = [name for name, n in sizes.items() if n == 0]
+        if empty:
+            raise ValueError(f"Layer(s) {empty} hold 0 samples; activations need at least one sample per layer.")
         if len(set(sizes.values())) > 1:
             raise ValueError(f"All layers must hold the same samples; got sample counts {sizes}.")
         self.n_samples = next(iter(sizes.values()))
@@ -72,6 +87,7 @@ class Activations(Mapping):
                                  "samples; pass one label per sample.")
         self.labels = labels
         self.meta = dict(meta or {})
+        self.files: dict[str, Path] = {}
 
     @property
     def layers(self) -> list[str]:
@@ -106,32 +122,95 @@ class Activations(Mapping):
                 f"<table><tr><th>layer</th><th>shape per sample</th><th>dtype</th></tr>{rows}</table>")
 
     def save(self, path):
-        """Write to folder ``path``: one ``.npy`` per layer, ``labels.npy``, then the manifest last
-        (an interrupted save leaves no complete manifest, so it is never loaded as complete)."""
+        """Write these activations as a store in folder ``path`` (see ``repgraph.hooks.store``).
+
+        The files are written into ``path.partial`` and published with one rename, replacing a
+        store already at ``path``; a folder that is not a store is refused.
+
+        Parameters
+        ----------
+        path : str or Path
+            The store folder.
+
+        Raises
+        ------
+        ValueError
+            When ``path`` is a non-empty folder that is not an activation store.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> folder = tempfile.mkdtemp()
+        >>> Activations({"a": np.arange(6.0).reshape(3, 2)}, labels=["x", "y", "x"]).save(folder)
+        >>> back = Activations.load(folder, verify=True)
+        >>> back["a"][2].tolist(), back.labels.tolist()
+        ([4.0, 5.0], ['x', 'y', 'x'])
+        """
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MANIFEST).unlink(missing_ok=True)
-        entries = []
-        for i, (name, array) in enumerate(self._arrays.items()):
-            np.save(folder / layer_filename(i), np.ascontiguousarray(array))
-            entries.append({"name": name, "file": layer_filename(i), "shape": list(array.shape),
-                            "dtype": str(array.dtype)})
-        if self.labels is not None:
-            np.save(folder / "labels.npy", self.labels)
-        write_manifest(folder, {"format": FORMAT, "complete": True, "layers": entries,
-                                "labels": self.labels is not None, "n_samples": self.n_samples,
-                                "meta": self.meta})
+        if folder.exists() and read_manifest(folder) is None and (not folder.is_dir() or any(folder.iterdir())):
+            raise ValueError(f"{folder} is a non-empty folder that is not an activation store; pass an "
+                             "empty or new folder.")
+        lock = StoreLock(folder)
+        lock.acquire()
+        try:
+            writer = StoreWriter(partial_path(folder), fingerprint=None)
+            try:
+                for name, array in self._arrays.items():
+                    writer.write(name, 0, array)
+                writer.publish(folder, self.labels, self.meta, replace=True)
+            except BaseException:
+                writer.discard()
+                raise
+        finally:
+            lock.release()
 
     @classmethod
-    def load(cls, path, mmap: bool = True) -> "Activations":
-        """Load a folder written by ``save`` or by ``capture_activations(store=...)``; with ``mmap``
-        the arrays are read-only memory maps (nothing is read until used)."""
+    def load(cls, path, mmap: bool = True, verify: bool = False) -> "Activations":
+        """Load a store written by ``save`` or by ``capture_activations(store=...)``.
+
+        Every file is checked against the manifest (present, header, size) before anything is
+        read; ``verify=True`` also reads each file once and checks its CRC-32 checksums.
+
+        Parameters
+        ----------
+        path : str or Path
+            The store folder.
+        mmap : bool
+            Open the arrays as read-only memory maps (nothing is read until used).
+        verify : bool
+            Check every file's checksums (reads the whole store once).
+
+        Returns
+        -------
+        Activations
+            With ``files`` naming each layer's ``.npy`` file.
+
+        Raises
+        ------
+        ValueError
+            When ``path`` holds no complete store (e.g. an interrupted capture), or
+            ``DamagedStoreError`` (a ValueError) naming the store, the layer and the file when a
+            file is missing, truncated, of another shape, or (``verify``) corrupted, or when the
+            manifest is damaged.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> folder = tempfile.mkdtemp()
+        >>> Activations({"a": np.ones((2, 3))}).save(folder)
+        >>> acts = Activations.load(folder)
+        >>> type(acts["a"]).__name__, acts.files["a"].name
+        ('memmap', 'layer_0000.npy')
+        """
         folder = Path(path)
         manifest = read_manifest(folder)
         if manifest is None or not manifest.get("complete"):
-            raise ValueError(f"{folder} holds no complete repgraph activation store (no complete "
-                             f"{MANIFEST}); it may be from an interrupted capture: capture again.")
+            raise ValueError(f"{folder} holds no complete repgraph activation store (no complete manifest.json); "
+                             "it may be from an interrupted capture: capture again.")
+        check_files(folder, manifest, verify=verify)
         mode = "r" if mmap else None
         arrays = {e["name"]: np.load(folder / e["file"], mmap_mode=mode) for e in manifest["layers"]}
-        labels = np.load(folder / "labels.npy") if manifest.get("labels") else None
-        return cls(arrays, labels, meta=manifest.get("meta"))
+        labels = np.load(folder / LABELS) if manifest.get("labels") else None
+        acts = cls(arrays, labels, meta=manifest.get("meta"))
+        acts.files = {e["name"]: folder / e["file"] for e in manifest["layers"]}
+        return acts

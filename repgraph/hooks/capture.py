@@ -1,195 +1,156 @@
 """capture_activations: stream data through a model and keep the selected layers' outputs."""
 from __future__ import annotations
 
-import hashlib
 import itertools
+import numbers
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .._arrays import resolve_device
-from .activations import FORMAT, Activations, layer_filename, read_manifest, write_manifest
-from .batches import as_batch_tensor, iter_batches
-from .npy_stream import NpyStreamWriter
+from .activations import Activations
+from .batches import iter_batches
+from .forward import forward_all
+from .in_memory import GrowingArrays
 from .recorder import ActivationRecorder
-from .layers import select_layers
-from .modes import evaluating
+from .stored import capture_config, capture_to_store
 
 
-def _flatten(t):
-    return t.flatten(1)
+def _check_options(batch_size, max_samples):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (samples per forward pass), got {batch_size!r}.")
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral)
+                                    or max_samples < 1):
+        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
 
 
-def _spatial_mean(t):
-    return t.mean(dim=tuple(range(2, t.ndim))) if t.ndim > 2 else t
+def _run_device(model: nn.Module, device) -> torch.device:
+    """Where the forward runs: ``device`` (checked) or the model's; the model must hold real weights
+    there."""
+    tensors = list(itertools.chain(model.parameters(), model.buffers()))
+    if any(t.is_meta for t in tensors):
+        raise ValueError(f"{type(model).__name__} has parameters on the meta device (they hold no values); "
+                         "materialise it before capturing, e.g. model.to_empty(device='cpu') then "
+                         "load_state_dict(...), or build it without the meta device.")
+    run = resolve_device(device, like=model)
+    if run.type == "cuda" and run.index is None:
+        run = torch.device("cuda", torch.cuda.current_device())
+    where = {t.device for t in tensors}
+    if len(where) == 1 and where != {run}:
+        raise ValueError(f"device={str(device)!r} but the model's weights are on {where.pop()}; move the "
+                         "model there first (model.to(device)) or pass device=None.")
+    return run
 
 
-REDUCERS = {"flatten": _flatten, "mean": _spatial_mean}
-
-
-def _reducer(reduce):
-    if reduce is None or callable(reduce):
-        return reduce
-    try:
-        return REDUCERS[reduce]
-    except KeyError:
-        raise ValueError(f"reduce must be 'flatten', 'mean', None or a callable, got {reduce!r}.") from None
-
-
-def _model_fingerprint(model: nn.Module) -> str:
-    digest = hashlib.sha1(type(model).__qualname__.encode())
-    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _reduce_name(reduce) -> str:
-    if reduce is None or isinstance(reduce, str):
-        return str(reduce)
-    return getattr(reduce, "__qualname__", repr(reduce))
-
-
-class _StoreWriter:
-    """Streams layers into ``folder``; the manifest says ``complete: true`` only after ``finish``."""
-
-    def __init__(self, folder: Path, fingerprint: dict):
-        self.folder, self.fingerprint = folder, fingerprint
-        self.writers: dict[str, NpyStreamWriter] = {}
-        self.labels: NpyStreamWriter | None = None
-        for stale in itertools.chain(folder.glob("layer_*.npy"), folder.glob("labels.npy")):
-            stale.unlink()
-        write_manifest(folder, {"format": FORMAT, "complete": False, "fingerprint": fingerprint})
-
-    def append(self, outputs: dict[str, np.ndarray], labels):
-        for name, array in outputs.items():
-            if name not in self.writers:
-                self.writers[name] = NpyStreamWriter(self.folder / layer_filename(len(self.writers)))
-            self.writers[name].append(array)
-        if labels is not None:
-            self.labels = self.labels or NpyStreamWriter(self.folder / "labels.npy")
-            self.labels.append(labels)
-
-    def finish(self, meta: dict) -> Activations:
-        entries = []
-        for i, (name, writer) in enumerate(self.writers.items()):
-            shape = writer.close()
-            entries.append({"name": name, "file": layer_filename(i), "shape": list(shape),
-                            "dtype": str(writer.dtype)})
-        if self.labels is not None:
-            self.labels.close()
-        write_manifest(self.folder, {"format": FORMAT, "complete": True, "fingerprint": self.fingerprint,
-                                     "layers": entries, "labels": self.labels is not None,
-                                     "n_samples": entries[0]["shape"][0], "meta": meta})
-        return Activations.load(self.folder)
-
-    def abort(self):
-        for writer in itertools.chain(self.writers.values(), [self.labels] if self.labels else []):
-            writer.abort()
-
-
-def _check_store(folder: Path, fingerprint: dict) -> Activations | None:
-    """Reuse a complete matching store; refuse a store of another capture or a foreign folder."""
-    manifest = read_manifest(folder)
-    if manifest is None:
-        if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"store={str(folder)!r} is a non-empty folder that is not a repgraph activation "
-                             "store; pass an empty or new folder.")
-        return None
-    stored = manifest.get("fingerprint")
-    if stored == fingerprint:
-        return Activations.load(folder) if manifest.get("complete") else None
-    if manifest.get("complete"):
-        differ = sorted(k for k in set(fingerprint) | set(stored or {})
-                        if (stored or {}).get(k) != fingerprint.get(k))
-        raise ValueError(f"store={str(folder)!r} holds activations of another capture (they differ in: "
-                         f"{', '.join(differ)}); pass a new folder or delete this one.")
-    return None  # an interrupted capture: start again
-
-
-def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten",
-                        max_samples: int | None = None, device=None, store=None, progress: bool = True,
-                        batch_size: int = 256) -> Activations:
+def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None,
+                        batch_axis=0, inputs: bool = False, label_key="auto", max_samples: int | None = None,
+                        device=None, store=None, progress: bool = True, batch_size: int = 256) -> Activations:
     """Run ``data`` through ``model`` (eval mode, ``torch.no_grad()``) and keep the outputs of ``layers``.
 
-    ``data``: a DataLoader, a Dataset, a tensor/array of inputs, or a tuple ``(X, y)``; labels are
-    kept when the batches carry them. ``reduce``: ``"flatten"`` (N, C·H·W), ``"mean"`` (global
-    average over spatial axes), None (the raw shape) or a callable on the output tensor.
-    ``store=PATH`` streams each layer to ``PATH`` (one ``.npy`` per layer and a manifest written
-    last), so peak memory stays near one batch; a complete store with a matching fingerprint
-    (model weights, first input batch, sample count, layers, reduce, max_samples) is loaded instead
-    of recomputed. The model's train/eval modes and ``requires_grad`` flags are restored.
+    Each batch's output of each layer is taken out of the module's return value (``output``),
+    its sample axis moved first (``batch_axis``) and checked against the batch's sample count,
+    reduced on the model's device (``reduce``) and copied once into float32 arrays: in memory,
+    preallocated for the known sample count, or streamed to ``store``. The model's train/eval
+    modes and ``requires_grad`` flags are restored.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model; its weights must be materialised (not on the meta device).
+    data : tensor, array, tuple, list, dict, Dataset, DataLoader or iterable
+        A tensor/array of inputs; ``(X, y)`` or ``[X, y]``; a dict of per-sample arrays, passed to
+        the model as keyword arguments (e.g. ``input_ids``, ``attention_mask``); a Dataset (not
+        shuffled); a DataLoader or any iterable of batches (tensors, ``(x, y, ...)`` or dicts).
+        Floating inputs are cast to the model's dtype (float64 numpy arrays included); labels
+        may be numbers or strings.
+    layers : str, list of str or callable
+        Module names, glob patterns (``"layer1.*"``), a predicate ``(name, module) -> bool`` or a
+        preset: ``"blocks"`` (residual blocks; for transformers the stack of repeated blocks,
+        BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's ``layers.N``; else top-level stages),
+        ``"convs"``, ``"relus"``, ``"modularity"`` (Lu et al.: stem conv + every residual block;
+        every conv for VGG).
+    reduce : str, callable or None
+        ``"flatten"`` (N, prod(...)) — Lu et al.'s features; ``"spatial_mean"`` (channels-first
+        maps: mean over every axis after the channel axis); ``"token_mean"`` (mean over tokens,
+        padding excluded when the batch carries an ``attention_mask``); ``"first_token"`` (CLS);
+        ``"last_token"`` (the last non-padding token); ``"mean"`` (``"spatial_mean"`` where that
+        is unambiguous, an error on 3-D outputs); None (the raw output); or a callable
+        ``output -> (N, ...)`` (given ``attention_mask=`` when it takes that keyword).
+    output : int, str, dict or None
+        For modules returning tuples, dicts or Hugging Face ``ModelOutput``s: the index or key of
+        the tensor to keep (or ``{layer or glob: index or key}``); None keeps the first tensor
+        (a transformer block's hidden states).
+    batch_axis : int or dict
+        The axis of the samples in each output (``{layer or glob: axis}`` for some layers), e.g. 1
+        for ``nn.TransformerEncoderLayer(batch_first=False)``'s (T, N, D) outputs.
+    inputs : bool
+        Also keep each layer's input (its first positional tensor argument or its
+        ``hidden_states`` keyword) under ``f"{name}:input"``, with the same reducer and batch axis.
+    label_key : str or None
+        The key of the labels in dict batches (not passed to the model); ``"auto"`` takes
+        ``"labels"`` or ``"label"`` when present; None keeps no labels.
+    max_samples : int, optional
+        Stop after this many samples.
+    device : str or torch.device, optional
+        Where the forward runs (default: where the model is); the model must already be there.
+    store : str or Path, optional
+        A folder: each layer streams to one ``.npy`` file there (peak memory near one batch). A
+        complete store of the same capture (same model weights, layers, options and every input
+        and label, checked by hash without running the model) is reused after its checksums are
+        verified; a store of another capture is an error. A capture killed half-way resumes from
+        its last committed batch. Concurrent captures into one folder wait for each other
+        (same capture) or fail (another capture).
+    progress : bool
+        Show a progress bar.
+    batch_size : int
+        Samples per forward pass (for tensors, arrays, dicts and Datasets).
+
+    Returns
+    -------
+    Activations
+        Layer name -> float32 array (N, ...), in the order the layers first fired, with ``labels``
+        when the data carries them.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``batch_size``, an unknown layer, a layer that never fires, an output whose
+        sample axis does not hold the batch's samples, a model on the meta device or on another
+        device, a CUDA device without a GPU, a store of another capture or a damaged store.
+    TypeError
+        For a module output or data form that holds no tensor to capture.
+    OSError
+        When the disk fills up while writing a store (its partial files are deleted).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    >>> X, y = torch.randn(10, 1, 8, 8), torch.arange(10) % 2
+    >>> acts = capture_activations(model, (X, y), layers=["0", "2"], progress=False)
+    >>> acts["0"].shape, acts["2"].shape, acts.labels[:4].tolist()
+    ((10, 144), (10, 32), [0, 1, 0, 1])
+    >>> capture_activations(model, X, layers="2", reduce="spatial_mean", progress=False)["2"].shape
+    (10, 2)
     """
-    names = select_layers(model, layers)
-    reducer = _reducer(reduce)
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
-    device = resolve_device(device, like=model)
-    batches, total = iter_batches(data, batch_size)
-    try:
-        first = next(batches)
-    except StopIteration:
-        raise ValueError("data is empty: no batch to run through the model.") from None
-    batches = itertools.chain([first], batches)
+    _check_options(batch_size, max_samples)
+    device = _run_device(model, device)
+    rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
+    _, total = iter_batches(data, batch_size, label_key)  # checks the data form before anything runs
     if max_samples is not None and total is not None:
         total = min(total, max_samples)
-
-    writer = None
-    meta = {"model": type(model).__name__, "reduce": _reduce_name(reduce), "max_samples": max_samples}
+    meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
+            "inputs": rec.inputs}
     if store is not None:
-        folder = Path(store)
-        fingerprint = {"model": _model_fingerprint(model),
-                       "data": hashlib.sha1(first[0].detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
-                       "n_samples": total, "layers": names, "reduce": _reduce_name(reduce),
-                       "max_samples": max_samples}
-        reused = _check_store(folder, fingerprint)
-        if reused is not None:
-            return reused
-        folder.mkdir(parents=True, exist_ok=True)
-        writer = _StoreWriter(folder, fingerprint)
+        config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
+        return capture_to_store(model, data, rec, Path(store), config=config, device=device, total=total,
+                                 batch_size=batch_size, label_key=label_key, max_samples=max_samples,
+                                 progress=progress, meta=meta)
+    target = GrowingArrays(total)
+    labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], target, device,
+                             total=total, max_samples=max_samples, progress=progress)
+    return Activations(target.result(n), labels, meta=meta)
 
-    collected: dict[str, list[np.ndarray]] = {}
-    labels: list[np.ndarray] = []
-    seen = 0
-    try:
-        with evaluating(model), ActivationRecorder(model, names, reducer=reducer, device="cpu") as rec, \
-                torch.no_grad():
-            bar = tqdm(batches, total=None if total is None else -(-total // batch_size),
-                       desc="capture", disable=not progress, leave=False)
-            for x, y in bar:
-                if max_samples is not None:
-                    x = x[:max_samples - seen]
-                    y = None if y is None else y[:max_samples - seen]
-                if len(x) == 0:
-                    break
-                model(x.to(device))
-                missing = [n for n in names if n not in rec.outputs]
-                if missing:
-                    raise ValueError(f"Layer(s) {missing} never fired during the forward pass: they are "
-                                     "registered but not used by forward(); choose layers that run "
-                                     "(list_layers(model, x) shows calls per forward).")
-                outputs = {n: v[0].numpy() for n, v in rec.outputs.items()}
-                rec.clear()
-                batch_labels = None if y is None else as_batch_tensor(y, "labels").cpu().numpy()
-                if writer is not None:
-                    writer.append(outputs, batch_labels)
-                else:
-                    for n, a in outputs.items():
-                        collected.setdefault(n, []).append(a)
-                    if batch_labels is not None:
-                        labels.append(batch_labels)
-                seen += len(x)
-                if max_samples is not None and seen >= max_samples:
-                    break
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        return writer.finish(meta)
-    arrays = {n: np.concatenate(parts) for n, parts in collected.items()}
-    return Activations(arrays, np.concatenate(labels) if labels else None, meta=meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Mapping
 from typing import Iterable
 
 import pandas as pd
@@ -72,6 +73,19 @@ def block_stack(model: nn.Module) -> tuple[str, list[str]] | None:
     return name, [f"{prefix}{i}" for i in range(len(stack))]
 
 
+def _transformer_blocks(model: nn.Module, residual: list[str]) -> list[str]:
+    """The entries of the model's block stack when it is the model's backbone: every residual
+    block (if any) lies inside an entry and there are no more of them than entries (GPT-2's
+    ``GPT2Block`` entries, a mixture-of-experts block inside each decoder layer); a CNN whose
+    stages sit in a ``ModuleList`` keeps its residual blocks."""
+    stack = block_stack(model)
+    if stack is None:
+        return []
+    entries = stack[1]
+    inside = all(any(b == e or b.startswith(e + ".") for e in entries) for b in residual)
+    return entries if inside and len(residual) <= len(entries) else []
+
+
 def _preset(model: nn.Module, preset: str) -> list[str]:
     named = [(n, m) for n, m in model.named_modules() if n]
     blocks = [n for n, m in named if is_residual_block(m) and not _inside(n, [b for b, mb in named if b != n and is_residual_block(mb)])]
@@ -80,6 +94,9 @@ def _preset(model: nn.Module, preset: str) -> list[str]:
         return convs
     if preset == "relus":
         return [n for n, m in named if isinstance(m, nn.ReLU)]
+    stack = _transformer_blocks(model, blocks)
+    if stack:  # "blocks" and "modularity" of a transformer: its stack of repeated blocks
+        return stack
     if preset == "blocks":
         if blocks:
             return blocks
@@ -94,9 +111,40 @@ def _preset(model: nn.Module, preset: str) -> list[str]:
 def select_layers(model: nn.Module, layers) -> list[str]:
     """Resolve a layer specification to module names, in registration order.
 
-    ``layers`` is a preset (``"blocks"``, ``"convs"``, ``"relus"``, ``"modularity"``), a name, a glob
-    pattern (``"layer1.*"``), a list of names/patterns, or a predicate ``(name, module) -> bool``.
-    Unknown names raise ``ValueError`` listing close matches.
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    layers : str, list of str or callable
+        A preset: ``"blocks"`` (residual blocks; for a transformer its stack of repeated blocks as
+        ``block_stack`` finds it, e.g. BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's
+        ``layers.N``; else the top-level children with parameters), ``"convs"``, ``"relus"``,
+        ``"modularity"`` (stem conv + residual blocks; every conv for VGG; a transformer's
+        blocks); a name; a glob pattern (``"layer1.*"``); a list of names and patterns; or a
+        predicate ``(name, module) -> bool``.
+
+    Returns
+    -------
+    list of str
+        Module names as ``named_modules()`` gives them.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing close matches) or a selection that matches nothing.
+    TypeError
+        For a specification of another type.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = nn.Embedding(10, 4)
+    ...         self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+    >>> select_layers(Net(), "blocks"), select_layers(Net(), "layers.*")
+    (['layers.0', 'layers.1', 'layers.2'], ['layers.0', 'layers.1', 'layers.2'])
     """
     names = [n for n, _ in model.named_modules() if n]
     if callable(layers) and not isinstance(layers, str):
@@ -136,13 +184,39 @@ def _shape_of(output) -> str | tuple:
         return tuple(output.shape)
     if isinstance(output, (tuple, list)):
         return str([_shape_of(o) for o in output])
+    if isinstance(output, Mapping):
+        return str({k: _shape_of(v) for k, v in output.items() if v is not None})
     return type(output).__name__
 
 
 def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
-    """One row per submodule: ``name``, ``type``, ``output_shape`` (first call), ``params`` (in the
-    module and its children), ``calls`` (per forward). Runs one forward in eval mode under no_grad
-    and restores the model's modes."""
+    """The model's hook points: one row per submodule, from one traced forward.
+
+    Runs ``model(example_input)`` (``model(**example_input)`` for a dict) once in eval mode under
+    no_grad and restores the model's modes.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model.
+    example_input : tensor or dict
+        An input batch (one sample is enough); a dict is passed as keyword arguments.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``name``, ``type``, ``output_shape`` (of its first call; structures of tuples and
+        dicts are shown as text), ``params`` (in the module and its children) and ``calls`` (per
+        forward; 0 for modules that never run).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> table = list_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.zeros(2, 4))
+    >>> table[["name", "type", "output_shape", "params", "calls"]].values.tolist()
+    [['0', 'Linear', (2, 3), 15, 1], ['1', 'ReLU', (2, 3), 0, 1]]
+    """
     rows: dict[str, dict] = {}
 
     def make_hook(name, module):
@@ -160,5 +234,3 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
              for n, m in model.named_modules() if n]
     return described(pd.DataFrame(table, columns=["name", "type", "output_shape", "params", "calls"]),
                      "layer table of one traced forward", None, model=type(model).__name__)
-
-

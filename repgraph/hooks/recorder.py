@@ -1,63 +1,143 @@
-"""ActivationRecorder: forward hooks that copy selected modules' outputs."""
+"""ActivationRecorder: forward hooks that copy selected modules' outputs (and inputs)."""
 from __future__ import annotations
 
 import warnings
-from typing import Callable
 
 import torch
 from torch import nn
 
 from .layers import select_layers
+from .outputs import batch_first, module_input, per_layer, select_output
+from .reducers import resolve_reducer
 
 
 class ActivationRecorder:
-    """Context manager that records the outputs of selected modules.
+    """Context manager that records the outputs of selected modules, one tensor per call.
 
-    Each call of a hooked module stores ``reducer(output)`` detached and copied (so a later in-place
-    op such as ``ReLU(inplace=True)`` cannot overwrite it) on ``device`` as ``dtype``. A module called
-    several times in one forward is recorded per call as ``name``, ``name:1``, … with a warning.
-    ``outputs`` maps each recorded name to its list of tensors, one per forward, in order;
-    ``clear()`` empties it. Every hook is removed on exit, also when the forward raises.
+    Each call of a hooked module stores its output, made batch-first and reduced, detached and
+    copied (so a later in-place op such as ``ReLU(inplace=True)`` cannot overwrite it) on
+    ``device`` as ``dtype``. A module called several times in one forward is recorded per call as
+    ``name``, ``name:1``, … with a warning. Every hook is removed on exit, also when the forward
+    raises.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model whose submodules are hooked; it is not put in eval mode (do that yourself, or
+        use ``capture_activations``).
+    layers : str, list of str or callable
+        A preset, names, glob patterns or a predicate, as in ``capture_activations``.
+    reducer : str, callable or None
+        Applied to each batch-first output on its device: a name of ``repgraph.hooks.reducers``
+        (``"flatten"``, ``"spatial_mean"``, ``"token_mean"``, ``"first_token"``,
+        ``"last_token"``) or a callable ``output -> (N, ...) tensor`` (given ``attention_mask=``
+        too when it takes that keyword). None keeps the output as it is.
+    device : str or torch.device or None
+        Where the copies are kept (None: where the output is).
+    dtype : torch.dtype
+        Dtype of the copies.
+    inputs : bool
+        Also record each module's input (its first positional tensor argument, else its
+        ``hidden_states`` keyword) under ``"name:input"`` (``"name:1:input"`` for a second call),
+        through a forward pre-hook, with the same reducer and batch axis.
+    output : int, str, dict or None
+        Which tensor to take when a module returns a tuple, list, dict or ``ModelOutput``: an index
+        or key, or ``{layer or glob: index or key}``; None takes the first tensor (the hidden states
+        of a transformer block). A module returning a tensor ignores it.
+    batch_axis : int or dict
+        The axis of the samples in each output (e.g. 1 for the (T, N, D) outputs of
+        ``nn.TransformerEncoderLayer(batch_first=False)``), moved to the front before reducing; an
+        int for all layers or ``{layer or glob: axis}`` (others: 0).
+
+    Attributes
+    ----------
+    outputs : dict of str to list of torch.Tensor
+        Each recorded name -> its tensors, one per forward, in order; ``clear()`` empties it.
+    attention_mask : torch.Tensor or None
+        The ``attention_mask`` keyword of the model's current call, given to token reducers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(inplace=True)).eval()
+    >>> with ActivationRecorder(model, ["0"], inputs=True) as rec:
+    ...     _ = model(torch.ones(2, 4))
+    >>> list(rec.outputs), rec.outputs["0"][0].shape, bool((rec.outputs["0:input"][0] == 1).all())
+    (['0:input', '0'], torch.Size([2, 3]), True)
     """
 
-    def __init__(self, model: nn.Module, layers, *, reducer: Callable | None = None,
-                 device="cpu", dtype=torch.float32):
+    def __init__(self, model: nn.Module, layers, *, reducer=None, device="cpu", dtype=torch.float32,
+                 inputs: bool = False, output=None, batch_axis=0):
         self.model = model
         self.layers = select_layers(model, layers)
-        self.reducer = reducer
-        self.device = torch.device(device)
+        self.reducer = resolve_reducer(reducer)
+        self.device = None if device is None else torch.device(device)
         self.dtype = dtype
+        self.inputs = bool(inputs)
+        self._output = per_layer(output, self.layers, "output", None)
+        self._axis = per_layer(batch_axis, self.layers, "batch_axis", 0)
+        for name, axis in self._axis.items():
+            if isinstance(axis, bool) or not isinstance(axis, int):
+                raise TypeError(f"batch_axis for layer {name!r} must be an int, got {axis!r}.")
         self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.attention_mask: torch.Tensor | None = None
+        self.n_samples: int | None = None  # set by capture_activations: each output is checked against it
+        self.fired: list[str] = []         # names recorded during the current forward
+        self._sink = None                  # capture_activations' callback (name, tensor), instead of lists
         self._calls: dict[str, int] = {}
+        self._input_calls: dict[str, int] = {}
         self._warned: set[str] = set()
         self._handles: list = []
 
-    def _hook(self, name: str):
+    def _record(self, layer: str, key: str, tensor: torch.Tensor):
+        t = batch_first(tensor, self._axis[layer], self.n_samples, key)
+        value = self.reducer(t, self.attention_mask, key)
+        self.fired.append(key)
+        if self._sink is not None:
+            self._sink(key, value)
+        else:
+            copy = value.detach().to(device=self.device, dtype=self.dtype, copy=True)
+            self.outputs.setdefault(key, []).append(copy)
+
+    @staticmethod
+    def _key(name: str, call: int) -> str:
+        return name if call == 0 else f"{name}:{call}"
+
+    def _output_hook(self, name: str):
         def hook(_module, _inputs, output):
             call = self._calls.get(name, 0)
             self._calls[name] = call + 1
-            key = name if call == 0 else f"{name}:{call}"
             if call == 1 and name not in self._warned:
                 self._warned.add(name)
                 warnings.warn(f"Layer {name!r} is called more than once per forward; each call is "
                               f"recorded separately as {name!r}, '{name}:1', ...", stacklevel=2)
-            value = self.reducer(output) if self.reducer is not None else output
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"Layer {name!r} returned {type(value).__name__}, not a tensor; hook a "
-                                "submodule that returns a tensor or pass a reducer that picks one.")
-            copy = value.detach().to(device=self.device, dtype=self.dtype, copy=True)
-            self.outputs.setdefault(key, []).append(copy)
+            key = self._key(name, call)
+            self._record(name, key, select_output(output, self._output[name], key))
         return hook
 
-    def _reset_calls(self, _module, _inputs):
-        self._calls = {}
+    def _input_hook(self, name: str):
+        def hook(_module, args, kwargs):
+            call = self._input_calls.get(name, 0)
+            self._input_calls[name] = call + 1
+            key = self._key(name, call) + ":input"
+            self._record(name, key, module_input(args, kwargs, key))
+        return hook
+
+    def _start(self, _module, _args, kwargs):
+        self._calls, self._input_calls, self.fired = {}, {}, []
+        mask = kwargs.get("attention_mask")
+        self.attention_mask = mask if isinstance(mask, torch.Tensor) else None
 
     def __enter__(self):
         modules = dict(self.model.named_modules())
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._reset_calls))
+            self._handles.append(self.model.register_forward_pre_hook(self._start, with_kwargs=True))
             for name in self.layers:
-                self._handles.append(modules[name].register_forward_hook(self._hook(name)))
+                if self.inputs:
+                    self._handles.append(modules[name].register_forward_pre_hook(self._input_hook(name),
+                                                                                 with_kwargs=True))
+                self._handles.append(modules[name].register_forward_hook(self._output_hook(name)))
         except Exception:
             self.remove()
             raise

@@ -1,6 +1,8 @@
 """One traced forward: run a model once in eval mode under no_grad with temporary forward hooks."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -8,14 +10,17 @@ from .modes import evaluating
 
 
 def run_with_hooks(model: nn.Module, example_input, hooks) -> object:
-    """Run ``model(example_input)`` once (eval mode, no_grad, modes restored) with each
-    ``(module, hook)`` of ``hooks`` registered as a forward hook; every hook is removed afterwards,
-    also when the forward raises. Returns the model's output."""
+    """Run ``model(example_input)`` (``model(**example_input)`` for a dict) once (eval mode,
+    no_grad, modes restored) with each ``(module, hook)`` of ``hooks`` registered as a forward
+    hook; every hook is removed afterwards, also when the forward raises. Returns the model's
+    output."""
     handles = []
     try:
         for module, hook in hooks:
             handles.append(module.register_forward_hook(hook))
         with evaluating(model), torch.no_grad():
+            if isinstance(example_input, Mapping):
+                return model(**example_input)
             return model(example_input)
     finally:
         for handle in handles:

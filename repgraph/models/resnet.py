@@ -1,6 +1,7 @@
 """CIFAR-style ResNets (He et al., 2016, §4.2): a 3×3 stem with 16 channels, three stages of
 BasicBlocks with 16/32/64 channels, global average pooling and a linear classifier.
-Depth = 6n + 2 (ResNet-20/32/56/110 have n = 3/5/9/18 blocks per stage)."""
+Depth = 6n + 2 (ResNet-20/32/56/110 have n = 3/5/9/18 blocks per stage). The same network on
+sequences (N, C, L) — Conv1d/BatchNorm1d, kernel 3 — is ``ResNet1d`` (``resnet1d``)."""
 from __future__ import annotations
 
 import torch
@@ -17,31 +18,32 @@ class PadShortcut(nn.Module):
         self.pad = planes - in_planes
 
     def forward(self, x):
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        spatial = x.ndim - 2
+        x = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * spatial]
+        return F.pad(x, (0, 0) * spatial + (self.pad // 2, self.pad - self.pad // 2))
 
 
 class BasicBlock(nn.Module):
     """conv1-bn1-relu1-conv2-bn2, plus the shortcut, then relu2 (the block output)."""
 
     is_residual_block = True
+    conv_type, bn_type = nn.Conv2d, nn.BatchNorm2d
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "B"):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        conv, bn = self.conv_type, self.bn_type
+        self.conv1 = conv(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = bn(planes)
         self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = bn(planes)
         self.relu2 = nn.ReLU()
         if stride == 1 and in_planes == planes:
             self.shortcut = nn.Identity()
         elif shortcut == "A":
             self.shortcut = PadShortcut(in_planes, planes, stride)
         elif shortcut == "B":
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
+            self.shortcut = nn.Sequential(conv(in_planes, planes, 1, stride, bias=False), bn(planes))
         else:
             raise ValueError(f"shortcut must be 'A' (zero padding) or 'B' (1x1 conv), got {shortcut!r}.")
 
@@ -52,23 +54,26 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+    block, pool_type = BasicBlock, nn.AdaptiveAvgPool2d
+
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3,
                  shortcut: str = "B"):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        conv, bn = self.block.conv_type, self.block.bn_type
+        self.conv1 = conv(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = bn(16)
         self.relu1 = nn.ReLU()
         planes_in = 16
         for stage, (planes, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
             blocks = []
             for i in range(blocks_per_stage):
-                blocks.append(BasicBlock(planes_in, planes, stride if i == 0 else 1, shortcut))
+                blocks.append(self.block(planes_in, planes, stride if i == 0 else 1, shortcut))
                 planes_in = planes
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = self.pool_type(1)
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, conv):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
@@ -91,3 +96,77 @@ def resnet56(num_classes=10, in_channels=3, shortcut="B"):
 
 def resnet110(num_classes=10, in_channels=3, shortcut="B"):
     return ResNet(18, num_classes, in_channels, shortcut)
+
+
+class BasicBlock1d(BasicBlock):
+    """``BasicBlock`` on sequences (N, C, L): Conv1d (kernel 3) and BatchNorm1d; the shortcut is
+    the identity when shapes match, else a 1×1 Conv1d + BatchNorm1d ("B") or zero padding ("A").
+
+    Examples
+    --------
+    >>> import torch
+    >>> block = BasicBlock1d(16, 32, stride=2)
+    >>> tuple(block(torch.zeros(2, 16, 40)).shape)
+    (2, 32, 20)
+    """
+
+    conv_type, bn_type = nn.Conv1d, nn.BatchNorm1d
+
+
+class ResNet1d(ResNet):
+    """``ResNet`` on sequences (N, C, L): a Conv1d stem with 16 channels, three stages of
+    ``BasicBlock1d`` with 16/32/64 channels (strides 1/2/2), global average pooling over the
+    length and a linear classifier; depth 6n + 2. Any length >= 1 is accepted.
+
+    Parameters
+    ----------
+    blocks_per_stage : int
+        n in depth 6n + 2.
+    num_classes, in_channels : int
+    shortcut : {"B", "A"}
+        As in ``BasicBlock``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> tuple(ResNet1d(1, num_classes=4, in_channels=2).eval()(torch.zeros(3, 2, 17)).shape)
+    (3, 4)
+    """
+
+    block, pool_type = BasicBlock1d, nn.AdaptiveAvgPool1d
+
+
+def resnet1d(num_classes=10, in_channels=1, blocks_per_stage=3, shortcut="B"):
+    """A 1-D ResNet-(6·``blocks_per_stage`` + 2), by default ResNet-20, for MNIST-1D-like sequences.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+    in_channels : int, default 1
+    blocks_per_stage : int, default 3
+        n in depth 6n + 2.
+    shortcut : {"B", "A"}, default "B"
+        Projection when a block changes shape: 1×1 conv + BN ("B") or zero padding ("A").
+
+    Returns
+    -------
+    ResNet1d
+        Takes (N, in_channels, L), returns logits (N, num_classes).
+
+    Raises
+    ------
+    ValueError
+        If ``shortcut`` is neither "A" nor "B".
+
+    References
+    ----------
+    K. He, X. Zhang, S. Ren and J. Sun, "Deep residual learning for image recognition", CVPR 2016.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = resnet1d(num_classes=10).eval()
+    >>> tuple(model(torch.zeros(2, 1, 40)).shape)
+    (2, 10)
+    """
+    return ResNet1d(blocks_per_stage, num_classes, in_channels, shortcut)

@@ -7,9 +7,9 @@ from .healing import heal_lm
 from .importance import ScoresImportance
 from .language_model import LMEvaluation, evaluate_lm
 from .layer_removal import removable_layers, remove_layers
-from .redundant import redundant_by_similarity, redundant_layers
+from .redundant import blocks_to_remove, redundant_by_similarity, redundant_layers
 from .training import evaluate, train
 
-__all__ = ["LMEvaluation", "ScoresImportance", "count_params_flops", "evaluate", "evaluate_lm", "heal_lm",
-           "prune_filters", "redundant_by_similarity", "redundant_layers", "removable_layers", "remove_layers",
-           "train", "uncoupled_convs"]
+__all__ = ["LMEvaluation", "ScoresImportance", "blocks_to_remove", "count_params_flops", "evaluate", "evaluate_lm",
+           "heal_lm", "prune_filters", "redundant_by_similarity", "redundant_layers", "removable_layers",
+           "remove_layers", "train", "uncoupled_convs"]

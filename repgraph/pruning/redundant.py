@@ -60,3 +60,80 @@ def redundant_by_similarity(matrix: pd.DataFrame, *, threshold: float = 0.95, re
                         "removable": is_removable, "redundant": similar & is_removable})
     return described(out, f"redundant layers: {matrix.attrs.get('measure', 'similarity')} to the previous "
                      "layer >= threshold", matrix.attrs.get("reference"), threshold=threshold)
+
+
+def blocks_to_remove(table: pd.DataFrame, n: int, *, by: str = "block_influence", removable=None) -> list[str]:
+    """The ``n`` blocks a criterion of a ``layer_redundancy`` table would remove, in depth order.
+
+    ``by="angular_distance"`` (Gromov et al. 2024): the span of n consecutive blocks whose
+    ``angular_distance_n`` is smallest (ties: the earlier start). Any other criterion column (the
+    table's ``attrs["redundant_when"]``: ``block_influence``, ``relative_update_norm`` and
+    ``delta_q``, low = redundant; ``gbs_in_out`` and ``cka_in_out``, high = redundant; a single
+    span column such as ``angular_distance_1``): the n blocks with the most redundant values (ties:
+    the earlier block), as ShortGPT removes the n blocks of lowest Block Influence. Blocks outside
+    ``removable`` (default: every block) and blocks whose value is NaN are never chosen; a span
+    must lie wholly inside ``removable``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The output of ``layer_redundancy``.
+    n : int
+        How many blocks to remove (≥ 1).
+    by : str, default "block_influence"
+        ``"angular_distance"`` or a criterion column of ``table``.
+    removable : list of str, optional
+        The blocks that may be removed (e.g. ``removable_layers(model, x)``).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        For an unknown criterion, ``n < 1``, a span longer than the table's ``n_max``, or fewer
+        than n candidates.
+
+    References
+    ----------
+    Men et al. 2024 (ShortGPT); Gromov et al. 2024.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"block": ["h.0", "h.1", "h.2"], "block_influence": [0.3, 0.1, 0.2],
+    ...                       "angular_distance_2": [0.4, 0.2, float("nan")]})
+    >>> table.attrs["redundant_when"] = {"block_influence": "low", "angular_distance_2": "low"}
+    >>> blocks_to_remove(table, 2), blocks_to_remove(table, 2, by="angular_distance")
+    (['h.1', 'h.2'], ['h.1', 'h.2'])
+    """
+    orientation = table.attrs.get("redundant_when")
+    if "block" not in table.columns or not isinstance(orientation, dict):
+        raise ValueError("table must be the output of layer_redundancy (a 'block' column and "
+                         "attrs['redundant_when']).")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    names = table["block"].astype(str).tolist()
+    allowed = set(names) if removable is None else set(removable)
+    span = by == "angular_distance"
+    column = f"angular_distance_{n}" if span else by
+    if column not in orientation or column not in table.columns:
+        if span:
+            raise ValueError(f"The table has no {column!r}: its spans go up to n_max="
+                             f"{table.attrs.get('n_max')}; recompute layer_redundancy with n_max >= {n}.")
+        raise ValueError(f"Unknown criterion {by!r}; choose 'angular_distance' or one of {sorted(orientation)}.")
+    values = table[column].to_numpy(dtype=np.float64)
+    if span:
+        starts = [i for i in range(len(names) - n + 1)
+                  if not np.isnan(values[i]) and all(b in allowed for b in names[i:i + n])]
+        if not starts:
+            raise ValueError(f"No span of {n} removable blocks has an angular distance.")
+        best = min(starts, key=lambda i: values[i])  # min keeps the first of equal values
+        return names[best:best + n]
+    candidates = [i for i in range(len(names)) if not np.isnan(values[i]) and names[i] in allowed]
+    if len(candidates) < n:
+        raise ValueError(f"Only {len(candidates)} removable blocks have a {column!r} value; cannot choose {n}.")
+    sign = 1.0 if orientation[column] == "low" else -1.0
+    chosen = sorted(candidates, key=lambda i: (sign * values[i], i))[:n]
+    return [names[i] for i in sorted(chosen)]

@@ -1,6 +1,8 @@
 """Workflows: everything that needs a model *and* data — filter scores from any registered
-criterion, per-layer filter reports, pruning experiments, CLP on a whole model — and the recipes
-on digits (``repgraph.workflows.digits``) that the command line and the notebooks share."""
+criterion, per-layer filter reports, pruning experiments, CLP on a whole model, the
+block-redundancy table of a model — and the recipes on digits (``repgraph.workflows.digits``) that
+the command line and the notebooks share."""
+from .block_redundancy import block_redundancy
 from .clp import LayerScores, clp_scores
 from .criteria import (CriterionInputs, FilterCriterion, criteria_names, get_criterion, register_criterion,
                        unregister_criterion)
@@ -8,6 +10,6 @@ from .filter_report import layer_filter_report
 from .filter_scores import criterion_importance, filter_scores
 from .prune_experiment import prune_experiment
 
-__all__ = ["CriterionInputs", "FilterCriterion", "LayerScores", "clp_scores", "criteria_names",
+__all__ = ["CriterionInputs", "FilterCriterion", "LayerScores", "block_redundancy", "clp_scores", "criteria_names",
            "criterion_importance", "filter_scores", "get_criterion", "layer_filter_report", "prune_experiment",
            "register_criterion", "unregister_criterion"]

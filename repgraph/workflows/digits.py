@@ -105,6 +105,20 @@ def trained_vs_untrained(model, data, *, seed: int = 0, k: int = 3, batch_size: 
     return curves, acts["trained"]
 
 
+def _modularity_study(out: Path, *, size, seed, k, batch_size, epochs, retrain, device, store, progress):
+    """What demo and report share: the output folder made, the digits model (checkpoint or trained),
+    its test accuracy and the trained-vs-untrained curves.
+    Returns (model, source, test set, accuracy, curves, the trained model's activations)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model, source = digits_model(seed=seed, size=size, epochs=epochs, retrain=retrain, device=device,
+                                 progress=progress)
+    _, test_set = digits_splits(size, seed)
+    accuracy = evaluate(model, test_set, progress=progress)
+    curves, acts = trained_vs_untrained(model, test_set, seed=seed, k=k, batch_size=batch_size, store=store,
+                                        progress=progress)
+    return model, source, test_set, accuracy, curves, acts
+
+
 @dataclass
 class DemoResult:
     """What ``demo`` computed and where it wrote it."""
@@ -127,13 +141,9 @@ def demo(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 25
     from ..plotting import plot_modularity_curve
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, source = digits_model(seed=seed, size=size, epochs=epochs, retrain=retrain, device=device,
-                                 progress=progress)
-    _, test_set = digits_splits(size, seed)
-    accuracy = evaluate(model, test_set, progress=progress)
-    curves, _ = trained_vs_untrained(model, test_set, seed=seed, k=k, batch_size=batch_size, store=store,
-                                     progress=progress)
+    study = _modularity_study(out, size=size, seed=seed, k=k, batch_size=batch_size, epochs=epochs,
+                              retrain=retrain, device=device, store=store, progress=progress)
+    model, source, test_set, accuracy, curves, _ = study
     flags = redundant_layers(curves["trained"], tol=tol, removable=removable_layers(model, test_set.data[:2]))
     table = pd.concat([c.assign(model=label) for label, c in curves.items()], ignore_index=True)
     atomic_write(out / "modularity.csv", lambda p: table.to_csv(p, index=False))
@@ -164,13 +174,9 @@ def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 
                             plot_similarity_heatmap)
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, source = digits_model(seed=seed, size=size, epochs=epochs, retrain=retrain, device=device,
-                                 progress=progress)
-    _, test_set = digits_splits(size, seed)
-    accuracy = evaluate(model, test_set, progress=progress)
-    curves, acts = trained_vs_untrained(model, test_set, seed=seed, k=k, batch_size=batch_size, store=store,
-                                        progress=progress)
+    study = _modularity_study(out, size=size, seed=seed, k=k, batch_size=batch_size, epochs=epochs,
+                              retrain=retrain, device=device, store=store, progress=progress)
+    model, source, test_set, accuracy, curves, acts = study
     fig, ax = plt.subplots(figsize=(8, 4))
     plot_modularity_curve(curves, ax=ax, title=f"ResNet-20 on digits (test accuracy {accuracy:.3f})")
     sections = [("Modularity curves: trained vs untrained", fig),

@@ -1,0 +1,235 @@
+"""One table of block-redundancy evidence: ΔQ of modularity, Block Influence, the angular distance
+of spans, the relative update norm, GBS and CKA between each block's input and output."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .._results import described
+from .block_criteria import REDUCTIONS, angles, block_influence, relative_update_norm, sample_vectors
+from .cka import cka
+from .gbs import gbs
+from .modularity import modularity_curve
+
+INPUT_SUFFIX = ":input"
+
+
+def block_pairs(acts, blocks=None) -> list[tuple[str, object, object]]:
+    """``[(name, input array, output array), ...]`` from a mapping that holds each block's output
+    under ``name`` and its input under ``name + ":input"`` (what ``capture_activations(...,
+    inputs=True)`` returns), in the mapping's order or the order of ``blocks``."""
+    if not isinstance(acts, Mapping) or len(acts) == 0:
+        raise TypeError("acts must be a non-empty Activations or mapping holding each block's output under "
+                        "'name' and its input under 'name:input'.")
+    keys = list(acts)
+    if blocks is None:
+        inputs = {k[:-len(INPUT_SUFFIX)] for k in keys if k.endswith(INPUT_SUFFIX)}
+        outputs = [k for k in keys if not k.endswith(INPUT_SUFFIX)]
+        no_input = [k for k in outputs if k not in inputs]
+        no_output = sorted(inputs - set(outputs))
+        if no_input or no_output:
+            parts = []
+            if no_input:
+                parts.append(f"no input for {no_input}")
+            if no_output:
+                parts.append(f"no output for {[n + INPUT_SUFFIX for n in no_output]}")
+            raise ValueError(f"Unpaired layers: {'; '.join(parts)}. Each block needs 'name' (output) and "
+                             "'name:input' (capture with inputs=True), or pass blocks=[...] to choose the pairs.")
+        blocks = outputs
+    else:
+        blocks = [blocks] if isinstance(blocks, str) else list(blocks)
+        missing = [k for b in blocks for k in (b, b + INPUT_SUFFIX) if k not in acts]
+        if missing:
+            raise ValueError(f"acts lacks {missing}; each block in blocks needs its output 'name' and its input "
+                             "'name:input' (capture with inputs=True).")
+    if not blocks:
+        raise ValueError("No block to analyse: acts holds no 'name' / 'name:input' pair.")
+    return [(b, acts[b + INPUT_SUFFIX], acts[b]) for b in blocks]
+
+
+def _span_column(n: int) -> str:
+    return f"angular_distance_{n}"
+
+
+def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None, feature_axis=None, mask=None,
+                     angular_reduce: str | None = None, similarity_reduce: str = "flatten", gbs_k: int | None = None,
+                     cka_debiased: bool = True, modularity_k: int = 3, modularity_batch_size: int = 500,
+                     modularity_n_batches: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
+    """Every block-redundancy criterion side by side, one row per block.
+
+    For blocks ℓ = 0 … L−1 with input ``x_ℓ`` and output ``y_ℓ`` (taken in order as consecutive
+    blocks of one stack, so that ``y_ℓ`` feeds block ℓ+1):
+
+    - ``block_influence`` ``= 1 − mean_t cos(x_ℓ,t, y_ℓ,t)`` over every (real) token of every sample
+      (Men et al. 2024, ShortGPT; low = redundant); see ``block_influence``.
+    - ``angular_distance_n`` (n = 1 … ``n_max``) ``= mean_samples arccos(cos(x_ℓ, y_{ℓ+n−1}))/π``
+      for the span of n blocks starting at ℓ, on the last token by default (Gromov et al. 2024; low
+      = redundant); NaN where the span runs past the last block. ``attrs["best_spans"]`` holds,
+      for each n, the start ℓ* with the smallest distance and its blocks.
+    - ``relative_update_norm`` ``= Σ_t ‖y_ℓ,t − x_ℓ,t‖ / Σ_t ‖x_ℓ,t‖`` (low = redundant).
+    - ``gbs_in_out`` and ``cka_in_out``: GBS (Chen et al. 2021; full cosine graph by default) and
+      linear CKA (debiased by default: the biased estimator is inflated when features ≫ samples)
+      between ``x_ℓ`` and ``y_ℓ`` — the block's output against the previous block's output in a
+      chained stack, and also defined for the first block (against the embedding or stem output)
+      and for blocks that change the shape (high = redundant).
+    - with labels, ``modularity`` (Q of ``y_ℓ``) and ``delta_q = Q(y_ℓ) − Q(x_ℓ)`` (Lu et al.,
+      ECCV 2022; ``modularity_curve`` with the ``modularity_*`` settings; low = redundant).
+
+    BI, the angular distance and the update norm compare vectors token by token, so they need a
+    block that keeps the shape; for a block that does not (a downsampling residual block)
+    they are NaN, ``shape_preserving`` is False, and no span containing it is scored. Array forms
+    per criterion (see ``repgraph.analyzers.block_criteria``): (N, T, D) hidden states, tokens on
+    axis 1; (N, C, H, W) feature maps, each position's C-vector a token; (N, D) one vector per
+    sample. The angular distance uses the last token (``angular_reduce="last_token"``, the
+    default for (N, T, D)) or the token mean (``"token_mean"``: encoders; the default for feature
+    maps, where it is the spatial mean). GBS, CKA and modularity compare samples through one
+    vector each (``similarity_reduce``): the flattened representation by default, as in
+    DESIGN §4.1–4.3.
+
+    ``attrs``: ``rank_correlation`` (Spearman ρ between every two criterion columns over the
+    blocks where both are defined; NaN with fewer than 3 such blocks), ``redundant_when``
+    (``"low"`` or ``"high"`` for each criterion column), ``best_spans``, and the parameters.
+
+    Parameters
+    ----------
+    acts : Activations or mapping
+        Each block's output under ``name`` and its input under ``name:input``, as
+        ``capture_activations(model, data, inputs=True, reduce=None)`` returns them.
+    labels : array (N,), optional
+        Class labels for ΔQ; default ``acts.labels`` when present. Without labels there is no ΔQ.
+    blocks : list of str, optional
+        The blocks, in depth order; default every paired name of ``acts`` in its order.
+    n_max : int, optional
+        Longest span of the angular distance; default min(4, L).
+    feature_axis : int, optional
+        The hidden-feature axis of every array; default −1 for 3-D arrays, 1 otherwise.
+    mask : array, optional
+        1 for real tokens, 0 for padding, shaped like the arrays without the feature axis
+        ((N, T) for hidden states); applies to every block.
+    angular_reduce : {"last_token", "token_mean", "flatten"}, optional
+        Which vector per sample the angular distance compares (see above).
+    similarity_reduce : {"flatten", "last_token", "token_mean"}, default "flatten"
+        Which vector per sample GBS, CKA and modularity use.
+    gbs_k : int, optional
+        Neighbours of the GBS sample graphs; None (default) the full cosine graph.
+    cka_debiased : bool, default True
+        The unbiased HSIC estimator (needs N ≥ 4) or the biased one.
+    modularity_k, modularity_batch_size, modularity_n_batches : int
+        ``modularity_curve``'s ``k``, ``batch_size`` and ``n_batches`` (only with labels).
+    device : str or torch.device, optional
+        Where to compute.
+    progress : bool, default True
+        Show a tqdm bar over the blocks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``block``, ``depth``, ``shape_preserving``, [``modularity``, ``delta_q``],
+        ``block_influence``, ``angular_distance_1`` … ``angular_distance_{n_max}``,
+        ``relative_update_norm``, ``gbs_in_out``, ``cka_in_out``.
+
+    Raises
+    ------
+    ValueError
+        For unpaired names (an output without its ``:input`` or the reverse), ``n_max`` outside
+        1 … L, an unknown reduction, samples that differ between arrays, NaN/Inf, a bad mask.
+
+    References
+    ----------
+    Men et al. 2024 (ShortGPT, Block Influence); Gromov et al. 2024 (angular distance); Chen et
+    al. 2021 (GBS); Kornblith et al. 2019 and Nguyen et al. 2021 (CKA); Lu et al., ECCV 2022
+    (modularity).
+
+    Examples
+    --------
+    Three blocks on 16 sequences of 6 tokens: the first keeps its input, the second negates it,
+    the third negates it back — so the span of the last two changes nothing.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(16, 6, 8))
+    >>> acts = {"b0:input": x, "b0": x, "b1:input": x, "b1": -x, "b2:input": -x, "b2": x}
+    >>> table = layer_redundancy(acts, progress=False)
+    >>> table[["block", "block_influence", "angular_distance_1", "relative_update_norm"]].round(6)
+      block  block_influence  angular_distance_1  relative_update_norm
+    0    b0              0.0                 0.0                   0.0
+    1    b1              2.0                 1.0                   2.0
+    2    b2              2.0                 1.0                   2.0
+    >>> table.attrs["best_spans"][2]["blocks"]
+    ['b1', 'b2']
+    """
+    pairs = block_pairs(acts, blocks)
+    n_blocks = len(pairs)
+    if n_max is None:
+        n_max = min(4, n_blocks)
+    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or not 1 <= n_max <= n_blocks:
+        raise ValueError(f"n_max must be an integer in 1..{n_blocks} (the number of blocks), got {n_max!r}.")
+    if similarity_reduce not in REDUCTIONS or (angular_reduce is not None and angular_reduce not in REDUCTIONS):
+        raise ValueError(f"angular_reduce and similarity_reduce must be one of {REDUCTIONS}; got "
+                         f"angular_reduce={angular_reduce!r}, similarity_reduce={similarity_reduce!r}.")
+    if labels is None:
+        labels = getattr(acts, "labels", None)
+    sizes = {name: len(a) for b, x, y in pairs for name, a in ((b + INPUT_SUFFIX, x), (b, y))}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"All arrays must hold the same samples (same N); got {sizes}.")
+
+    rows, ends, sims, reductions = [], [], {}, []
+    for depth, (name, x, y) in enumerate(tqdm(pairs, desc="block redundancy", disable=not progress, leave=False)):
+        keeps = tuple(np.shape(x)) == tuple(np.shape(y))
+        opts = {"feature_axis": feature_axis, "mask": mask, "device": device}
+        row = {"block": name, "depth": depth, "shape_preserving": keeps,
+               "block_influence": block_influence(x, y, **opts) if keeps else math.nan,
+               "relative_update_norm": relative_update_norm(x, y, **opts) if keeps else math.nan}
+        reduce = angular_reduce or ("last_token" if np.ndim(x) == 3 else "token_mean")
+        reductions.append(reduce)
+        # the span ending here: this block's output against each earlier start's input
+        ends.append((sample_vectors(x, reduce, name=f"{name}:input", **opts),
+                     sample_vectors(y, reduce, name=name, **opts) if keeps else None))
+        sx = sample_vectors(x, similarity_reduce, name=f"{name}:input", **opts)
+        sy = sample_vectors(y, similarity_reduce, name=name, **opts)
+        if labels is not None:
+            sims[name + INPUT_SUFFIX], sims[name] = sx, sy
+        row["gbs_in_out"] = gbs(sx, sy, k=gbs_k, device=device)
+        row["cka_in_out"] = cka(sx, sy, debiased=cka_debiased, device=device)
+        rows.append(row)
+
+    for n in range(1, n_max + 1):
+        for start in range(n_blocks):
+            stop = start + n - 1
+            defined = stop < n_blocks and all(r["shape_preserving"] for r in rows[start:stop + 1])
+            rows[start][_span_column(n)] = (float(angles(ends[start][0], ends[stop][1]).mean() / math.pi)
+                                            if defined else math.nan)
+
+    criteria = ["block_influence"] + [_span_column(n) for n in range(1, n_max + 1)] + [
+        "relative_update_norm", "gbs_in_out", "cka_in_out"]
+    redundant_when = {c: "high" if c in ("gbs_in_out", "cka_in_out") else "low" for c in criteria}
+    columns = ["block", "depth", "shape_preserving"]
+    if labels is not None:
+        curve = modularity_curve(sims, labels, k=modularity_k, batch_size=modularity_batch_size,
+                                 n_batches=modularity_n_batches, device=device, progress=False)
+        q = dict(zip(curve["layer"], curve["modularity"]))
+        for row in rows:
+            row["modularity"] = q[row["block"]]
+            row["delta_q"] = q[row["block"]] - q[row["block"] + INPUT_SUFFIX]
+        columns += ["modularity", "delta_q"]
+        criteria = ["delta_q"] + criteria
+        redundant_when = {"delta_q": "low", **redundant_when}
+    table = pd.DataFrame(rows, columns=columns + [c for c in criteria if c != "delta_q"])
+    rho = table[criteria].astype(float).corr(method="spearman", min_periods=3)
+    best = {}
+    for n in range(1, n_max + 1):
+        column = table[_span_column(n)]
+        if column.notna().any():
+            start = int(column.idxmin())  # the first of equal minima
+            best[n] = {"start": table["block"][start], "blocks": table["block"][start:start + n].tolist(),
+                       "angular_distance": float(column[start])}
+    return described(table, "block redundancy: ΔQ, Block Influence, angular distance, update norm, GBS, CKA",
+                     "Lu et al. ECCV 2022; Men et al. 2024 (ShortGPT); Gromov et al. 2024; Chen et al. 2021; "
+                     "Kornblith et al. 2019", rank_correlation=rho.to_dict(), redundant_when=redundant_when,
+                     best_spans=best, n_max=n_max, angular_reduce=sorted(set(reductions)),
+                     similarity_reduce=similarity_reduce, gbs_k=gbs_k, cka_debiased=cka_debiased,
+                     modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
+                     masked=mask is not None)

@@ -1,0 +1,153 @@
+"""Capture into a store: reuse a complete store of the same capture (checked without running the
+model), otherwise take the lock, resume or start the capture in the private folder, publish."""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from pathlib import Path
+
+from .activations import Activations
+from .batches import iter_batches
+from .fingerprint import DataDigest, callable_token, model_digest, value_token
+from .forward import DataChanged, forward_all
+from .recorder import ActivationRecorder
+from .store import StoreLock, StoreWriter, partial_path, read_manifest, resumable
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def capture_config(model, rec: ActivationRecorder, output, batch_axis, label_key, max_samples) -> dict:
+    """Everything but the data that identifies a capture (the data hash is added when it is known)."""
+    spec = rec.reducer.spec
+    return {"model": model_digest(model), "layers": rec.layers,
+            "reduce": spec if spec is None or isinstance(spec, str) else callable_token(spec),
+            "output": value_token(output), "batch_axis": value_token(batch_axis), "inputs": rec.inputs,
+            "label_key": label_key, "max_samples": max_samples, "dtype": "float32"}
+
+
+def _hash_data(batches, max_samples) -> dict:
+    digest = DataDigest()
+    for batch in batches:
+        if max_samples is not None and digest.n_samples + batch.n > max_samples:
+            batch = batch.part(0, max_samples - digest.n_samples)
+        digest.update(batch)
+        if max_samples is not None and digest.n_samples >= max_samples:
+            break
+    return digest.snapshot()
+
+
+def _other_capture(folder: Path, differ: list[str]) -> ValueError:
+    why = {"model": "model (its weights: an unseeded model gets new random weights on every run)",
+           "data": "data (inputs or labels)"}
+    listed = ", ".join(why.get(d, d) for d in differ)
+    return ValueError(
+        f"store={str(folder)!r} holds activations of another capture; they differ in: {listed}. A store "
+        "never hands back another capture's activations. To keep both, pass another folder as store=; to "
+        f"replace it, delete it (shutil.rmtree({str(folder)!r})); to reuse it, capture the same model on the "
+        "same data (seed the model with torch.manual_seed before building it, or load its saved weights).")
+
+
+def _reuse(folder: Path, manifest: dict, config: dict, batches, max_samples) -> Activations:
+    """The published store at ``folder`` when it holds this capture (same configuration, same data
+    hash, intact files); else a ValueError saying what differs."""
+    if not manifest.get("complete"):
+        raise ValueError(f"store={str(folder)!r} holds an incomplete manifest; delete the folder.")
+    stored = manifest.get("fingerprint") or {}
+    differ = [key for key in config if stored.get(key) != config[key]]
+    if differ:
+        raise _other_capture(folder, differ)
+    data = _hash_data(batches, max_samples)
+    if data != stored.get("data"):
+        raise _other_capture(folder, ["data"])
+    return Activations.load(folder, verify=True)
+
+
+def _published(folder: Path) -> dict | None:
+    manifest = read_manifest(folder)
+    if manifest is None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(f"store={str(folder)!r} is a non-empty folder that is not a repgraph activation "
+                         "store; pass an empty or new folder.")
+    return manifest
+
+
+def _may_be_alive(writer: dict) -> bool:
+    """False only for a writer process known to have died (same host, no such pid)."""
+    if writer.get("host") != socket.gethostname() or not isinstance(writer.get("pid"), int):
+        return True
+    try:
+        os.kill(writer["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _wait_or_refuse(folder: Path, lock: StoreLock, config: dict, progress: bool):
+    """Take the store's lock; a writer of another capture holding it is an error at once."""
+    if lock.acquire(blocking=False):
+        return
+    try:
+        other = read_manifest(partial_path(folder))
+    except ValueError:
+        other = None
+    who = (other or {}).get("writer", {})
+    if other is not None and other.get("fingerprint") != config and _may_be_alive(who):
+        differ = [k for k in config if (other.get("fingerprint") or {}).get(k) != config[k]]
+        raise ValueError(f"store={str(folder)!r} is being written by another process (pid {who.get('pid')} on "
+                         f"{who.get('host')}) with a different capture (differs in: {', '.join(differ)}); "
+                         "pass another folder as store=.")
+    if progress:
+        print(f"store={str(folder)!r}: another process is writing this capture; waiting for it.", file=sys.stderr)
+    lock.acquire(blocking=True)
+
+
+def capture_to_store(model, data, rec, folder: Path, *, config, device, total, batch_size, label_key,
+                     max_samples, progress, meta) -> Activations:
+    """``capture_activations(store=folder)``: reuse, wait, resume or write, then publish."""
+    manifest = _published(folder)
+    if manifest is not None:
+        return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+    lock = StoreLock(folder)
+    _wait_or_refuse(folder, lock, config, progress)
+    try:
+        manifest = _published(folder)
+        if manifest is not None:  # published by the writer we waited for
+            return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+        partial = partial_path(folder)
+        writer = StoreWriter(partial, config, resumable(partial, config))
+        try:
+            try:
+                digest = DataDigest()
+                labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], writer, device,
+                                         total=total, max_samples=max_samples, progress=progress, digest=digest,
+                                         skip=writer.committed, prefix=writer.data_prefix,
+                                         keys=writer.keys or None, commit=writer.commit)
+            except DataChanged:  # the interrupted capture saw other data: start again
+                if iter(data) is data:
+                    raise ValueError(f"store={str(folder)!r} holds an interrupted capture of other data and "
+                                     "data is a one-shot iterator; delete the folder "
+                                     f"{str(partial)!r} and capture again.") from None
+                writer.discard()
+                writer = StoreWriter(partial, config)
+                digest = DataDigest()
+                labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], writer, device,
+                                         total=total, max_samples=max_samples, progress=progress, digest=digest,
+                                         commit=writer.commit)
+            writer.publish(folder, labels, meta, digest.snapshot())
+        except OSError as err:
+            if err.errno not in _DISK_FULL:
+                writer.close_files()
+                raise
+            writer.discard()
+            raise OSError(err.errno, f"store={str(folder)!r}: the disk is full or the file too large "
+                                     f"({err.strerror}) while writing the capture; its partial files were "
+                                     "deleted. Free space or pass another folder as store=.") from err
+        except BaseException:
+            writer.close_files()  # kept: a later capture resumes from the last committed batch
+            raise
+    finally:
+        lock.release()
+    return Activations.load(folder)
