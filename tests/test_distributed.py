@@ -19,7 +19,7 @@ from repgraph import distributed as rd  # noqa: E402
 from repgraph.analyzers.cka import hsic_matrix  # noqa: E402
 from repgraph.hooks import DamagedStoreError  # noqa: E402
 from repgraph.distributed.hsic_out_of_core import out_of_core_hsic  # noqa: E402
-from repgraph.distributed.runner import InProcessRunner  # noqa: E402
+from repgraph.distributed.runner import InProcessRunner, Shipped  # noqa: E402
 from repgraph.distributed.sources import layer_sources  # noqa: E402
 from oracles import hsic_biased, hsic_unbiased  # noqa: E402
 
@@ -346,6 +346,18 @@ def test_a_failed_shard_publishes_nothing(client, tmp_path):
         rd.capture_activations(model, x, layers=["0"], client=client)
     with pytest.raises(TypeError, match="index"):
         rd.capture_activations(model, iter([x]), layers=["0"], store=tmp_path / "g", client=client)
+
+
+def test_a_shared_model_can_be_spilled_or_sent_while_a_task_hooks_it():
+    # Dask pickles managed data whenever it spills or moves it; a model under a task's hooks cannot
+    # be pickled (the benchmark's 1 GB workers hit this), so the cluster holds its frozen pickle
+    shared = pickle.loads(pickle.dumps(Shipped(_cnn())))
+    handle = shared.obj[1].register_forward_hook(lambda module, inputs, output: None)
+    copy = pickle.loads(pickle.dumps(shared))  # what a spill or a transfer does
+    handle.remove()
+    assert type(copy.obj[1]._forward_hooks).__name__ == "OrderedDict" and not copy.obj[1]._forward_hooks
+    array = pickle.loads(pickle.dumps(Shipped(np.arange(4.0)), protocol=5)).obj
+    assert array.flags.writeable and array.tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 # --- many checkpoints ---------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ a Dask client; ``InProcessRunner`` runs the very same tasks one after another in
 from __future__ import annotations
 
 import math
+import pickle
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,12 +25,38 @@ class Outcome:
     warnings: list = field(default_factory=list)
 
 
-@dataclass(frozen=True)
 class Shipped:
-    """An object sent to the cluster as one pickle: Dask's generic serialisation of an
-    ``nn.Module`` rebuilds its hook ``OrderedDict``s as plain dicts, which torch cannot hook."""
+    """An object sent to the cluster as its pickle, unpickled once per worker when a task first
+    needs it (``obj``). Dask holds and moves only the frozen pickle (its array buffers out of
+    band, not copied), so spilling or sending it never touches the live object, which a task may
+    be using: a model with a task's hooks on it cannot be pickled. It also keeps Dask's generic
+    serialisation of an ``nn.Module`` (which rebuilds its hook ``OrderedDict``s as plain dicts,
+    which torch cannot hook) away from the model."""
 
-    obj: object
+    def __init__(self, obj):
+        buffers = []
+        self._payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        self._buffers = buffers
+        self._obj, self._lock = obj, threading.Lock()
+
+    def __getstate__(self):
+        return {"payload": self._payload, "buffers": self._buffers}
+
+    def __setstate__(self, state):
+        # writable copies of the received buffers: arrays come back writable, as from Dask's own
+        # serialisation (torch warns on read-only ones), and share them (no copy when unpickled)
+        self._payload, self._buffers = state["payload"], [bytearray(b) for b in state["buffers"]]
+        self._obj, self._lock = _UNPICKLED, threading.Lock()
+
+    @property
+    def obj(self):
+        with self._lock:
+            if self._obj is _UNPICKLED:
+                self._obj = pickle.loads(self._payload, buffers=self._buffers)
+            return self._obj
+
+
+_UNPICKLED = object()
 
 
 def _unwrapped(arg):
