@@ -20,7 +20,13 @@ def _per_layer(fn, fmaps, **kwargs):
     return fn(fmaps, **kwargs)
 
 
-def _hrank(fmaps, *, name="fmaps", device=None, chunk: int = 64):
+def _hrank(fmaps, *, name="fmaps", device=None):
+    total, n = _hrank_sum(fmaps, name=name, device=device)
+    return (total / n).cpu().numpy()
+
+
+def _hrank_sum(fmaps, name="fmaps", device=None, chunk: int = 64) -> tuple[torch.Tensor, int]:
+    """``(Σ_images rank, N)``: each channel's map rank summed over images (float64), and N."""
     A = as_feature_maps(fmaps, name=name, device=device, dtype=None, one_d=True)
     if A.ndim == 3:
         A = A[:, :, None, :]  # a 1-D map is a 1 × L matrix
@@ -30,7 +36,7 @@ def _hrank(fmaps, *, name="fmaps", device=None, chunk: int = 64):
     total = torch.zeros(A.shape[1], dtype=torch.float64, device=A.device)
     for start in range(0, A.shape[0], chunk):
         total += torch.linalg.matrix_rank(A[start:start + chunk], rtol=rtol).double().sum(dim=0)
-    return (total / A.shape[0]).cpu().numpy()
+    return total, A.shape[0]
 
 
 def hrank_scores(fmaps, *, device=None):
@@ -93,7 +99,13 @@ def _nuclear_norms_by_gram(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return full, torch.cat(parts, dim=-1)
 
 
-def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto", chunk: int = 8):
+def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto"):
+    total, n = _chip_sum(fmaps, name=name, device=device, route=route)
+    return (total / n).cpu().numpy()
+
+
+def _chip_sum(fmaps, name="fmaps", device=None, route: str = "auto", chunk: int = 8) -> tuple[torch.Tensor, int]:
+    """``(Σ_images CI, N)``: each channel's independence summed over images (float64), and N."""
     A = as_feature_maps(fmaps, name=name, device=device, min_channels=1, one_d=True)
     n, c = A.shape[:2]
     A = A.reshape(n, c, -1).double()
@@ -109,7 +121,7 @@ def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto", chunk: int =
             zeroed[:, torch.arange(c), torch.arange(c)] = 0.0
             without = torch.linalg.matrix_norm(zeroed, ord="nuc")
         total += (full[:, None] - without).sum(dim=0)
-    return (total / n).cpu().numpy()
+    return total, n
 
 
 def chip_scores(fmaps, *, device=None, route: str = "auto"):

@@ -167,6 +167,13 @@ def gbs(X, Y, *, k: int | None = None, metric: str = "cosine", device=None) -> f
     return float(A.multiply(B).sum() / nx_)
 
 
+def _gbs_frame(values, rows, cols, k, metric: str) -> pd.DataFrame:
+    """The GBS matrix as a table (rows: layers of ``acts``, columns: of ``acts2``) with its ``attrs``."""
+    out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
+    return described(out, "GBS", REFERENCE, k="full" if k is None else k, metric=metric,
+                     graph="full cosine graph" if k is None else "kNN graph, (A + Aᵀ)/2")
+
+
 def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine", device=None,
                progress: bool = True) -> pd.DataFrame:
     """GBS between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts``).
@@ -239,8 +246,4 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
         M = sp.vstack([A.reshape(1, n * n) for A in graphs]).tocsr()
         G = (M @ M.T).toarray() / n
     na = len(acts)
-    values = G if acts2 is None else G[:na, na:]
-    out = pd.DataFrame(values, index=pd.Index(list(acts), name="layer"),
-                       columns=pd.Index(list(other), name="layer2"))
-    return described(out, "GBS", REFERENCE, k="full" if k is None else k, metric=metric,
-                     graph="full cosine graph" if k is None else "kNN graph, (A + Aᵀ)/2")
+    return _gbs_frame(G if acts2 is None else G[:na, na:], list(acts), list(other), k, metric)
