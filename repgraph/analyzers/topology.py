@@ -203,6 +203,13 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["unit", "entropy", "selective_rate", "ineffectiveness"])
 
 
+def _entropy_table(points) -> pd.DataFrame:
+    """``feature_entropy`` of (N, C) birth points."""
+    points = np.asarray(points)
+    out = entropy_of_birth_points(points)
+    return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
+
+
 def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
     """Feature entropy per unit (Zhao & Zhang) of one class's images: ``selective_rate`` = fraction
     of zero birth points, p = distribution of the non-zero ones, ``entropy = −Σ p ln p``,
@@ -239,9 +246,7 @@ def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
     """
     data = fmaps_or_birth_points
     ndim = data.ndim if hasattr(data, "ndim") else np.asarray(data).ndim
-    points = birth_points(data, **birth_kwargs) if ndim >= 3 else np.asarray(data)
-    out = entropy_of_birth_points(points)
-    return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
+    return _entropy_table(birth_points(data, **birth_kwargs) if ndim >= 3 else data)
 
 
 def class_feature_entropy(points, labels=None) -> pd.DataFrame:

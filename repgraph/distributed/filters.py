@@ -14,8 +14,8 @@ import torch
 from .._arrays import prune_count
 from ..analyzers.central_filters import central_filters
 from ..analyzers.criteria import _chip_sum, _hrank_sum
+from ..analyzers.topology import _entropy_table
 from ..analyzers.topology import birth_points as _birth_points
-from ..analyzers.topology import feature_entropy as _feature_entropy
 from ..builders.filter_graph import _mean_similarity, _similarity_sum
 from .runner import runner_for, task_rows
 from .sources import array_source, as_store, layer_sources
@@ -343,6 +343,6 @@ def feature_entropy(fmaps_or_birth_points, *, client=None, **birth_kwargs) -> pd
     [0.5]
     """
     data = fmaps_or_birth_points
-    if len(getattr(data, "shape", np.shape(data))) == 4:
+    if len(getattr(data, "shape", np.shape(data))) >= 3:  # maps (birth_points refuses all but (N, C, H, H))
         data = birth_points(data, client=client, **birth_kwargs)
-    return _feature_entropy(data)
+    return _entropy_table(data)
