@@ -23,6 +23,7 @@ _WHERE = {
                      "removable_layers", "remove_layers", "train", "uncoupled_convs"], ".pruning"),
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "prune_experiment", "register_criterion"], ".workflows"),
+    **dict.fromkeys(["modularity_curves", "open_store", "parallel"], ".distributed"),
 }
 __all__ = list(_WHERE)
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -81,7 +81,8 @@ def plot_similarity_heatmap(matrix, ax=None, vmin: float = 0.0, vmax: float = 1.
     ax.set_xlabel(str(matrix.columns.name or "layer"))
     ax.set_ylabel(str(matrix.index.name or "layer"))
     measure = matrix.attrs.get("measure", "similarity")
-    detail = matrix.attrs.get("estimator") or (f"k={matrix.attrs['k']}" if "k" in matrix.attrs else "")
+    k = matrix.attrs.get("k")
+    detail = matrix.attrs.get("estimator") or ("full graph" if k == "full" else f"k={k}" if k is not None else "")
     ax.set_title(title or (f"{measure} ({detail})" if detail else measure), fontsize=9)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=measure)

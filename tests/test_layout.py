@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "repgraph"
 
 # Which top-level parts of repgraph each part must never import (DESIGN §1): capture and builders
 # know nothing of the analyses; analyzers are pure functions on arrays and never run a model;
-# pruning consumes analyzer results; plotting only reads results; nothing imports the CLI.
+# pruning consumes analyzer results; plotting only reads results; nothing imports the CLI;
+# distributed runs capture and the analyses on a cluster, nothing above them.
 FORBIDDEN = {
     "hooks": {"builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
     "builders": {"hooks", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
@@ -22,6 +23,7 @@ FORBIDDEN = {
     "report": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "cli"},
     "models": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
     "datasets": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
+    "distributed": {"pruning", "workflows", "plotting", "report", "cli"},
 }
 # The one allowed exception, as pandas' DataFrame.plot: a convenience method that imports plotting
 # when it is called (analyzers/central_filters.py, CentralFilters.plot).

@@ -1,0 +1,235 @@
+"""Capture on a Dask cluster: the samples are cut into shards of whole batches, each worker runs
+the model on its shards (the in-process capture, in memory) and writes their rows into the
+store's preallocated layer files, returning their CRC-32; the store is published once every shard
+is in.
+
+The store is the one of ``repgraph.hooks.store``, written by the procedure its module docstring
+gives for several writers: under the store's lock, a private ``.partial`` folder with each file
+preallocated; rows written at ``HEADER_BYTES + start·row_bytes``; the manifest with each shard's
+checksum; one atomic rename. Fingerprint and reuse are the in-process ones, so either capture
+reuses a store the other made."""
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+import weakref
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
+
+from ..hooks.activations import Activations
+from ..hooks.batches import _is_pair, _slice, iter_batches
+from ..hooks.capture import _check_options
+from ..hooks.capture import capture_activations as _capture
+from ..hooks.npy_stream import HEADER_BYTES, NpyStreamWriter, npy_header
+from ..hooks.recorder import ActivationRecorder
+from ..hooks.store import (LABELS, StoreLock, complete_manifest, file_entry, layer_filename, partial_path, publish,
+                           write_manifest)
+from ..hooks.stored import _hash_data, _published, _reuse, _wait_or_refuse, capture_config
+from .runner import runner_for, task_rows
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: nn.Module) -> threading.Lock:
+    """One lock per model object in a worker process: two threads must not hook one model at once."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(model, threading.Lock())
+
+
+def _shard_batch_size(data, batch_size: int) -> int:
+    """The batch size the in-process capture uses for ``data`` (a DataLoader keeps its own), after
+    checking that ``data`` can be cut into shards."""
+    if isinstance(data, DataLoader):
+        if not isinstance(data.sampler, SequentialSampler) or data.batch_size is None or data.drop_last:
+            raise TypeError("capture on a cluster cuts the data into shards: pass a DataLoader with "
+                            "shuffle=False, a batch_size and drop_last=False, or its dataset.")
+        return data.batch_size
+    indexable = (isinstance(data, Dataset) and not isinstance(data, IterableDataset)) or _is_pair(data) or \
+        isinstance(data, Mapping) or hasattr(data, "shape")
+    if not indexable:
+        raise TypeError("capture on a cluster needs data it can index to cut into shards: a tensor or array of "
+                        "inputs, (X, y), a dict of per-sample arrays, a map-style Dataset or a sequential "
+                        f"DataLoader; got {type(data).__name__}.")
+    return batch_size
+
+
+def _shard_view(data, start: int, stop: int, n: int):
+    """Samples ``start:stop`` of ``data`` (``n`` samples) in the same form; a DataLoader keeps its
+    batch size and collate function but no worker processes (a Dask worker's cannot have children)."""
+    if isinstance(data, DataLoader):
+        return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=data.batch_size, shuffle=False,
+                          collate_fn=data.collate_fn)
+    if isinstance(data, Dataset):
+        return Subset(data, range(start, stop))
+    if _is_pair(data):
+        return type(data)((data[0][start:stop], data[1][start:stop]))
+    if isinstance(data, Mapping):
+        return {key: _slice(value, start, stop, n) for key, value in data.items()}
+    return data[start:stop]
+
+
+def _capture_rows(model, data, start, stop, n, options) -> Activations:
+    with _model_lock(model):
+        return _capture(model, _shard_view(data, start, stop, n), progress=False, **options)
+
+
+def _probe_layout(model, data, n_probe: int, n: int, options) -> list[tuple[str, tuple]]:
+    """``[(key, row shape)]`` of the first ``n_probe`` samples, in the order the layers fire (the
+    order of the store's files)."""
+    return [(key, tuple(array.shape[1:])) for key, array in _capture_rows(model, data, 0, n_probe, n, options).items()]
+
+
+def _capture_shard(model, data, start, stop, n, options, partial: str, layout) -> tuple[list[int], object]:
+    """Run samples ``start:stop`` through the model and write their rows into the files of
+    ``partial``; returns each file's CRC-32 of these rows and the rows' labels (or None)."""
+    acts = _capture_rows(model, data, start, stop, n, options)
+    if [(key, tuple(a.shape[1:])) for key, a in acts.items()] != layout:
+        raise ValueError(f"samples {start}:{stop} gave layers {[(k, a.shape[1:]) for k, a in acts.items()]} but "
+                         f"the first samples gave {layout}; the model's outputs depend on its input.")
+    crcs = []
+    for index, (key, shape) in enumerate(layout):
+        rows = memoryview(np.ascontiguousarray(acts[key], dtype=np.float32).reshape(-1).view(np.uint8))
+        with open(Path(partial) / layer_filename(index), "r+b") as fh:
+            fh.seek(HEADER_BYTES + start * 4 * math.prod(shape))
+            fh.write(rows)
+        crcs.append(zlib.crc32(rows))
+    return crcs, acts.labels
+
+
+def _data_digest(data, batch_size, label_key, max_samples) -> dict:
+    """The data hash of the in-process capture (every input and label), computed on a worker."""
+    return _hash_data(iter_batches(data, batch_size, label_key)[0], max_samples)
+
+
+def _preallocate(partial: Path, layout, n: int):
+    """The private folder with each layer's file at its final size (header, then a sparse hole)."""
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for index, (_, shape) in enumerate(layout):
+        with open(partial / layer_filename(index), "wb") as fh:
+            fh.write(npy_header(np.dtype(np.float32), (n, *shape)))
+            fh.truncate(HEADER_BYTES + n * 4 * math.prod(shape))
+
+
+def _labels_entry(partial: Path, parts: list):
+    """Write the shards' labels (all or none) as ``labels.npy``; its manifest entry, or None."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("some shards carry labels and others do not; every batch must carry labels or none.")
+    writer = NpyStreamWriter(partial / LABELS)
+    writer.append(np.concatenate(parts))
+    shape = writer.close()
+    return file_entry(None, LABELS, shape, writer.dtype, [{"start": 0, "stop": shape[0], "crc32": writer.crc32}])
+
+
+def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None, batch_axis=0,
+                        inputs: bool = False, label_key="auto", max_samples: int | None = None, device=None,
+                        store=None, progress: bool = True, batch_size: int = 256, client=None) -> Activations:
+    """``repgraph.capture_activations`` with the forward passes on a cluster, into a store.
+
+    The N samples are cut into shards of whole batches, so each batch is one the in-process
+    capture runs and every row is identical to its. The model and the data are sent to the
+    cluster once. A probe of the first samples gives each layer's shape; under the store's lock
+    a private ``.partial`` folder gets each layer's file preallocated; one task per shard runs the
+    in-process capture on its samples and writes its rows in place, returning their CRC-32; a
+    task hashes the data meanwhile (the fingerprint of the in-process capture). Once every shard
+    is in, the manifest (each shard's checksum as a chunk) is written and the folder published
+    with one atomic rename. A failed shard raises its error here and nothing is published (the
+    partial folder is started afresh by the next capture; no resume). A complete store of the
+    same capture is reused, after its checksums are verified, as in process.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (picklable; sent to the cluster once).
+    data : tensor or array, (X, y), dict of per-sample arrays, map-style Dataset or sequential DataLoader
+        Data that can be indexed, to cut into shards.
+    layers, reduce, output, batch_axis, inputs, label_key, max_samples, device, progress, batch_size
+        As in ``repgraph.capture_activations``.
+    store : str or Path
+        The store's folder, visible to the workers under the same path (required).
+    client : distributed.Client, optional
+        Default: the client of the enclosing ``repgraph.parallel`` block; with none, the shards
+        run in this process.
+
+    Returns
+    -------
+    Activations
+        The store, loaded with memory maps.
+
+    Raises
+    ------
+    ValueError
+        Without ``store``, for bad options, empty data, unknown layers, a store of another capture,
+        or shards that disagree with the probe.
+    TypeError
+        For data that cannot be indexed (iterable datasets, generators, shuffling loaders).
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from repgraph.distributed import capture_activations
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
+    >>> x, y = torch.randn(10, 3), torch.arange(10) % 2
+    >>> acts = capture_activations(model, (x, y), layers=["0"], store=tempfile.mkdtemp() + "/acts",
+    ...                            batch_size=4, progress=False)
+    >>> acts["0"].shape, acts.labels.tolist()[:4]
+    ((10, 4), [0, 1, 0, 1])
+    """
+    if store is None:
+        raise ValueError("capture on a cluster writes a store: pass store=PATH, a folder the workers can "
+                         "write under the same path.")
+    _check_options(batch_size, max_samples)
+    rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
+    batch = _shard_batch_size(data, batch_size)
+    _, total = iter_batches(data, batch_size, label_key)
+    if not total:
+        raise ValueError("data is empty: no batch to run through the model.")
+    n = total if max_samples is None else min(total, max_samples)
+    config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
+    folder = Path(store)
+    manifest = _published(folder)
+    if manifest is not None:
+        return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+    options = {"layers": rec.layers, "reduce": reduce, "output": output, "batch_axis": batch_axis, "inputs": inputs,
+               "label_key": label_key, "device": device, "batch_size": batch_size}
+    runner = runner_for(client)
+    model_handle, data_handle = runner.share(model), runner.share(data)
+    lock = StoreLock(folder)
+    _wait_or_refuse(folder, lock, config, progress)
+    try:
+        manifest = _published(folder)
+        if manifest is not None:  # published by the writer we waited for
+            return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+        digest = runner.submit(_data_digest, data_handle, batch_size, label_key, max_samples)
+        probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), n, options)
+        layout = runner.results([probe], desc="probe", progress=False)[0]
+        partial = partial_path(folder)
+        _preallocate(partial, layout, n)
+        rows = task_rows(n, 2 * 4 * sum(math.prod(shape) for _, shape in layout), runner, multiple=batch)
+        shards = [(a, min(n, a + rows)) for a in range(0, n, rows)]
+        tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, b, n, options, str(partial), layout)
+                 for a, b in shards]
+        written = runner.results(tasks, desc="capture", progress=progress)
+        data_hash = runner.results([digest], desc="data hash", progress=False)[0]
+        entries = [file_entry(key, layer_filename(i), (n, *shape), np.float32,
+                              [{"start": a, "stop": b, "crc32": crcs[i]} for (a, b), (crcs, _) in zip(shards, written)])
+                   for i, (key, shape) in enumerate(layout)]
+        labels = _labels_entry(partial, [labels for _, labels in written])
+        meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
+                "inputs": rec.inputs}
+        write_manifest(partial, complete_manifest(entries, labels, {**config, "data": data_hash}, meta))
+        publish(partial, folder)
+    finally:
+        lock.release()
+    return Activations.load(folder)
+

@@ -1,0 +1,190 @@
+"""Runners: how the distributed analyses execute their tasks. ``ClusterRunner`` submits them to
+a Dask client; ``InProcessRunner`` runs the very same tasks one after another in this process
+(the same chunked math, no Dask needed). Tasks are module-level functions on small arguments
+(file descriptors, row ranges, handles of earlier tasks); results come back in submission order."""
+from __future__ import annotations
+
+import math
+import pickle
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from .._arrays import row_chunk
+from .._config import config_context, get_config
+from .context import active_client, require_distributed
+
+
+@dataclass
+class Outcome:
+    """A task's value and the warnings it raised (category, message), to re-emit on the client."""
+
+    value: object
+    warnings: list = field(default_factory=list)
+
+
+class Shipped:
+    """An object sent to the cluster as its pickle, unpickled once per worker when a task first
+    needs it (``obj``). Dask holds and moves only the frozen pickle (its array buffers out of
+    band, not copied), so spilling or sending it never touches the live object, which a task may
+    be using: a model with a task's hooks on it cannot be pickled. It also keeps Dask's generic
+    serialisation of an ``nn.Module`` (which rebuilds its hook ``OrderedDict``s as plain dicts,
+    which torch cannot hook) away from the model."""
+
+    def __init__(self, obj):
+        buffers = []
+        self._payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        self._buffers = buffers
+        self._obj, self._lock = obj, threading.Lock()
+
+    def __getstate__(self):
+        return {"payload": self._payload, "buffers": self._buffers}
+
+    def __setstate__(self, state):
+        # writable copies of the received buffers: arrays come back writable, as from Dask's own
+        # serialisation (torch warns on read-only ones), and share them (no copy when unpickled)
+        self._payload, self._buffers = state["payload"], [bytearray(b) for b in state["buffers"]]
+        self._obj, self._lock = _UNPICKLED, threading.Lock()
+
+    @property
+    def obj(self):
+        with self._lock:
+            if self._obj is _UNPICKLED:
+                self._obj = pickle.loads(self._payload, buffers=self._buffers)
+            return self._obj
+
+
+_UNPICKLED = object()
+
+
+def _unwrapped(arg):
+    return arg.value if isinstance(arg, Outcome) else arg.obj
+
+
+def resolved(arg, kind, value):
+    """``arg`` with every ``kind`` instance in it, also inside lists and tuples, replaced by
+    ``value(instance)``."""
+    if isinstance(arg, kind):
+        return value(arg)
+    if type(arg) in (list, tuple):
+        return type(arg)(resolved(a, kind, value) for a in arg)
+    return arg
+
+
+def run_task(fn, working_memory: int, *args):
+    """Run ``fn(*args)`` on a worker under the client's working-memory budget (so chunking, and
+    with it every rounding, is the client's), recording warnings instead of losing them there.
+    ``Outcome`` arguments (earlier tasks kept on a worker) are unwrapped to their value, ``Shipped``
+    ones to their object."""
+    args = resolved(args, (Outcome, Shipped), _unwrapped)
+    with config_context(working_memory=working_memory), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fn(*args)
+    return Outcome(value, [(w.category, str(w.message)) for w in caught])
+
+
+def _warnings_of(outcome: Outcome) -> list:
+    return outcome.warnings
+
+
+def _rewarn(records):
+    for category, message in records:
+        warnings.warn(message, category, stacklevel=4)
+
+
+class _Deferred:
+    """An in-process task, run when first needed (its arguments first), its value kept."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args, self.done, self.value = fn, args, False, None
+
+    def result(self):
+        if not self.done:
+            self.value = self.fn(*resolved(self.args, _Deferred, _Deferred.result))
+            self.done, self.fn, self.args = True, None, None
+        return self.value
+
+
+class InProcessRunner:
+    """Runs the tasks in this process, in submission order; warnings are raised where they occur."""
+
+    slots = 1
+
+    def share(self, obj):
+        return obj
+
+    def submit(self, fn, *args):
+        return _Deferred(fn, args)
+
+    def results(self, handles, *, desc: str, progress: bool) -> list:
+        return [h.result() for h in tqdm(handles, desc=desc, disable=not progress, leave=False)]
+
+    def emit_warnings(self, handles):
+        """Warnings of tasks kept for later ones: raised already, when they ran."""
+
+
+class ClusterRunner:
+    """Submits the tasks to ``client``; values are gathered in submission order and the tasks'
+    warnings re-emitted here in that order."""
+
+    def __init__(self, client):
+        self.client = client
+        self.working_memory = get_config()["working_memory"]
+        self.slots = max(1, sum(client.nthreads().values()))
+
+    def share(self, obj):
+        """Send ``obj`` to the cluster once; tasks given the handle receive the object."""
+        return self.client.scatter([Shipped(obj)], hash=False)[0]
+
+    def submit(self, fn, *args):
+        return self.client.submit(run_task, fn, self.working_memory, *args, pure=False)
+
+    def results(self, futures, *, desc: str, progress: bool) -> list:
+        distributed = require_distributed()
+        bar = tqdm(total=len(futures), desc=desc, disable=not progress, leave=False)
+        try:
+            for future in distributed.as_completed(futures):
+                bar.update()
+                if future.status == "error":
+                    break  # gather raises its error now, not after every other task
+            outcomes = self.client.gather(futures)
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+        finally:
+            bar.close()
+        for outcome in outcomes:
+            _rewarn(outcome.warnings)
+        return [outcome.value for outcome in outcomes]
+
+    def emit_warnings(self, futures):
+        """Re-emit the warnings of tasks whose values stayed on the workers."""
+        for records in self.client.gather([self.client.submit(_warnings_of, f, pure=False) for f in futures]):
+            _rewarn(records)
+
+
+def runner_for(client=None):
+    """``ClusterRunner`` on ``active_client(client)``, or ``InProcessRunner`` when there is none."""
+    client = active_client(client)
+    return InProcessRunner() if client is None else ClusterRunner(client)
+
+
+def tree_sum(runner, add, handles: list):
+    """One handle to ``add``-ed values of ``handles``, summed pairwise in a fixed binary tree (so
+    the rounding does not depend on which worker finished first); the sums run as tasks."""
+    if not handles:
+        raise ValueError("tree_sum needs at least one handle.")
+    while len(handles) > 1:
+        pairs = [runner.submit(add, handles[i], handles[i + 1]) for i in range(0, len(handles) - 1, 2)]
+        handles = pairs + handles[len(pairs) * 2:]
+    return handles[0]
+
+
+def task_rows(n: int, bytes_per_row: int, runner, *, multiple: int = 1) -> int:
+    """Rows per task: within the working-memory budget, and small enough that every slot of the
+    cluster gets about two tasks; a multiple of ``multiple`` (except when one task takes all)."""
+    rows = min(row_chunk(n, bytes_per_row), math.ceil(n / (2 * runner.slots)))
+    rows = max(multiple, rows // multiple * multiple)
+    return min(n, rows)
