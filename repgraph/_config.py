@@ -86,10 +86,10 @@ def config_context(**settings):
     **settings
         Keyword arguments of ``set_config`` (``working_memory=MiB``).
 
-    Returns
-    -------
-    contextlib.AbstractContextManager
-        A context manager; ``with`` binds nothing (``as`` gets None).
+    Yields
+    ------
+    None
+        Nothing is bound by ``with ... as``.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Every public name (``repgraph.__all__``) keeps a complete numpydoc docstring, so the rule cannot
 silently erode: ``Parameters`` naming each argument of the signature (and no other), ``Returns``
-for functions, ``Examples`` with doctest lines (they run as doctests: setup.cfg passes
+for functions (``Yields`` for the generator behind a context manager), ``Examples`` with doctest lines (they run as doctests: setup.cfg passes
 ``--doctest-modules`` over ``repgraph/``) and ``References``, except for the utilities listed in
 ``NO_REFERENCES``."""
 from __future__ import annotations
@@ -16,6 +16,8 @@ import repgraph
 NO_REFERENCES = {
     "count_params_flops",  # multiply-accumulates of conv/linear layers (its Notes compare Torch-Pruning's counter)
     "evaluate",  # top-1 accuracy
+    "open_store",  # an activation store as dask arrays (repgraph.distributed)
+    "parallel",  # the Dask client of a with block (repgraph.distributed)
 }
 
 # An entry of a Parameters section: "name : type", "X, Y : type", "**kwargs" (at the section's indentation).
@@ -93,7 +95,7 @@ def docstring_problems(name: str, obj) -> list[str]:
                 problems.append(f"Parameters does not document {missing}")
             if stale:
                 problems.append(f"Parameters documents {stale}, which the signature lacks")
-    if not inspect.isclass(obj) and "Returns" not in found:
+    if not inspect.isclass(obj) and "Returns" not in found and "Yields" not in found:
         problems.append("no Returns section")
     if ">>>" not in found.get("Examples", ""):
         problems.append("no Examples section with doctest lines")
