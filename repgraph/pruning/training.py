@@ -84,8 +84,8 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
     """Train ``model`` in place with cross-entropy; the learning rate follows a cosine schedule from
     ``lr`` to 0 over all steps: ``lr_s = lr·(1 + cos(π·s/S))/2`` after step s of S =
     ``epochs``·batches per epoch. Shuffling uses a generator seeded by ``seed`` and the training
-    runs under ``torch.manual_seed(seed)`` inside a fork of the CPU random state (restored
-    afterwards), so the same inputs give the same weights on CPU.
+    runs under ``torch.manual_seed(seed)`` inside a fork of the CPU and CUDA random states
+    (restored afterwards), so the same inputs give the same weights on CPU.
 
     ``on_epoch_end(epoch, model)``, if given, is called after each epoch (1-based, after its
     evaluation), e.g. to save snapshots for training dynamics. It runs on a forked random state,
@@ -133,7 +133,8 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
     Raises
     ------
     ValueError
-        For an unknown ``optimizer``, ``epochs`` < 1, or a CUDA ``device`` without a GPU.
+        For an unknown ``optimizer``, ``epochs`` < 1, empty ``data``, or a CUDA ``device`` without a
+        GPU.
     TypeError
         If ``data`` is neither a Dataset nor a tuple (X, y).
 
@@ -165,6 +166,8 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
         raise ValueError(f"epochs must be >= 1, got {epochs}.")
     device = resolve_device(device, like=model)
     dataset = _dataset(data)
+    if len(dataset) == 0:
+        raise ValueError("train: data is empty; pass at least one (input, label) sample.")
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,7 +178,9 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss()
     history = []
-    with torch.random.fork_rng(devices=[]):
+    # torch.manual_seed also seeds every CUDA device: fork all of them so that no global state changes
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         bar = tqdm(range(1, epochs + 1), desc="train", disable=not progress, leave=False)
         for epoch in bar:
@@ -198,7 +203,7 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
             history.append(row)
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
             if on_epoch_end is not None:
-                with torch.random.fork_rng(devices=[]):
+                with torch.random.fork_rng(devices=cuda_devices):
                     on_epoch_end(epoch, model)
     model.eval()
     return described(pd.DataFrame(history), "training history", None, epochs=epochs, lr=lr, optimizer=optimizer,

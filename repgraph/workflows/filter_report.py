@@ -57,8 +57,8 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
     Raises
     ------
     ValueError
-        If ``layer`` is unknown or its output is not channel maps, ``conv`` has another number of
-        filters, ``data`` is empty, or a criterion refuses the maps (e.g. NaN/Inf, one channel).
+        If ``layer`` is unknown or its output is not channel maps, ``conv`` is not a convolution or
+        has another number of filters, ``data`` is empty, or a criterion refuses the maps (e.g. NaN/Inf, one channel).
     TypeError
         For data of dict (keyword-input) batches, which cannot trace the model positionally.
 
@@ -96,6 +96,9 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
     x0 = first_input(data)
     conv = conv or producing_conv(model, layer, x0)
     modules = dict(model.named_modules())
+    if not isinstance(modules.get(conv), nn.modules.conv._ConvNd):
+        convs = [n for n, m in modules.items() if isinstance(m, nn.modules.conv._ConvNd)]
+        raise ValueError(f"conv={conv!r} is not a convolution of {type(model).__name__}; its convs are {convs}.")
     if modules[conv].out_channels != c:
         raise ValueError(f"conv {conv!r} has {modules[conv].out_channels} filters but {layer!r} has {c} channels.")
     S = filter_similarity(fmaps)

@@ -54,7 +54,8 @@ def prune_experiment(model: nn.Module, prune: Callable[[nn.Module], nn.Module], 
     TypeError
         For data that is neither a Dataset nor a tuple (X, y).
     ValueError
-        For empty test data, or whatever ``prune`` raises (e.g. ``prune_filters``' errors).
+        For empty test data, a model with no convolution or linear layer (0 FLOPs), or whatever
+        ``prune`` raises (e.g. ``prune_filters``' errors).
 
     References
     ----------
@@ -82,6 +83,9 @@ def prune_experiment(model: nn.Module, prune: Callable[[nn.Module], nn.Module], 
     [98, 50, 2608, 1304]
     """
     params0, flops0 = count_params_flops(model, example_input)
+    if flops0 == 0:
+        raise ValueError(f"{type(model).__name__} has no convolution or linear layer that runs on example_input "
+                         "(0 FLOPs counted): there is nothing for filter or layer pruning to reduce.")
     acc0 = evaluate(model, test_data, progress=progress)
     pruned = prune(copy.deepcopy(model))
     params1, flops1 = count_params_flops(pruned, example_input)
