@@ -1,6 +1,8 @@
 """Parameter and multiply-accumulate counts from a traced forward."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -20,8 +22,8 @@ def count_params_flops(model: nn.Module, example_input) -> tuple[int, int]:
     model : nn.Module
         Any model.
     example_input : tensor or dict
-        An input batch; a dict is passed as keyword arguments. A tensor's first axis is the batch
-        and is divided out; a dict's batch is not (pass a batch of one).
+        An input batch; a dict is passed as keyword arguments. The batch size — a tensor's first
+        axis, or that of a dict's first tensor (e.g. ``input_ids``) — is divided out.
 
     Returns
     -------
@@ -67,5 +69,7 @@ def count_params_flops(model: nn.Module, example_input) -> tuple[int, int]:
     hooks = [(m, conv_hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     hooks += [(m, linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
     run_with_hooks(model, example_input, hooks)
-    batch = example_input.shape[0] if isinstance(example_input, torch.Tensor) and example_input.ndim > 0 else 1
+    first = example_input if not isinstance(example_input, Mapping) else next(
+        (v for v in example_input.values() if isinstance(v, torch.Tensor)), None)
+    batch = first.shape[0] if isinstance(first, torch.Tensor) and first.ndim > 0 else 1
     return sum(p.numel() for p in model.parameters()), macs[0] // batch
