@@ -16,13 +16,19 @@ def _settings() -> dict:
 
 
 def get_config() -> dict:
-    """The current settings.
+    """The current settings of this thread: ``{"working_memory": MiB}`` (default 256).
 
     Returns
     -------
     dict
-        ``working_memory``: the budget in MiB for one chunk of a chunked computation (a block of
-        a Gram matrix, a stack of masked Grams, a batch of feature maps).
+        A copy (changing it changes nothing): ``working_memory``, the budget in MiB for one chunk
+        of a chunked computation (a block of a Gram matrix, a stack of masked Grams, a batch of
+        feature maps).
+
+    References
+    ----------
+    The convention of scikit-learn's ``sklearn.get_config`` (whose ``working_memory`` option
+    plays the same role).
 
     Examples
     --------
@@ -34,18 +40,27 @@ def get_config() -> dict:
 
 
 def set_config(*, working_memory: int | None = None) -> None:
-    """Change repgraph's settings for the current thread.
+    """Change repgraph's settings for the current thread (other threads keep theirs).
 
     Parameters
     ----------
     working_memory : int, optional
         Budget in MiB for one chunk of any chunked computation (default 256). Larger chunks mean
-        fewer, bigger matrix products; results do not depend on it beyond float rounding.
+        fewer, bigger matrix products; results do not depend on it beyond float rounding. None
+        leaves the setting as it is.
+
+    Returns
+    -------
+    None
 
     Raises
     ------
     ValueError
-        If ``working_memory`` is not a positive integer.
+        If ``working_memory`` is not a positive integer (a bool is refused too).
+
+    References
+    ----------
+    The convention of scikit-learn's ``sklearn.set_config`` (``working_memory`` in MiB).
 
     Examples
     --------
@@ -63,7 +78,29 @@ def set_config(*, working_memory: int | None = None) -> None:
 
 @contextlib.contextmanager
 def config_context(**settings):
-    """Temporarily change settings inside a ``with`` block (see ``set_config``).
+    """Temporarily change settings inside a ``with`` block (see ``set_config``); the previous
+    settings come back on exit, also when the block raises.
+
+    Parameters
+    ----------
+    **settings
+        Keyword arguments of ``set_config`` (``working_memory=MiB``).
+
+    Yields
+    ------
+    None
+        Nothing is bound by ``with ... as``.
+
+    Raises
+    ------
+    ValueError
+        For a bad value (as ``set_config``), on entering the block.
+    TypeError
+        For a setting that does not exist, on entering the block.
+
+    References
+    ----------
+    The convention of scikit-learn's ``sklearn.config_context``.
 
     Examples
     --------

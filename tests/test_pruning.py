@@ -210,3 +210,17 @@ def test_prune_experiment_row():
     assert row["flops_reduction"] == pytest.approx(1 - flops / count_params_flops(model, x)[1])
     train(pruned, train_set, epochs=1, lr=0.01, seed=0, progress=False)  # the same fine-tuning, done here
     assert row["accuracy_finetuned"] == evaluate(pruned, test_set, progress=False)
+
+
+def test_flops_are_per_example_for_dict_inputs_too():
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, features, mask=None):
+            return self.lin(features)
+
+    # one example: 3 outputs × 6 inputs = 18 multiply-accumulates, whatever the batch size
+    for batch in (1, 4):
+        assert count_params_flops(Keyword(), {"features": torch.zeros(batch, 6)})[1] == 18

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -44,3 +45,15 @@ def test_on_epoch_end_sees_every_epoch_and_leaves_training_unchanged():
     assert seen == [1, 2, 3]
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_train_bad_input_and_global_random_state():
+    model = small_cnn(in_channels=1)
+    empty = (torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="data is empty"):
+        train(model, empty, epochs=1, progress=False)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(model, digits("test", size=8), epochs=1, seed=5, progress=False)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is where it was

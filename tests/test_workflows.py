@@ -116,6 +116,17 @@ def test_layer_filter_report_columns_agree_with_each_criterion(cnn_and_data):
     assert table.attrs["rank_correlation"].loc["hrank", "l1"] == pytest.approx(rho)
     with pytest.raises(ValueError, match="not \\(C, ...\\) channel maps"):
         rg.layer_filter_report(model, test, "fc", max_samples=8, progress=False)
+    with pytest.raises(ValueError, match=r"conv='bn1' is not a convolution of SmallCNN; its convs are \['conv1'"):
+        rg.layer_filter_report(model, test, "relu1", conv="bn1", max_samples=8, progress=False)
+
+
+def test_prune_experiment_refuses_a_model_without_flops():
+    from torch import nn
+    model = nn.Sequential(nn.Flatten(), nn.Identity())
+    with pytest.raises(ValueError, match="0 FLOPs counted"):
+        rg.prune_experiment(model, lambda m: m, (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)),
+                            (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), example_input=torch.zeros(1, 2),
+                            progress=False)
 
 
 def test_scores_importance_drives_torch_prunings_own_pruner():

@@ -201,6 +201,12 @@ def relative_update_norm(X_in, X_out, *, feature_axis=None, mask=None, device=No
     ValueError
         As ``block_influence``, and when every input token vector is zero (the ratio is undefined).
 
+    References
+    ----------
+    No paper defines this ratio: it is repgraph's companion of Block Influence (Men et al. 2024,
+    ShortGPT, arXiv 2403.03853), measuring the size of a block's residual update where BI
+    measures its direction.
+
     Examples
     --------
     >>> import numpy as np

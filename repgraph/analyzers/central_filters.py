@@ -16,9 +16,49 @@ from .closeness import closeness_centrality
 
 @dataclass
 class CentralFilters:
-    """Result of ``central_filters``: ``kept`` and ``pruned`` filter indices (sorted), ``delegates``
-    (central filter → the pruned filters of its component), the graph ``threshold``, the
-    ``scores``, the ``requested`` count, the symmetrised ``similarity`` and the ``central`` filters."""
+    """The Central-Filter selection of one layer, as ``central_filters`` returns it.
+
+    ``prune_filters`` takes it as a layer's "scores": it prunes exactly ``pruned`` and adds each
+    pruned filter's input weights in the next conv onto its central filter's,
+    ``W′[:, j] += Σ_{k ∈ delegates(j)} W′[:, k]``. ``.plot()`` draws the filter graph.
+
+    Parameters
+    ----------
+    kept : list of int
+        Filters that stay (sorted): the central filters and every filter not pruned.
+    pruned : list of int
+        Filters to remove (sorted).
+    delegates : dict of int to list of int
+        Central filter → the pruned filters of its component, which it stands for.
+    threshold : float
+        The graph's threshold t (edges ``S[i, j] > t``).
+    scores : ndarray (C,)
+        The closeness scores that ordered the visit.
+    requested : int
+        ``ceil(C·ratio)``, the number of prunes asked for (``len(pruned)`` is smaller only when
+        the graph could not supply them, with a warning).
+    similarity : ndarray (C, C), optional
+        The symmetrised filter similarity the selection was made on (used by ``plot``).
+    central : list of int
+        The central filters (sorted), one per component that has one.
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2–3.3;
+    github.com/8ubpshLR23/Central-Filter ``rank.py``.
+
+    Examples
+    --------
+    Filters 0 and 1 are similar (0.9), filter 2 is not; pruning ``ceil(3·0.3) = 1`` filter keeps
+    filter 0 as the central filter of {0, 1} (lower index of the tied scores) and prunes 1:
+
+    >>> import numpy as np
+    >>> from repgraph import central_filters
+    >>> S = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.1], [0.1, 0.1, 1.0]])
+    >>> sel = central_filters(S, 0.3)
+    >>> sel.kept, sel.pruned, sel.central, sel.delegates, sel.requested, round(sel.threshold, 4)
+    ([0, 2], [1], [0], {0: [1]}, 1, 0.55)
+    """
 
     kept: list
     pruned: list
@@ -156,7 +196,9 @@ def central_filters(S, ratio: float, *, kind: str = "cf_local") -> CentralFilter
 
     References
     ----------
-    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2–3.3.
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2–3.3;
+    github.com/8ubpshLR23/Central-Filter ``rank.py`` (``get_threshold``, ``get_closeness_2``,
+    ``del_filter``).
 
     Examples
     --------

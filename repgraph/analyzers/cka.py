@@ -238,6 +238,44 @@ class MinibatchCKA:
     without, (L, L). Linear kernel (as in Nguyen et al.). Each batch needs at least 4 samples.
     ``n_batches`` and ``n_samples`` count what was fed.
 
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        Where each batch's HSIC products run (default: where the batch is; CPU for numpy).
+
+    Attributes
+    ----------
+    hsic : ndarray (L + L′, L + L′) of float64 or None
+        The running sum Σ_b n_b·HSIC_b over every layer of ``xs`` then ``ys``; None before the
+        first ``update``.
+    n_x : int or None
+        The number of layers in ``xs`` (the rows of the result).
+    n_batches : int
+        Batches fed so far.
+    n_samples : int
+        Samples fed so far.
+
+    Raises
+    ------
+    ValueError
+        From ``update``: a batch with another number of layers than the earlier ones, layers of
+        different sizes within a batch, fewer than 4 samples, or NaN/Inf. From ``compute``: no
+        batch fed yet, or a layer constant across the samples (its self-HSIC is not positive).
+
+    Notes
+    -----
+    Nguyen et al.'s ``efficient_CKA.py`` sums per-batch unbiased HSIC without its 1/(n(n−3))
+    factor, which weights a batch by about n_b²; here each batch's HSIC is weighted by n_b, so a
+    short last batch counts in proportion to its samples. With equal batches both give the same
+    CKA.
+
+    References
+    ----------
+    Nguyen, Raghu & Kornblith, "Do Wide and Deep Networks Learn the Same Things?", ICLR 2021
+    (arXiv 2010.15327); github.com/google-research/google-research
+    ``do_wide_and_deep_networks_learn_the_same_things/efficient_CKA.py``. The ``update()`` /
+    ``compute()`` interface follows torchmetrics' ``Metric``.
+
     Examples
     --------
     >>> import numpy as np

@@ -18,6 +18,49 @@ def communities(A, method: str = "leiden", *, seed: int = 0, resolution: float =
     CPM, which optimises a different quality function) until convergence; ``louvain`` runs igraph's
     multilevel algorithm. Both are seeded through igraph's random generator, so the same inputs and
     ``seed`` give the same labels. Negative weights are rejected (neither method defines them).
+
+    Parameters
+    ----------
+    A : array, tensor or scipy.sparse matrix (N, N)
+        A symmetric adjacency matrix with non-negative weights (e.g. ``knn_graph(X,
+        negative="clip")``).
+    method : {"leiden", "louvain"}
+        The algorithm.
+    seed : int
+        Seed of igraph's random generator for this call (igraph's generator is reset to Python's
+        ``random`` module afterwards).
+    resolution : float
+        γ of the modularity being maximised (as in ``modularity``).
+
+    Returns
+    -------
+    ndarray (N,) of int64
+        The community of each node, numbered from 0.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``method``, or an ``A`` that is not square, not symmetric, or has negative
+        weights.
+
+    References
+    ----------
+    Traag, Waltman & van Eck, "From Louvain to Leiden: guaranteeing well-connected
+    communities", Scientific Reports 9, 5233 (2019); Blondel et al., "Fast unfolding of
+    communities in large networks", J. Stat. Mech. P10008 (2008); python-igraph's
+    ``Graph.community_leiden`` and ``Graph.community_multilevel``.
+
+    Examples
+    --------
+    Two triangles joined by one edge (2–3) split into the two triangles:
+
+    >>> import numpy as np
+    >>> from repgraph import communities
+    >>> A = np.zeros((6, 6))
+    >>> for i, j in [(0, 1), (1, 2), (0, 2), (2, 3), (3, 4), (4, 5), (3, 5)]:
+    ...     A[i, j] = A[j, i] = 1.0
+    >>> communities(A), communities(A, "louvain")
+    (array([0, 0, 0, 1, 1, 1]), array([0, 0, 0, 1, 1, 1]))
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")

@@ -31,8 +31,43 @@ def _check_labels(labels, n):
 
 
 def to_networkx(A, labels=None) -> nx.Graph:
-    """networkx Graph (DiGraph when ``A`` is not symmetric) with edge attribute ``weight`` and,
-    when ``labels`` are given, node attribute ``label``."""
+    """The graph of the adjacency matrix ``A`` as a networkx ``Graph`` (a ``DiGraph`` when ``A`` is
+    not symmetric): node i for row i, an edge (i, j) of ``weight`` ``A[i, j]`` for every non-zero
+    entry (a diagonal entry is a self-loop) and, when ``labels`` are given, node attribute
+    ``label``.
+
+    Parameters
+    ----------
+    A : array, tensor or scipy.sparse matrix (N, N)
+        A weighted adjacency matrix (e.g. ``knn_graph``'s), read as float64; symmetric up to
+        1e-12 (absolute) gives an undirected graph.
+    labels : sequence of length N, optional
+        One label per node (e.g. the samples' classes), stored as plain Python values.
+
+    Returns
+    -------
+    networkx.Graph or networkx.DiGraph
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not square, or ``labels`` has another length than N.
+
+    References
+    ----------
+    ``networkx.from_scipy_sparse_array`` (networkx documentation), which this wraps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import to_networkx
+    >>> A = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    >>> G = to_networkx(A, labels=["a", "b", "a"])
+    >>> type(G).__name__, sorted(G.edges(data="weight")), G.nodes[2]["label"]
+    ('Graph', [(0, 1, 1.0), (0, 2, 0.5)], 'a')
+    >>> type(to_networkx(np.array([[0.0, 1.0], [0.0, 0.0]]))).__name__
+    'DiGraph'
+    """
     A = as_sparse(A)
     _check_labels(labels, A.shape[0])
     G = nx.from_scipy_sparse_array(A, create_using=nx.Graph if is_symmetric(A) else nx.DiGraph)
@@ -42,8 +77,42 @@ def to_networkx(A, labels=None) -> nx.Graph:
 
 
 def to_igraph(A, labels=None) -> ig.Graph:
-    """igraph Graph (directed when ``A`` is not symmetric) with edge attribute ``weight`` and,
-    when ``labels`` are given, vertex attribute ``label``."""
+    """The graph of the adjacency matrix ``A`` as an igraph ``Graph`` (directed when ``A`` is not
+    symmetric): vertex i for row i, one edge (i, j) of ``weight`` ``A[i, j]`` per non-zero entry
+    (for a symmetric ``A`` per entry of its upper triangle, diagonal = self-loops) and, when
+    ``labels`` are given, vertex attribute ``label``.
+
+    Parameters
+    ----------
+    A : array, tensor or scipy.sparse matrix (N, N)
+        A weighted adjacency matrix, read as float64; symmetric up to 1e-12 (absolute) gives an
+        undirected graph.
+    labels : sequence of length N, optional
+        One label per vertex, stored as plain Python values.
+
+    Returns
+    -------
+    igraph.Graph
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not square, or ``labels`` has another length than N.
+
+    References
+    ----------
+    python-igraph's ``Graph`` with the ``weight`` edge attribute that its community methods
+    (``community_leiden``, ``community_multilevel``) take as ``weights`` (igraph documentation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import to_igraph
+    >>> A = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    >>> G = to_igraph(A, labels=["a", "b", "a"])
+    >>> G.is_directed(), G.get_edgelist(), G.es["weight"], G.vs["label"]
+    (False, [(0, 1), (0, 2)], [1.0, 0.5], ['a', 'b', 'a'])
+    """
     A = as_sparse(A)
     _check_labels(labels, A.shape[0])
     directed = not is_symmetric(A)

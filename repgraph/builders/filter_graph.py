@@ -58,7 +58,8 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
     device : str or torch.device, optional
         Where to compute (default: where ``fmaps`` are).
     chunk : int
-        Images per batched product.
+        Images per batched product: memory only (the result changes at most by float64 rounding
+        of the sum's order).
 
     Returns
     -------
@@ -114,8 +115,13 @@ def similarity_graph(S, threshold: float | None = None) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``S`` is not square or is asymmetric beyond rounding (the message names the largest
-        ``|S − Sᵀ|``).
+        If ``S`` is not square, has fewer than 2 rows, or is asymmetric beyond rounding (the
+        message names the largest ``|S − Sᵀ|``).
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2;
+    github.com/8ubpshLR23/Central-Filter ``rank.py``.
 
     Examples
     --------

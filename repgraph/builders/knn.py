@@ -314,9 +314,16 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     k : int
         Neighbours per node (Lu et al.: 3).
     metric : {"cosine", "correlation", "linear"}
+        Sample similarity: cosine; cosine of the row-centred rows; or the plain dot product.
     symmetrize : {"mean", "max", "mutual", None}
+        ``"mean"``: ``(A + Aᵀ)/2`` (a mutual pair keeps ``s_ij``, a one-sided edge gets
+        ``s_ij/2``); ``"max"``: the union of the edges, weight ``s_ij``; ``"mutual"``: only pairs
+        chosen both ways; None: the directed graph.
     negative : {"keep", "clip", "raise"}
+        What to do with negative weights (e.g. pre-ReLU layers).
     device : str or torch.device, optional
+        Where the similarities and top-k run (default: where ``X`` is; CPU for numpy). Rows are
+        processed in chunks within the working-memory budget (``repgraph.set_config``).
     name : str
         Name used in error messages.
 
@@ -328,6 +335,8 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     ------
     ValueError
         For N ≤ k, a bad option, NaN/Inf in ``X``, or negative weights with ``negative="raise"``.
+    TypeError
+        If ``X`` is neither an array of numbers nor a tensor.
 
     Notes
     -----
@@ -336,6 +345,11 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     similarities "picks itself" with weight 0 (no edge) instead of its next, negative-similarity
     neighbour. Here, as DESIGN §4.1 says, the k neighbours are always other nodes; the two differ
     only in that case (pre-ReLU layers, dead rows).
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022, §3;
+    github.com/yaolu-zjut/Dynamic-Graphs-Construction.
 
     Examples
     --------

@@ -69,8 +69,54 @@ def similarity_matrix(X, metric: str = "cosine", *, device=None, sigma: float | 
     - ``linear``: ``x_i·x_j``
     - ``rbf``: ``exp(−‖x_i−x_j‖²/(2σ²))``, σ = ``sigma`` or, if None, sqrt(median squared distance)
 
-    The diagonal is left as the metric gives it (1 for cosine); graph builders zero or skip it.
-    Returns a torch tensor when ``X`` is one (on ``device``), else a float32 numpy array.
+    Computed in float32 with torch (one Gram product); the diagonal is left as the metric gives it
+    (1 for cosine, except 0 for an all-zero row); graph builders zero or skip it.
+
+    Parameters
+    ----------
+    X : array or tensor (N, ...)
+        N samples, flattened to (N, D); N ≥ 1.
+    metric : {"cosine", "correlation", "linear", "rbf"}
+        The similarity, as listed above.
+    device : str or torch.device, optional
+        Where to compute (default: where ``X`` is; CPU for numpy).
+    sigma : float, optional
+        The RBF width σ itself (not a fraction, unlike ``cka``'s ``sigma``); default
+        sqrt(median of the squared distances, zero diagonal included). Ignored by the other
+        metrics.
+
+    Returns
+    -------
+    torch.Tensor or numpy.ndarray (N, N), float32
+        A tensor on the computing device when ``X`` is a tensor, else a numpy array.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``metric``, fewer than 2 axes, no features, NaN/Inf in ``X``, or an RBF
+        width of 0 (all samples identical, or ``sigma`` ≤ 0).
+    TypeError
+        If ``X`` is neither an array of numbers nor a tensor.
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022 (cosine,
+    rows divided by ``max(‖x‖, 1e-8)``); Kornblith et al., "Similarity of Neural Network
+    Representations Revisited", ICML 2019 (the RBF kernel with the median-distance width).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import similarity_matrix
+    >>> X = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    >>> similarity_matrix(X).round(4)    # cos 45° = 0.7071
+    array([[1.    , 0.7071, 0.    ],
+           [0.7071, 1.    , 0.7071],
+           [0.    , 0.7071, 1.    ]], dtype=float32)
+    >>> similarity_matrix(X, "linear")
+    array([[1., 1., 0.],
+           [1., 2., 2.],
+           [0., 2., 4.]], dtype=float32)
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")

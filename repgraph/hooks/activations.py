@@ -57,6 +57,13 @@ class Activations(Mapping):
     ValueError
         For no layer, a layer without samples or a scalar, unequal sample counts, or labels of
         the wrong length.
+    KeyError
+        When indexed with a name that is not a layer (the message lists close matches).
+
+    References
+    ----------
+    A ``collections.abc.Mapping``; its store holds one NumPy ``.npy`` file per layer (NEP 1, "A
+    simple file format for NumPy arrays") next to a JSON manifest.
 
     Examples
     --------

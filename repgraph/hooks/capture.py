@@ -104,7 +104,9 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     progress : bool
         Show a progress bar.
     batch_size : int
-        Samples per forward pass (for tensors, arrays, dicts and Datasets).
+        Samples per forward pass for tensors, arrays, ``(X, y)``, dicts and Datasets (a DataLoader
+        or an iterable keeps its own batches). Memory and speed only: each sample's activations do
+        not depend on it beyond the float rounding of batched kernels.
 
     Returns
     -------
@@ -115,13 +117,20 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     Raises
     ------
     ValueError
-        For a bad ``batch_size``, an unknown layer, a layer that never fires, an output whose
-        sample axis does not hold the batch's samples, a model on the meta device or on another
-        device, a CUDA device without a GPU, a store of another capture or a damaged store.
+        For a bad ``batch_size`` or ``max_samples``, an unknown layer, a layer that never fires,
+        an output whose sample axis does not hold the batch's samples, a model on the meta device
+        or on another device, a CUDA device without a GPU, a store of another capture or a
+        damaged store.
     TypeError
         For a module output or data form that holds no tensor to capture.
     OSError
         When the disk fills up while writing a store (its partial files are deleted).
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022 (the
+    ``"modularity"`` preset and the flattened features). Recording follows PyTorch's forward
+    hooks (``torch.nn.Module.register_forward_hook``), as ``ActivationRecorder``.
 
     Examples
     --------

@@ -209,6 +209,17 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
         dicts are shown as text), ``params`` (in the module and its children) and ``calls`` (per
         forward; 0 for modules that never run).
 
+    Raises
+    ------
+    Exception
+        Whatever ``model(example_input)`` raises (e.g. a ``RuntimeError`` for an input of the
+        wrong shape) propagates unchanged; the hooks are removed and the modes restored first.
+
+    References
+    ----------
+    A forward hook on every submodule (``torch.nn.Module.register_forward_hook``), the way
+    summary tables such as torchinfo's ``summary`` trace a model.
+
     Examples
     --------
     >>> import torch

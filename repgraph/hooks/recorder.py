@@ -56,6 +56,24 @@ class ActivationRecorder:
     attention_mask : torch.Tensor or None
         The ``attention_mask`` keyword of the model's current call, given to token reducers.
 
+    Raises
+    ------
+    ValueError
+        On construction, for an unknown layer name (listing close matches), a selection that
+        matches nothing, an unknown reducer name, or an ``output``/``batch_axis`` dict key that
+        names no selected layer. During a forward, for a scalar output, a ``batch_axis`` the
+        output does not have, an ``output`` index or key its return value lacks, a reducer that
+        does not fit the output's shape or drops the sample axis.
+    TypeError
+        On construction, for a ``layers`` specification or reducer of another type, or a
+        non-integer ``batch_axis``. During a forward, when the selected output (or input) is not
+        a tensor, or a callable reducer returns something else.
+
+    References
+    ----------
+    PyTorch's module hooks (``torch.nn.Module.register_forward_hook`` and
+    ``register_forward_pre_hook(with_kwargs=True)``), whose handles are removed on exit.
+
     Examples
     --------
     >>> import torch

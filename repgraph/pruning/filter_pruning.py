@@ -30,15 +30,17 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
     Parameters
     ----------
     model : nn.Module
+        The network; not modified.
     scores : mapping
         conv name -> (C_out,) importance (any repgraph criterion, e.g. ``l1_scores(model)``,
         ``hrank_scores(acts)``, or the user's own; higher = keep), or conv name ->
         ``CentralFilters``.
     ratio : float, optional
-        Fraction in [0, 1) of each scored group's channels to remove.
+        Fraction in [0, 1) of each scored group's channels to remove; the lowest combined scores
+        go first (ties: the lower channel index).
     ratio_dict : mapping, optional
-        conv name -> its own fraction.
-    example_input : tensor
+        conv name -> its own fraction, taking precedence over ``ratio`` for its group.
+    example_input : tensor or dict
         One input batch, to trace the model's dependencies.
     ignored : iterable of str
         Module names never to prune.
@@ -52,8 +54,15 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
     ------
     ValueError
         Without a ratio, for unknown layer names, scores of the wrong length or with NaN/Inf,
-        coupled convs of different widths, a Central-Filter selection on a coupled conv, or a ratio
-        that would empty a layer.
+        coupled convs of different widths, a Central-Filter selection on a coupled conv, a ratio
+        that would empty a layer, or a model Torch-Pruning cannot trace.
+
+    References
+    ----------
+    Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023 (Torch-Pruning's
+    ``DependencyGraph``), github.com/VainF/Torch-Pruning; Li et al., "Pruning Filters for
+    Efficient ConvNets", ICLR 2017 (removing the lowest-scored filters); Duan et al., "Network
+    Compression via Central Filter", arXiv 2112.05493, §3.3 (the compensation).
 
     Examples
     --------

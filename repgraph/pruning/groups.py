@@ -43,7 +43,44 @@ def consumer_convs(group) -> list:
 def uncoupled_convs(model: nn.Module, example_input) -> list[str]:
     """Convs whose output channels are not tied to another conv's by a residual addition (for a
     ResNet, the first conv of each block; for a VGG, every conv), in registration order: pruning
-    them needs no group compromise, and their post-ReLU maps belong to them alone."""
+    them needs no group compromise, and their post-ReLU maps belong to them alone.
+
+    A conv is uncoupled when its Torch-Pruning dependency group (rooted at a conv, pruning output
+    channels) prunes the output channels of no other conv.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    example_input : tensor or dict
+        One input batch, to trace the model's dependencies.
+
+    Returns
+    -------
+    list of str
+        Conv names as ``named_modules()`` gives them.
+
+    Raises
+    ------
+    ValueError
+        When Torch-Pruning cannot trace the model on ``example_input``.
+
+    References
+    ----------
+    Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023 (dependency groups);
+    github.com/VainF/Torch-Pruning.
+
+    Examples
+    --------
+    In a 1-D ResNet-8 the stem conv is tied to the first stage's identity shortcuts, and each
+    block's second conv to its shortcut; the first conv of each block is free:
+
+    >>> import torch
+    >>> from repgraph import uncoupled_convs
+    >>> from repgraph.models import ResNet1d
+    >>> uncoupled_convs(ResNet1d(1, in_channels=2), torch.zeros(1, 2, 16))
+    ['layer1.0.conv1', 'layer2.0.conv1', 'layer3.0.conv1']
+    """
     names = {m: n for n, m in model.named_modules()}
     graph = dependency_graph(model, example_input)
     found = []

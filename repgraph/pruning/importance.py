@@ -29,6 +29,30 @@ class ScoresImportance(tp.importance.Importance):
     scores : mapping
         conv name -> (C_out,) scores.
 
+    Attributes
+    ----------
+    scores : dict of str to ndarray
+        The scores as float64 arrays.
+
+    Raises
+    ------
+    TypeError
+        On construction, when a value is a ``CentralFilters`` selection (a selection, not a
+        ranking: prune it with ``prune_filters``).
+    ValueError
+        On construction, for a name that is not a module of ``model`` or scores with NaN/Inf;
+        when called, for a scored conv whose width no longer matches its scores.
+
+    Notes
+    -----
+    Calling it on a group returns a float32 tensor of one score per channel of the group's root
+    indices (``group[0].root_idxs``), or None.
+
+    References
+    ----------
+    Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023; Torch-Pruning's
+    importance plug-ins (``torch_pruning.importance.Importance``), github.com/VainF/Torch-Pruning.
+
     Examples
     --------
     >>> import torch, torch_pruning as tp

@@ -16,8 +16,33 @@ from .._arrays import resolve_device
 
 
 class LMEvaluation(NamedTuple):
-    """What ``evaluate_lm`` returns: ``perplexity = exp(nll)``, ``nll`` the mean negative
-    log-likelihood (nats) per predicted token, ``n_tokens`` the number of predicted tokens."""
+    """What ``evaluate_lm`` returns: ``perplexity = exp(nll)`` with
+    ``nll = (1/n) Σ −log p(x_t | x_<t)`` over the n predicted tokens.
+
+    A named tuple: unpack it (``ppl, nll, n = evaluate_lm(...)``) or read its fields.
+
+    Parameters
+    ----------
+    perplexity : float
+        ``exp(nll)``.
+    nll : float
+        Mean negative log-likelihood per predicted token, in nats.
+    n_tokens : int
+        The number n of predicted tokens the mean runs over.
+
+    References
+    ----------
+    Jurafsky & Martin, "Speech and Language Processing", ch. 3 (perplexity of a language model);
+    the Hugging Face transformers guide "Perplexity of fixed-length models".
+
+    Examples
+    --------
+    >>> import math
+    >>> result = LMEvaluation(perplexity=math.exp(2.0), nll=2.0, n_tokens=60)
+    >>> ppl, nll, n = result
+    >>> round(ppl, 4), result.nll, result.n_tokens
+    (7.3891, 2.0, 60)
+    """
 
     perplexity: float
     nll: float

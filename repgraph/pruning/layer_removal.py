@@ -66,8 +66,8 @@ def removable_layers(model: nn.Module, example_input=None) -> list[str]:
     For a model whose repeated blocks sit in an ``nn.ModuleList`` (BERT, GPT-2, LLaMA-style
     transformers; see ``repgraph.hooks.block_stack``) every block of that stack: it is deleted and
     the rest renumbered. Otherwise the residual blocks whose output has the input's shape (no
-    stride, no channel change), in execution order: replacing one by ``nn.Identity`` keeps the
-    network valid.
+    stride, no channel change): replacing one by ``nn.Identity`` keeps the network valid. They are
+    listed in execution order with ``example_input``, in registration order without it.
 
     Parameters
     ----------
@@ -83,6 +83,12 @@ def removable_layers(model: nn.Module, example_input=None) -> list[str]:
     -------
     list of str
         Module names as ``named_modules()`` gives them (``"layer1.0"``, ``"transformer.h.3"``).
+
+    Raises
+    ------
+    Exception
+        Nothing of its own: whatever the traced ``model(example_input)`` raises propagates
+        unchanged (the hooks are removed and the modes restored first).
 
     References
     ----------

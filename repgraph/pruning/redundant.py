@@ -16,8 +16,50 @@ def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None,
     ``removable``: listed in ``removable`` (e.g. ``removable_layers(model, x)``); with
     ``removable=None`` every layer counts as removable. ``max_layers`` keeps only that many
     candidates, those with the smallest ``delta_q`` (ties: the earlier layer) — deep networks have
-    many small steps, so a budget is often the useful question. Returns (layer, modularity,
-    delta_q, removable, redundant); ``attrs`` record ``tol`` and ``max_layers``.
+    many small steps, so a budget is often the useful question.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        A modularity curve with columns ``layer`` and ``modularity`` in depth order (the output of
+        ``modularity_curve``).
+    tol : float
+        The largest rise of modularity that still counts as a plateau.
+    removable : iterable of str, optional
+        The layers that may be removed (e.g. ``removable_layers(model, x)``); default every layer.
+    max_layers : int, optional
+        Flag at most this many layers (≥ 0), those with the smallest ``delta_q``.
+
+    Returns
+    -------
+    DataFrame (layer, modularity, delta_q, removable, redundant)
+        One row per point of the curve; ``attrs`` record ``tol`` and ``max_layers``.
+
+    Raises
+    ------
+    ValueError
+        If ``curve`` lacks a ``layer`` or ``modularity`` column, or ``max_layers`` < 0.
+
+    References
+    ----------
+    Lu et al., "Understanding the Dynamics of DNNs Using Graph Modularity", ECCV 2022, §4
+    (layers on a plateau or drop of the modularity curve are redundant and can be removed).
+
+    Examples
+    --------
+    Modularity rises by 0.2, 0.005, 0.295 and −0.02: ``l2`` (plateau) and ``l4`` (drop) are
+    redundant at ``tol=0.01``; with a budget of one layer only the drop stays:
+
+    >>> import pandas as pd
+    >>> from repgraph import redundant_layers
+    >>> curve = pd.DataFrame({"layer": ["l0", "l1", "l2", "l3", "l4"],
+    ...                       "modularity": [0.1, 0.3, 0.305, 0.6, 0.58]})
+    >>> redundant_layers(curve)["redundant"].tolist()
+    [False, False, True, False, True]
+    >>> redundant_layers(curve, max_layers=1)["redundant"].tolist()
+    [False, False, False, False, True]
+    >>> redundant_layers(curve, removable=["l3", "l4"])["redundant"].tolist()
+    [False, False, False, False, True]
     """
     missing = {"layer", "modularity"} - set(curve.columns)
     if missing:
@@ -44,9 +86,46 @@ def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None,
 
 def redundant_by_similarity(matrix: pd.DataFrame, *, threshold: float = 0.95, removable=None) -> pd.DataFrame:
     """Flag layers whose representation is almost that of the previous layer: the similarity of
-    layer i to layer i−1 (a ``gbs_matrix`` or ``cka_matrix`` of one network, in depth order) is
-    ≥ ``threshold``. Returns (layer, similarity_to_previous, removable, redundant); the first
-    layer's similarity is NaN (no predecessor) and it is never flagged."""
+    layer i to layer i−1, ``M[i, i−1]`` (a ``gbs_matrix`` or ``cka_matrix`` of one network, in
+    depth order), is ≥ ``threshold``. The first layer's similarity is NaN (no predecessor) and it
+    is never flagged.
+
+    Parameters
+    ----------
+    matrix : DataFrame (L, L)
+        Layer-by-layer similarities of one network, rows and columns in depth order, the index
+        holding the layer names.
+    threshold : float
+        The similarity from which a layer counts as a repeat of its predecessor.
+    removable : iterable of str, optional
+        The layers that may be removed (e.g. ``removable_layers(model, x)``); default every layer.
+
+    Returns
+    -------
+    DataFrame (layer, similarity_to_previous, removable, redundant)
+        ``attrs`` record the measure and reference of ``matrix`` and ``threshold``.
+
+    Raises
+    ------
+    ValueError
+        If ``matrix`` is not a square DataFrame.
+
+    References
+    ----------
+    Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019 (CKA);
+    Chen et al., "Graph-Based Similarity of Neural Network Representations", arXiv 2111.11165
+    (GBS); Nguyen et al., "Do Wide and Deep Networks Learn the Same Things?", ICLR 2021 (runs of
+    highly similar consecutive layers, the "block structure").
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from repgraph import redundant_by_similarity
+    >>> M = pd.DataFrame([[1.0, 0.97, 0.4], [0.97, 1.0, 0.5], [0.4, 0.5, 1.0]],
+    ...                  index=["a", "b", "c"], columns=["a", "b", "c"])
+    >>> redundant_by_similarity(M)[["layer", "redundant"]].values.tolist()
+    [['a', False], ['b', True], ['c', False]]
+    """
     if not isinstance(matrix, pd.DataFrame) or matrix.shape[0] != matrix.shape[1]:
         raise ValueError("matrix must be a square DataFrame from gbs_matrix or cka_matrix of one network.")
     values = matrix.to_numpy(dtype=np.float64)

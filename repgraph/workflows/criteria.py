@@ -68,6 +68,11 @@ def register_criterion(name: str, *, needs_maps: bool, description: str = ""):
     ValueError
         If ``name`` is already registered.
 
+    References
+    ----------
+    The plug-in convention of Torch-Pruning's importance criteria
+    (``torch_pruning.importance.Importance``), github.com/VainF/Torch-Pruning.
+
     Examples
     --------
     >>> import repgraph as rg
@@ -90,7 +95,7 @@ def register_criterion(name: str, *, needs_maps: bool, description: str = ""):
 
 
 def unregister_criterion(name: str) -> None:
-    """Remove a registered criterion (``KeyError`` naming the known ones if absent)."""
+    """Remove a registered criterion (``ValueError`` naming the known ones if absent)."""
     get_criterion(name)
     del _REGISTRY[name]
 

@@ -31,15 +31,16 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
     ----------
     model : nn.Module
         The network.
-    data : optional
-        Any data form ``capture_activations`` accepts (labels, when present, group the images
-        into classes for feature entropy).
+    data : tensor, array, (X, y), dict, Dataset, DataLoader or iterable
+        Any data form ``capture_activations`` accepts with positional inputs (its first sample
+        traces the model); labels, when present, group the images into classes for feature
+        entropy.
     layer : str
         The layer whose (N, C, H, W) or (N, C, L) maps are scored, typically a post-ReLU module.
     conv : str, optional
         The conv that makes the layer's channels; default: the last conv run before ``layer``.
     max_samples : int
-        Images whose maps are read.
+        Images whose maps are read (the first ones of ``data``).
     ratio : float
         Central-Filter pruning ratio (``ceil(C·ratio)`` filters).
     progress : bool
@@ -48,23 +49,42 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
     Returns
     -------
     DataFrame
-        One row per filter; ``attrs["rank_correlation"]`` holds the Spearman correlations
-        between the criteria.
+        One row per filter: ``filter``, ``hrank``, ``chip``, ``l1``, ``cf_local``, ``closeness``,
+        ``cf_pruned``, then ``clp`` and ``ineffectiveness`` where they apply;
+        ``attrs["rank_correlation"]`` holds the Spearman correlations between the numeric
+        criteria.
 
     Raises
     ------
     ValueError
-        If the layer's output is not channel maps, or ``conv`` has another number of filters.
+        If ``layer`` is unknown or its output is not channel maps, ``conv`` is not a convolution or
+        has another number of filters, ``data`` is empty, or a criterion refuses the maps (e.g. NaN/Inf, one channel).
+    TypeError
+        For data of dict (keyword-input) batches, which cannot trace the model positionally.
+
+    References
+    ----------
+    Lin et al., "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020; Sui et al.,
+    "CHIP: CHannel Independence-based Pruning for Compact Neural Networks", NeurIPS 2021; Li et
+    al., "Pruning Filters for Efficient ConvNets", ICLR 2017 (L1); Zheng et al., "Data-free
+    Backdoor Removal based on Channel Lipschitzness", ECCV 2022 (CLP); Duan et al., "Network
+    Compression via Central Filter", arXiv 2112.05493; Zhao & Zhang, arXiv 2103.09716 / ICLR 2022
+    (feature entropy).
 
     Examples
     --------
+    The ReLU "2" after conv "0" and its BatchNorm: every criterion applies, CLP included.
+
+    >>> import torch
+    >>> from torch import nn
     >>> import repgraph as rg
-    >>> from repgraph.datasets import digits
-    >>> from repgraph.models import resnet20
-    >>> table = rg.layer_filter_report(resnet20(in_channels=1), digits("test"), "layer1.0.relu1",
-    ...                                max_samples=16, progress=False)
-    >>> list(table.columns)[:4], len(table)
-    (['filter', 'hrank', 'chip', 'l1'], 16)
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+    ...                       nn.Linear(4 * 6 * 6, 2))
+    >>> X, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 2
+    >>> table = rg.layer_filter_report(model, (X, y), "2", progress=False)
+    >>> list(table.columns), len(table), table.attrs["conv"]
+    (['filter', 'hrank', 'chip', 'l1', 'cf_local', 'closeness', 'cf_pruned', 'clp', 'ineffectiveness'], 4, '0')
     """
     acts = capture_activations(model, data, layers=[layer], reduce=None, max_samples=max_samples,
                                progress=progress)
@@ -76,6 +96,9 @@ def layer_filter_report(model: nn.Module, data, layer: str, *, conv: str | None 
     x0 = first_input(data)
     conv = conv or producing_conv(model, layer, x0)
     modules = dict(model.named_modules())
+    if not isinstance(modules.get(conv), nn.modules.conv._ConvNd):
+        convs = [n for n, m in modules.items() if isinstance(m, nn.modules.conv._ConvNd)]
+        raise ValueError(f"conv={conv!r} is not a convolution of {type(model).__name__}; its convs are {convs}.")
     if modules[conv].out_channels != c:
         raise ValueError(f"conv {conv!r} has {modules[conv].out_channels} filters but {layer!r} has {c} channels.")
     S = filter_similarity(fmaps)

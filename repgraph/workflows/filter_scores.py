@@ -23,19 +23,22 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     model : nn.Module
         The network to score.
     criterion : str or FilterCriterion
-        A registered name (``repgraph.workflows.criteria_names()``) or a ``FilterCriterion``.
-    example_input : tensor
+        A registered name (``repgraph.workflows.criteria_names()``: l1, clp, random, hrank, chip,
+        entropy, central_filter and users' own) or a ``FilterCriterion``.
+    example_input : tensor or dict
         One input batch, for tracing (which ReLU follows which conv, conv→BN pairs).
     convs : list of str, optional
         The convs to score; default ``uncoupled_convs(model, example_input)`` (those not tied to
         another conv by a residual addition).
-    data : optional
-        Any data form ``capture_activations`` accepts; required by map-based criteria.
+    data : tensor, array, (X, y), dict, Dataset, DataLoader or iterable, optional
+        Any data form ``capture_activations`` accepts; required by map-based criteria (its labels,
+        when present, group the images into classes for ``entropy``).
     ratio : float
         Fraction to prune, for criteria that select rather than rank (central_filter: it prunes
         ``ceil(C·ratio)`` filters per conv).
     max_samples : int
-        Images whose maps are read.
+        Images whose maps are read (the first ones of ``data``): part of the estimate, not a
+        memory setting.
     seed : int
         Seed of stochastic criteria (random).
     progress : bool
@@ -49,18 +52,32 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     Raises
     ------
     ValueError
-        For an unknown criterion, or a map-based one without ``data``.
+        For an unknown criterion, a map-based one without ``data``, a conv that does not run on
+        ``example_input`` or that no ReLU module follows (map-based criteria), a model
+        Torch-Pruning cannot trace, or whatever the criterion itself refuses (e.g. maps with
+        NaN/Inf).
+
+    References
+    ----------
+    The criteria: Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017 (l1); Zheng et
+    al., "Data-free Backdoor Removal based on Channel Lipschitzness", ECCV 2022 (clp); Lin et al.,
+    "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020 (hrank); Sui et al., "CHIP:
+    CHannel Independence-based Pruning for Compact Neural Networks", NeurIPS 2021 (chip); Zhao &
+    Zhang, arXiv 2103.09716 / ICLR 2022 (entropy); Duan et al., "Network Compression via Central
+    Filter", arXiv 2112.05493 (central_filter).
 
     Examples
     --------
+    >>> import torch
+    >>> from torch import nn
     >>> import repgraph as rg
-    >>> from repgraph.datasets import digits
-    >>> from repgraph.models import resnet20
-    >>> test = digits("test")
-    >>> scores = rg.filter_scores(resnet20(in_channels=1), "hrank", example_input=test.data[:1],
-    ...                           data=test, max_samples=16, progress=False)
-    >>> sorted(scores)[:2], scores["layer1.0.conv1"].shape
-    (['layer1.0.conv1', 'layer1.1.conv1'], (16,))
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(),
+    ...                       nn.Flatten(), nn.Linear(6 * 4 * 4, 2))
+    >>> X = torch.randn(8, 1, 8, 8)
+    >>> scores = rg.filter_scores(model, "hrank", example_input=X[:1], data=X, progress=False)
+    >>> {conv: s.shape for conv, s in scores.items()}    # the maps after ReLUs "1" and "3"
+    {'0': (4,), '2': (6,)}
     """
     chosen = get_criterion(criterion)
     convs = uncoupled_convs(model, example_input) if convs is None else list(convs)
@@ -81,6 +98,35 @@ def criterion_importance(model: nn.Module, criterion, **kwargs) -> ScoresImporta
     """Any registered criterion as a Torch-Pruning ``Importance``: ``filter_scores(model,
     criterion, **kwargs)`` wrapped in ``ScoresImportance`` (see both for the parameters), for
     Torch-Pruning's own pruners (``tp.pruner.MetaPruner(model, x, importance=...)``).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network to score; the pruner must prune this same model.
+    criterion : str or FilterCriterion
+        A registered criterion that ranks filters (not ``central_filter``, which selects).
+    **kwargs
+        Passed on to ``filter_scores``: ``example_input`` (required), ``convs``, ``data``,
+        ``ratio``, ``max_samples``, ``seed``, ``progress``.
+
+    Returns
+    -------
+    ScoresImportance
+        The scores, computed once now for the model as it is: after a pruning step that
+        changes a scored conv's width, build a new one (the old one raises ``ValueError``).
+
+    Raises
+    ------
+    ValueError
+        As ``filter_scores``.
+    TypeError
+        For ``central_filter`` (a selection, not a ranking: use ``prune_filters``), or a missing
+        ``example_input``.
+
+    References
+    ----------
+    Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023; Torch-Pruning's
+    importance plug-ins, github.com/VainF/Torch-Pruning. The criteria: see ``filter_scores``.
 
     Examples
     --------
