@@ -110,6 +110,42 @@ def test_parallel_block_runs_on_the_cluster_and_explicit_client_wins(client, act
     assert other.status == "closed"
 
 
+def test_public_functions_hand_their_work_to_the_client(client, acts, tmp_path):
+    """``rg.<analysis>(..., client=)`` and a ``rg.parallel`` block run the distributed twin: tasks
+    reach the cluster and the values are the in-process ones."""
+    rng = np.random.default_rng(3)
+    maps = np.maximum(rng.normal(size=(12, 4, 5, 5)), 0).astype(np.float32)
+    calls = {
+        "modularity_curve": lambda **c: rg.modularity_curve(acts, batch_size=100, progress=False, **c),
+        "cka_matrix": lambda **c: rg.cka_matrix(acts, batch_size=100, progress=False, **c),
+        "gbs_matrix": lambda **c: rg.gbs_matrix(acts, k=5, progress=False, **c),
+        "filter_similarity": lambda **c: rg.filter_similarity(maps, **c),
+        "hrank_scores": lambda **c: rg.hrank_scores(maps, **c),
+        "chip_scores": lambda **c: rg.chip_scores(maps, **c),
+        "birth_points": lambda **c: rg.birth_points(maps, **c),
+        "feature_entropy": lambda **c: rg.feature_entropy(maps, **c),
+    }
+    for name, call in calls.items():
+        here = call()
+        for how in ("client=", "parallel"):
+            with distributed.get_task_stream(client) as stream:
+                if how == "client=":
+                    there = call(client=client)
+                else:
+                    with rg.parallel(client):
+                        there = call()
+            assert len(stream.data) > 0, f"{name} with {how} ran no task on the cluster"
+            if isinstance(here, pd.DataFrame):
+                pd.testing.assert_frame_equal(there, here, check_exact=False, rtol=1e-12, atol=1e-12)
+            else:
+                np.testing.assert_allclose(there, here, rtol=1e-12, atol=1e-12, err_msg=name)
+    model, x = _cnn(), torch.randn(40, 1, 8, 8)
+    with distributed.get_task_stream(client) as stream:
+        there = rg.capture_activations(model, x, layers=["3"], store=tmp_path / "s", client=client, progress=False)
+    assert len(stream.data) > 0
+    np.testing.assert_array_equal(there["3"], rg.capture_activations(model, x, layers=["3"], progress=False)["3"])
+
+
 def test_worker_errors_and_warnings_reach_the_client(client):
     X = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
     bad = X.copy()

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.similarity import median
+from ..distributed.context import active_client
 
 KERNELS = ("linear", "rbf")
 
@@ -374,7 +375,7 @@ def _cka_frame(values, rows, cols, *, kernel, estimator, sigma, **parameters) ->
 
 
 def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
-               batch_size: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
+               batch_size: int | None = None, device=None, progress: bool = True, client=None) -> pd.DataFrame:
     """CKA between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts`` itself).
 
     All pairs come from one stacked product of the layers' centred Gram matrices (``hsic_matrix``),
@@ -398,6 +399,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     device : str or torch.device, optional
     progress : bool
         Show a progress bar.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -432,6 +435,10 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     >>> M.attrs["n_batches"], M.attrs["n_samples"]    # 50 + 50 + 30: the last batch is used
     (3, 130)
     """
+    if active_client(client) is not None:
+        from ..distributed.cka import cka_matrix as on_cluster
+        return on_cluster(acts, acts2, kernel=kernel, debiased=debiased, sigma=sigma, batch_size=batch_size,
+                          device=device, progress=progress, client=client)
     _check_kernel(kernel, debiased, sigma)
     acts = _as_mapping(acts, "acts")
     other = acts if acts2 is None else _as_mapping(acts2, "acts2")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._arrays import as_feature_maps
+from ..distributed.context import active_client
 
 
 def _per_layer(fn, fmaps, **kwargs):
@@ -39,7 +40,7 @@ def _hrank_sum(fmaps, name="fmaps", device=None, chunk: int = 64) -> tuple[torch
     return total, A.shape[0]
 
 
-def hrank_scores(fmaps, *, device=None):
+def hrank_scores(fmaps, *, device=None, client=None):
     """HRank: the mean over images of the rank of each channel's map (Lin et al., CVPR 2020).
 
     ``rank`` counts the singular values of the H×W map above ``σ_max·max(H, W)·eps``, with ``eps``
@@ -55,6 +56,8 @@ def hrank_scores(fmaps, *, device=None):
         float32 with their own, coarser tolerance.
     device : str or torch.device, optional
         Where to compute.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -79,6 +82,9 @@ def hrank_scores(fmaps, *, device=None):
     >>> hrank_scores(maps)    # a float32 rank-1 product has rank 1, not "rank 4" from rounding
     array([1., 8., 0.])
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import hrank_scores as on_cluster
+        return on_cluster(fmaps, device=device, client=client)
     return _per_layer(_hrank, fmaps, device=device)
 
 
@@ -124,7 +130,7 @@ def _chip_sum(fmaps, name="fmaps", device=None, route: str = "auto", chunk: int 
     return total, n
 
 
-def chip_scores(fmaps, *, device=None, route: str = "auto"):
+def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
     """CHIP channel independence (Sui et al., NeurIPS 2021): per image A = (C, H·W) (or (C, L)),
     ``CI_c = ‖A‖_* − ‖A with row c zeroed‖_*``, averaged over images, in float64.
 
@@ -137,6 +143,8 @@ def chip_scores(fmaps, *, device=None, route: str = "auto"):
     route : {"auto", "gram", "svd"}
         ``gram``: eigenvalues of the C×C Gram (cheaper when H·W > C); ``svd``: C + 1 SVDs per
         image; ``auto`` picks; both give the same values.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -165,6 +173,9 @@ def chip_scores(fmaps, *, device=None, route: str = "auto"):
     >>> chip_scores(maps).round(4)    # sqrt(2) - 1 for each copy of e1; 1 for the unique e2
     array([0.4142, 0.4142, 1.    ])
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import chip_scores as on_cluster
+        return on_cluster(fmaps, device=device, route=route, client=client)
     if route not in ("auto", "gram", "svd"):
         raise ValueError(f"route must be 'auto', 'gram' or 'svd', got {route!r}.")
     return _per_layer(_chip, fmaps, device=device, route=route)

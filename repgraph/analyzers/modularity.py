@@ -15,6 +15,7 @@ from .._arrays import as_features, as_label_codes, resolve_device
 from .._results import described
 from ..builders.convert import as_sparse, is_symmetric
 from ..builders.knn import knn_edges, knn_edges_batched
+from ..distributed.context import active_client
 
 
 def _adjacency(A) -> sp.csr_matrix:
@@ -220,7 +221,7 @@ def _curve_table(layers, results, batches, *, k, batch_size, n_batches, shuffle)
 
 def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_batches: int | None = None,
                      shuffle: int | None = None, device=None, batched: bool | None = None,
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True, client=None) -> pd.DataFrame:
     """Layer-wise modularity of the ground-truth class partition (Lu et al., ECCV 2022, §3).
 
     For every layer and every consecutive batch of ``batch_size`` samples (the reference protocol:
@@ -256,6 +257,8 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
         it uses the cheaper block-triangular Gram product).
     progress : bool
         Show a progress bar over the layers.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -299,6 +302,10 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
     >>> curve[["layer", "n_samples"]].values.tolist(), bool(curve["modularity"].iloc[1] > 0.7)
     ([['noise', 200], ['clusters', 200]], True)
     """
+    if active_client(client) is not None:
+        from ..distributed.modularity import modularity_curve as on_cluster
+        return on_cluster(acts, labels, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle, device=device,
+                          batched=batched, progress=progress, client=client)
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
     labels = getattr(acts, "labels", None) if labels is None else labels

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._arrays import as_feature_maps, as_square_matrix
+from ..distributed.context import active_client
 
 
 def _similarity_sum(fmaps, device=None, chunk: int = 16) -> tuple[torch.Tensor, int]:
@@ -41,7 +42,7 @@ def _mean_similarity(total: torch.Tensor, n: int) -> torch.Tensor:
     return S
 
 
-def filter_similarity(fmaps, *, device=None, chunk: int = 16):
+def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
     """Central-Filter similarity of a layer's filters: ``S[i, j]`` = mean over images of the
     Pearson correlation of maps i and j (each flattened).
 
@@ -60,6 +61,8 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
     chunk : int
         Images per batched product: memory only (the result changes at most by float64 rounding
         of the sum's order).
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -91,6 +94,9 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
            [-1., -1.,  1., -1.],
            [-1., -1., -1.,  1.]])
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import filter_similarity as on_cluster
+        return on_cluster(fmaps, device=device, chunk=chunk, client=client)
     total, n = _similarity_sum(fmaps, device, chunk)
     S = _mean_similarity(total, n)
     return S if isinstance(fmaps, torch.Tensor) else S.cpu().numpy()
