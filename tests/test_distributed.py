@@ -110,6 +110,42 @@ def test_parallel_block_runs_on_the_cluster_and_explicit_client_wins(client, act
     assert other.status == "closed"
 
 
+def test_public_functions_hand_their_work_to_the_client(client, acts, tmp_path):
+    """``rg.<analysis>(..., client=)`` and a ``rg.parallel`` block run the distributed twin: tasks
+    reach the cluster and the values are the in-process ones."""
+    rng = np.random.default_rng(3)
+    maps = np.maximum(rng.normal(size=(12, 4, 5, 5)), 0).astype(np.float32)
+    calls = {
+        "modularity_curve": lambda **c: rg.modularity_curve(acts, batch_size=100, progress=False, **c),
+        "cka_matrix": lambda **c: rg.cka_matrix(acts, batch_size=100, progress=False, **c),
+        "gbs_matrix": lambda **c: rg.gbs_matrix(acts, k=5, progress=False, **c),
+        "filter_similarity": lambda **c: rg.filter_similarity(maps, **c),
+        "hrank_scores": lambda **c: rg.hrank_scores(maps, **c),
+        "chip_scores": lambda **c: rg.chip_scores(maps, **c),
+        "birth_points": lambda **c: rg.birth_points(maps, **c),
+        "feature_entropy": lambda **c: rg.feature_entropy(maps, **c),
+    }
+    for name, call in calls.items():
+        here = call()
+        for how in ("client=", "parallel"):
+            with distributed.get_task_stream(client) as stream:
+                if how == "client=":
+                    there = call(client=client)
+                else:
+                    with rg.parallel(client):
+                        there = call()
+            assert len(stream.data) > 0, f"{name} with {how} ran no task on the cluster"
+            if isinstance(here, pd.DataFrame):
+                pd.testing.assert_frame_equal(there, here, check_exact=False, rtol=1e-12, atol=1e-12)
+            else:
+                np.testing.assert_allclose(there, here, rtol=1e-12, atol=1e-12, err_msg=name)
+    model, x = _cnn(), torch.randn(40, 1, 8, 8)
+    with distributed.get_task_stream(client) as stream:
+        there = rg.capture_activations(model, x, layers=["3"], store=tmp_path / "s", client=client, progress=False)
+    assert len(stream.data) > 0
+    np.testing.assert_array_equal(there["3"], rg.capture_activations(model, x, layers=["3"], progress=False)["3"])
+
+
 def test_worker_errors_and_warnings_reach_the_client(client):
     X = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
     bad = X.copy()
@@ -123,14 +159,66 @@ def test_worker_errors_and_warnings_reach_the_client(client):
 
 
 # --- distributed analyses equal the in-process ones ------------------------------------------------
+def _warned(fn, prefix=""):
+    """``fn()`` and the messages of the warnings it raised that start with ``prefix``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn()
+    return out, [str(w.message) for w in caught if str(w.message).startswith(prefix)]
+
+
 @pytest.mark.parametrize("form", ["memory", "store path", "memmapped Activations"])
 def test_modularity_curve_equals_in_process(client, acts, store, form):
     data = {"memory": acts, "store path": store, "memmapped Activations": rg.Activations.load(store)}[form]
-    for kwargs in ({"batch_size": 64}, {"batch_size": 100, "n_batches": 2, "k": 5}, {"batch_size": 500}):
-        expected = rg.modularity_curve(acts, progress=False, **kwargs)
-        got = rd.modularity_curve(data, client=client, progress=False, **kwargs)
+    # 300 samples: batches of 64 leave 44 out (a warning); 500 > N is one batch (std NaN); shuffled
+    # batches; all batches of a layer in one batched product
+    for kwargs in ({"batch_size": 64}, {"batch_size": 100, "n_batches": 2, "k": 5}, {"batch_size": 500},
+                   {"batch_size": 60, "shuffle": 7}, {"batch_size": 64, "shuffle": 1, "batched": True}):
+        expected, expected_warnings = _warned(lambda: rg.modularity_curve(acts, progress=False, **kwargs),
+                                              "modularity_curve")
+        got, got_warnings = _warned(lambda: rd.modularity_curve(data, client=client, progress=False, **kwargs),
+                                    "modularity_curve")
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
-        assert got.attrs == expected.attrs
+        assert got.attrs == expected.attrs and got_warnings == expected_warnings
+    assert expected.attrs["shuffle"] == 1 and expected_warnings == [
+        "modularity_curve: the last 44 of 300 samples are left out: they do not fill a batch of 64, and kNN "
+        "modularity depends on the batch size, so batches of another size are not averaged in (batch_size=60 "
+        "uses all of them)."]
+
+
+def test_batched_tasks_take_whole_groups_of_the_in_process_product():
+    from repgraph.analyzers.modularity import _Batch
+    from repgraph.distributed.modularity import _batches_per_task
+
+    class TwoSlots:
+        slots = 2
+
+    sources, _ = layer_sources({f"x{i}": np.zeros((1500, 8), np.float32) for i in range(4)}, InProcessRunner())
+    batches = [_Batch(a, a + 300, slice(a, a + 300)) for a in range(0, 1500, 300)]
+    with rg.config_context(working_memory=1):
+        # 4 layers × 5 batches, about 4 tasks per slot: runs of ceil(20/8) = 3 batches; stacked, the
+        # in-process product takes 2 batches at a time (2·300²·4 B ≤ 1 MiB < 3·300²·4 B), so runs of 2
+        # (on CPU the products agree bit for bit here either way; a lone batch goes through X @ Xᵀ, not
+        # the batched product, which on CUDA may round differently)
+        assert _batches_per_task(sources, batches, TwoSlots(), stack=False) == 3
+        assert _batches_per_task(sources, batches, TwoSlots(), stack=True) == 2
+
+
+def test_modularity_curve_warnings_and_batched_groups_equal_in_process(client):
+    rng = np.random.default_rng(12)
+    labels = np.repeat(np.arange(5), 300)  # sorted by class: batches of 300 hold one class each
+    arrays = {f"x{i}": rng.normal(size=(1500, 8 + i)).astype(np.float32) for i in range(3)}
+    layers = rg.Activations({**arrays, "constant": np.ones((1500, 3), np.float32)}, labels)
+    # 1 MiB holds two 300×300 float32 similarity blocks: the in-process batched product runs the 5
+    # batches as groups [0, 1], [2, 3], [4], and so do the tasks (see the next test)
+    with rg.config_context(working_memory=1):
+        for kwargs in ({"batch_size": 300}, {"batch_size": 300, "batched": True}, {"batch_size": 300, "shuffle": 0}):
+            expected, expected_warnings = _warned(lambda: rg.modularity_curve(layers, progress=False, **kwargs))
+            got, got_warnings = _warned(lambda: rd.modularity_curve(layers, client=client, progress=False, **kwargs))
+            pd.testing.assert_frame_equal(got, expected, check_exact=True)
+            assert got_warnings == expected_warnings
+            assert any("'constant' is constant" in w for w in got_warnings)
+            assert any("cover fewer than the 5 classes" in w for w in got_warnings) == ("shuffle" not in kwargs)
 
 
 @pytest.mark.parametrize("k", [5, None])
@@ -142,6 +230,9 @@ def test_gbs_matrix_equals_in_process(client, acts, store, k):
         got = rd.gbs_matrix(*args, k=k, client=client, progress=False)
         np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
         assert list(got.index) == list(expected.index) and list(got.columns) == list(expected.columns)
+        assert got.attrs == expected.attrs
+    if k is None:  # the default is the full graph, as in process
+        assert rd.gbs_matrix(acts, client=client, progress=False).attrs["k"] == "full"
 
 
 def _integer_layers(rng, n=240, widths=(6, 30, 11)):
@@ -231,11 +322,19 @@ def test_cka_matrix_on_a_store_is_deterministic_and_close_to_in_process(client, 
 
 
 def test_minibatch_and_rbf_cka_equal_in_process_exactly(client, acts):
-    for kwargs in ({"batch_size": 64}, {"kernel": "rbf", "sigma": 0.8}, {"kernel": "rbf", "debiased": True}):
-        expected = rg.cka_matrix(acts, progress=False, **kwargs)
-        got = rd.cka_matrix(acts, client=client, progress=False, **kwargs)
-        assert np.array_equal(got.to_numpy(), expected.to_numpy()) and got.attrs["estimator"] == \
-            expected.attrs["estimator"]
+    other = _layers(np.random.default_rng(13), widths=(5,))
+    # N = 300: batches of 64 end with one of 44 (used); of 298 with one of 2 (left out, a warning);
+    # 1000 > N is one batch
+    for kwargs in ({"batch_size": 64}, {"batch_size": 298}, {"batch_size": 1000}, {"kernel": "rbf", "sigma": 0.8},
+                   {"kernel": "rbf", "debiased": True}):
+        for args in ((acts,), (acts, other)):
+            expected, expected_warnings = _warned(lambda: rg.cka_matrix(*args, progress=False, **kwargs))
+            got, got_warnings = _warned(lambda: rd.cka_matrix(*args, client=client, progress=False, **kwargs))
+            assert np.array_equal(got.to_numpy(), expected.to_numpy()) and got_warnings == expected_warnings
+            assert list(got.columns) == list(expected.columns)
+            assert {key: v for key, v in got.attrs.items() if key != "hsic_path"} == expected.attrs
+    assert expected.attrs["n_batches"] == 1 and expected.attrs["n_samples"] == 300
+    assert rd.cka_matrix(acts, batch_size=298, progress=False).attrs["n_samples"] == 298
 
 
 # --- filter analyses --------------------------------------------------------------------------------
@@ -260,17 +359,29 @@ def test_filter_similarity_and_central_filters_equal_in_process(client, maps, tm
                                rtol=0, atol=1e-12)
     clean_maps = maps.copy()  # without the constant map: every similarity defined
     clean_maps[8, 4] = maps[7, 4]
-    for ratio in (0.2, 0.34):  # 0.34: the graph allows 2 of the ceil(6·0.34) = 3 prunes, with a warning
+    # with the constant map, filter 4's similarities are all NaN (never an edge): at 0.67 the graph
+    # of the other 5 filters allows 4 of the ceil(6·0.67) = 5 prunes, with a warning
+    for layer_maps, ratio in ((clean_maps, 0.2), (clean_maps, 0.34), (maps, 0.67)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            reference = rg.central_filters(rg.filter_similarity(clean_maps), ratio)
+            reference = rg.central_filters(rg.filter_similarity(layer_maps), ratio)
         with warnings.catch_warnings(record=True) as caught_on_cluster:
             warnings.simplefilter("always")
-            selections = rd.layer_central_filters({"conv": clean_maps}, ratio, client=client, progress=False)
+            selections = rd.layer_central_filters({"conv": layer_maps}, ratio, client=client, progress=False)
         assert (selections["conv"].kept, selections["conv"].pruned, selections["conv"].delegates) == \
             (reference.kept, reference.pruned, reference.delegates)
         assert [str(w.message) for w in caught_on_cluster] == [str(w.message) for w in caught]
-    assert len(caught) == 1 and "allows only 2 of the 3" in str(caught[0].message)
+    assert len(caught) == 1 and "allows only 4 of the 5" in str(caught[0].message)
+
+
+def test_one_dimensional_maps_equal_in_process(client, maps):
+    maps_1d = np.ascontiguousarray(maps.reshape(37, 6, 25))  # the (N, C, L) maps of a Conv1d
+    np.testing.assert_allclose(rd.filter_similarity(maps_1d, client=client), rg.filter_similarity(maps_1d),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(rd.hrank_scores(maps_1d, client=client), rg.hrank_scores(maps_1d))
+    np.testing.assert_allclose(rd.chip_scores(maps_1d, client=client), rg.chip_scores(maps_1d), rtol=0, atol=1e-12)
+    selection = rd.layer_central_filters({"conv1d": maps_1d}, 0.34, client=client, progress=False)["conv1d"]
+    assert selection.pruned == rg.central_filters(rg.filter_similarity(maps_1d), 0.34).pruned
 
 
 def test_hrank_chip_birth_points_and_entropy_equal_in_process(client, maps):

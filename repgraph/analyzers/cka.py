@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.similarity import median
+from ..distributed.context import active_client
 
 KERNELS = ("linear", "rbf")
 
@@ -306,10 +307,14 @@ class MinibatchCKA:
         if self.n_x is not None and (self.n_x, self.hsic.shape[0]) != (len(xs), len(features)):
             raise ValueError(f"update() got {len(xs)} + {len(ys or [])} layers but earlier batches had "
                              f"{self.n_x} + {self.hsic.shape[0] - self.n_x}.")
-        n_b = len(features[0])
-        h = n_b * hsic_matrix(features, kernel="linear", debiased=True, device=self.device, names=names)
+        hsic = hsic_matrix(features, kernel="linear", debiased=True, device=self.device, names=names)
+        self._add(hsic, len(features[0]), len(xs))
+
+    def _add(self, hsic: np.ndarray, n_b: int, n_x: int):
+        """Add one batch's unbiased HSIC matrix of ``n_b`` samples; its first ``n_x`` layers are ``xs``."""
+        h = n_b * hsic
         self.hsic = h if self.hsic is None else self.hsic + h
-        self.n_x = len(xs)
+        self.n_x = n_x
         self.n_batches += 1
         self.n_samples += n_b
 
@@ -339,12 +344,38 @@ def minibatch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
         start, stop = bounds.pop()
         warnings.warn(f"minibatch CKA: the last {stop - start} of {n} samples are left out: a batch needs at "
                       f"least {MIN_BATCH} samples for the unbiased HSIC (batch_size={batch_size}); choose a "
-                      f"batch_size whose remainder is 0 or >= {MIN_BATCH} to use them.", stacklevel=3)
+                      f"batch_size whose remainder is 0 or >= {MIN_BATCH} to use them.", stacklevel=4)
     return bounds
 
 
+def _minibatch_plan(kernel: str, batch_size, sizes: dict) -> list[tuple[int, int]]:
+    """The checked batches of minibatch CKA over layers of ``sizes`` (name -> N) samples."""
+    if kernel != "linear":
+        raise ValueError("Minibatch CKA (batch_size=...) is defined for the linear kernel only.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < MIN_BATCH:
+        raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} for the unbiased HSIC, got {batch_size!r}.")
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
+    n = next(iter(sizes.values()))
+    if n < MIN_BATCH:
+        raise ValueError(f"Minibatch CKA needs at least {MIN_BATCH} samples; the layers hold N={n}.")
+    return minibatch_bounds(n, int(batch_size))
+
+
+def _minibatch_estimator(n_batches: int, batch_size: int) -> str:
+    return (f"minibatch unbiased HSIC, {n_batches} batch(es) of up to {batch_size}, weighted by size "
+            "(Nguyen et al. 2021)")
+
+
+def _cka_frame(values, rows, cols, *, kernel, estimator, sigma, **parameters) -> pd.DataFrame:
+    """The CKA matrix as a table (rows: layers of ``acts``, columns: of ``acts2``) with its ``attrs``."""
+    out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
+    return described(out, "CKA", "Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021", kernel=kernel,
+                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, **parameters)
+
+
 def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
-               batch_size: int | None = None, device=None, progress: bool = True) -> pd.DataFrame:
+               batch_size: int | None = None, device=None, progress: bool = True, client=None) -> pd.DataFrame:
     """CKA between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts`` itself).
 
     All pairs come from one stacked product of the layers' centred Gram matrices (``hsic_matrix``),
@@ -368,6 +399,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     device : str or torch.device, optional
     progress : bool
         Show a progress bar.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -402,6 +435,10 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     >>> M.attrs["n_batches"], M.attrs["n_samples"]    # 50 + 50 + 30: the last batch is used
     (3, 130)
     """
+    if active_client(client) is not None:
+        from ..distributed.cka import cka_matrix as on_cluster
+        return on_cluster(acts, acts2, kernel=kernel, debiased=debiased, sigma=sigma, batch_size=batch_size,
+                          device=device, progress=progress, client=client)
     _check_kernel(kernel, debiased, sigma)
     acts = _as_mapping(acts, "acts")
     other = acts if acts2 is None else _as_mapping(acts2, "acts2")
@@ -410,24 +447,15 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     ys = [] if acts2 is None else [other[l] for l in cols]
     n = len(xs[0])
     if batch_size is not None:
-        if kernel != "linear":
-            raise ValueError("Minibatch CKA (batch_size=...) is defined for the linear kernel only.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < MIN_BATCH:
-            raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} for the unbiased HSIC, got {batch_size!r}.")
         sizes = {f"layer {l!r}": len(x) for l, x in zip(rows, xs)}
         sizes.update({f"layer {l!r} (acts2)": len(y) for l, y in zip(cols, ys)})
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
-        if n < MIN_BATCH:
-            raise ValueError(f"Minibatch CKA needs at least {MIN_BATCH} samples; the layers hold N={n}.")
         acc = MinibatchCKA(device=device)
-        for start, stop in tqdm(minibatch_bounds(n, int(batch_size)), desc="minibatch CKA",
+        for start, stop in tqdm(_minibatch_plan(kernel, batch_size, sizes), desc="minibatch CKA",
                                 disable=not progress, leave=False):
             acc.update([x[start:stop] for x in xs], None if acts2 is None else [y[start:stop] for y in ys])
         values = acc.compute()
         n_batches, n_used = acc.n_batches, acc.n_samples
-        estimator = (f"minibatch unbiased HSIC, {n_batches} batch(es) of up to {batch_size}, weighted by size "
-                     "(Nguyen et al. 2021)")
+        estimator = _minibatch_estimator(n_batches, batch_size)
     else:
         names = [f"layer {l!r}" for l in rows] + [f"layer {l!r} (acts2)" for l in (cols if ys else [])]
         full = _normalise(hsic_matrix(xs + ys, kernel=kernel, debiased=debiased, sigma=sigma,
@@ -435,7 +463,5 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
         values = full if acts2 is None else full[:len(xs), len(xs):]
         estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
         n_batches, n_used = 1, n
-    out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
-    return described(out, "CKA", "Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021", kernel=kernel,
-                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, batch_size=batch_size,
-                     n_batches=n_batches, n_samples=n_used)
+    return _cka_frame(values, rows, cols, kernel=kernel, estimator=estimator, sigma=sigma, batch_size=batch_size,
+                      n_batches=n_batches, n_samples=n_used)

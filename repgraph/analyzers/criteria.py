@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._arrays import as_feature_maps
+from ..distributed.context import active_client
 
 
 def _per_layer(fn, fmaps, **kwargs):
@@ -20,7 +21,13 @@ def _per_layer(fn, fmaps, **kwargs):
     return fn(fmaps, **kwargs)
 
 
-def _hrank(fmaps, *, name="fmaps", device=None, chunk: int = 64):
+def _hrank(fmaps, *, name="fmaps", device=None):
+    total, n = _hrank_sum(fmaps, name=name, device=device)
+    return (total / n).cpu().numpy()
+
+
+def _hrank_sum(fmaps, name="fmaps", device=None, chunk: int = 64) -> tuple[torch.Tensor, int]:
+    """``(Σ_images rank, N)``: each channel's map rank summed over images (float64), and N."""
     A = as_feature_maps(fmaps, name=name, device=device, dtype=None, one_d=True)
     if A.ndim == 3:
         A = A[:, :, None, :]  # a 1-D map is a 1 × L matrix
@@ -30,10 +37,10 @@ def _hrank(fmaps, *, name="fmaps", device=None, chunk: int = 64):
     total = torch.zeros(A.shape[1], dtype=torch.float64, device=A.device)
     for start in range(0, A.shape[0], chunk):
         total += torch.linalg.matrix_rank(A[start:start + chunk], rtol=rtol).double().sum(dim=0)
-    return (total / A.shape[0]).cpu().numpy()
+    return total, A.shape[0]
 
 
-def hrank_scores(fmaps, *, device=None):
+def hrank_scores(fmaps, *, device=None, client=None):
     """HRank: the mean over images of the rank of each channel's map (Lin et al., CVPR 2020).
 
     ``rank`` counts the singular values of the H×W map above ``σ_max·max(H, W)·eps``, with ``eps``
@@ -49,6 +56,8 @@ def hrank_scores(fmaps, *, device=None):
         float32 with their own, coarser tolerance.
     device : str or torch.device, optional
         Where to compute.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -73,6 +82,9 @@ def hrank_scores(fmaps, *, device=None):
     >>> hrank_scores(maps)    # a float32 rank-1 product has rank 1, not "rank 4" from rounding
     array([1., 8., 0.])
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import hrank_scores as on_cluster
+        return on_cluster(fmaps, device=device, client=client)
     return _per_layer(_hrank, fmaps, device=device)
 
 
@@ -93,7 +105,13 @@ def _nuclear_norms_by_gram(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return full, torch.cat(parts, dim=-1)
 
 
-def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto", chunk: int = 8):
+def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto"):
+    total, n = _chip_sum(fmaps, name=name, device=device, route=route)
+    return (total / n).cpu().numpy()
+
+
+def _chip_sum(fmaps, name="fmaps", device=None, route: str = "auto", chunk: int = 8) -> tuple[torch.Tensor, int]:
+    """``(Σ_images CI, N)``: each channel's independence summed over images (float64), and N."""
     A = as_feature_maps(fmaps, name=name, device=device, min_channels=1, one_d=True)
     n, c = A.shape[:2]
     A = A.reshape(n, c, -1).double()
@@ -109,10 +127,10 @@ def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto", chunk: int =
             zeroed[:, torch.arange(c), torch.arange(c)] = 0.0
             without = torch.linalg.matrix_norm(zeroed, ord="nuc")
         total += (full[:, None] - without).sum(dim=0)
-    return (total / n).cpu().numpy()
+    return total, n
 
 
-def chip_scores(fmaps, *, device=None, route: str = "auto"):
+def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
     """CHIP channel independence (Sui et al., NeurIPS 2021): per image A = (C, H·W) (or (C, L)),
     ``CI_c = ‖A‖_* − ‖A with row c zeroed‖_*``, averaged over images, in float64.
 
@@ -125,6 +143,8 @@ def chip_scores(fmaps, *, device=None, route: str = "auto"):
     route : {"auto", "gram", "svd"}
         ``gram``: eigenvalues of the C×C Gram (cheaper when H·W > C); ``svd``: C + 1 SVDs per
         image; ``auto`` picks; both give the same values.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -153,6 +173,9 @@ def chip_scores(fmaps, *, device=None, route: str = "auto"):
     >>> chip_scores(maps).round(4)    # sqrt(2) - 1 for each copy of e1; 1 for the unique e2
     array([0.4142, 0.4142, 1.    ])
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import chip_scores as on_cluster
+        return on_cluster(fmaps, device=device, route=route, client=client)
     if route not in ("auto", "gram", "svd"):
         raise ValueError(f"route must be 'auto', 'gram' or 'svd', got {route!r}.")
     return _per_layer(_chip, fmaps, device=device, route=route)

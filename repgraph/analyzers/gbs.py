@@ -14,6 +14,7 @@ from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.knn import knn_graph
 from ..builders.similarity import NORM_FLOOR, gram
+from ..distributed.context import active_client
 
 REFERENCE = "Chen et al. 2021, graph-based similarity"
 
@@ -167,8 +168,15 @@ def gbs(X, Y, *, k: int | None = None, metric: str = "cosine", device=None) -> f
     return float(A.multiply(B).sum() / nx_)
 
 
+def _gbs_frame(values, rows, cols, k, metric: str) -> pd.DataFrame:
+    """The GBS matrix as a table (rows: layers of ``acts``, columns: of ``acts2``) with its ``attrs``."""
+    out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
+    return described(out, "GBS", REFERENCE, k="full" if k is None else k, metric=metric,
+                     graph="full cosine graph" if k is None else "kNN graph, (A + Aᵀ)/2")
+
+
 def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine", device=None,
-               progress: bool = True) -> pd.DataFrame:
+               progress: bool = True, client=None) -> pd.DataFrame:
     """GBS between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts``).
 
     Each layer's sample graph (``sample_graph``: the full cosine graph by default, a kNN graph
@@ -187,6 +195,8 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
     device : str or torch.device, optional
     progress : bool
         Show a progress bar over the layers.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -214,6 +224,9 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
     >>> M.round(2).loc["a", "b"], M.attrs["k"]
     (np.float64(1.0), 'full')
     """
+    if active_client(client) is not None:
+        from ..distributed.gbs import gbs_matrix as on_cluster
+        return on_cluster(acts, acts2, k=k, metric=metric, device=device, progress=progress, client=client)
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
     other = acts if acts2 is None else acts2
@@ -239,8 +252,4 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
         M = sp.vstack([A.reshape(1, n * n) for A in graphs]).tocsr()
         G = (M @ M.T).toarray() / n
     na = len(acts)
-    values = G if acts2 is None else G[:na, na:]
-    out = pd.DataFrame(values, index=pd.Index(list(acts), name="layer"),
-                       columns=pd.Index(list(other), name="layer2"))
-    return described(out, "GBS", REFERENCE, k="full" if k is None else k, metric=metric,
-                     graph="full cosine graph" if k is None else "kNN graph, (A + Aᵀ)/2")
+    return _gbs_frame(G if acts2 is None else G[:na, na:], list(acts), list(other), k, metric)

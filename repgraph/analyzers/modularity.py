@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -10,10 +11,11 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from .._arrays import as_features, as_label_codes
+from .._arrays import as_features, as_label_codes, resolve_device
 from .._results import described
 from ..builders.convert import as_sparse, is_symmetric
 from ..builders.knn import knn_edges, knn_edges_batched
+from ..distributed.context import active_client
 
 
 def _adjacency(A) -> sp.csr_matrix:
@@ -109,13 +111,13 @@ def _batch_bounds(n: int, batch_size: int, n_batches: int | None) -> list[tuple[
     bounds = [(b * batch_size, (b + 1) * batch_size) for b in range(used)]
     if n_batches is not None and n_batches > full:
         warnings.warn(f"modularity_curve: n_batches={n_batches} asked for, but only {full} full batch(es) of "
-                      f"{batch_size} fit in N={n}; using {full}.", stacklevel=3)
+                      f"{batch_size} fit in N={n}; using {full}.", stacklevel=4)
     if used == full and n % batch_size:
         divisors = [b for b in range(batch_size, 1, -1) if n % b == 0]
         hint = f" (batch_size={divisors[0]} uses all of them)" if divisors and divisors[0] > batch_size // 2 else ""
         warnings.warn(f"modularity_curve: the last {n % batch_size} of {n} samples are left out: they do not "
                       f"fill a batch of {batch_size}, and kNN modularity depends on the batch size, so batches "
-                      f"of another size are not averaged in{hint}.", stacklevel=3)
+                      f"of another size are not averaged in{hint}.", stacklevel=4)
     return bounds
 
 
@@ -127,7 +129,7 @@ def _check_batch_labels(codes: np.ndarray, bounds, order) -> None:
     if len(np.unique(codes[used])) == len(used) and len(used) > 1:
         warnings.warn("modularity_curve: every sample has its own label (continuous labels?): each class is "
                       "a single node, so Q only measures the graph, not class structure. Pass class labels.",
-                      stacklevel=3)
+                      stacklevel=4)
         return
     short = [(i, len(np.unique(codes[order[a:b]]))) for i, (a, b) in enumerate(bounds)]
     short = [(i, c) for i, c in short if c < n_classes]
@@ -135,12 +137,91 @@ def _check_batch_labels(codes: np.ndarray, bounds, order) -> None:
         listed = ", ".join(f"batch {i}: {c}" for i, c in short[:5]) + (" ..." if len(short) > 5 else "")
         warnings.warn(f"modularity_curve: {len(short)} of {len(bounds)} batch(es) cover fewer than the "
                       f"{n_classes} classes ({listed}): the data look sorted by class, and such a batch's Q "
-                      "is not comparable. Pass shuffle=<seed> (or shuffle the data).", stacklevel=3)
+                      "is not comparable. Pass shuffle=<seed> (or shuffle the data).", stacklevel=4)
+
+
+class _Batch(NamedTuple):
+    """One batch of ``modularity_curve``: samples ``start:stop`` of the order, and the ``rows`` it
+    takes (the slice itself, or the sorted sample indices when the samples were shuffled)."""
+
+    start: int
+    stop: int
+    rows: object
+
+
+def _check_curve_options(labels, k, batch_size, n_batches) -> None:
+    if labels is None:
+        raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}.")
+    if n_batches is not None and (not isinstance(n_batches, (int, np.integer)) or isinstance(n_batches, bool)
+                                  or n_batches < 1):
+        raise ValueError(f"n_batches must be None (every full batch) or an integer >= 1, got {n_batches!r}.")
+
+
+def _batch_plan(labels, n: int, layer, batch_size: int, n_batches, shuffle) -> list[_Batch]:
+    """The batches of every layer (N = ``n``; ``layer`` names the labels in errors): full batches of
+    the sample order (a random permutation seeded by ``shuffle``, or none), with the warnings about
+    left-out samples and batches that miss classes."""
+    codes = as_label_codes(labels, n, name=f"labels (for layer {layer!r})")
+    order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
+    bounds = _batch_bounds(n, batch_size, n_batches)
+    _check_batch_labels(codes, bounds, order)
+    return [_Batch(a, b, slice(a, b) if shuffle is None else np.sort(order[a:b])) for a, b in bounds]
+
+
+def _stacks_batches(batched, on_cuda: bool, n_batches: int) -> bool:
+    """Whether a layer's batches go through one ``knn_edges_batched`` call: as ``batched`` says
+    (default: on CUDA), and only when there are several."""
+    return (on_cuda if batched is None else bool(batched)) and n_batches > 1
+
+
+def _batch_values(X, batches, batch_codes, k: int, layer, device, stack: bool, stack_name: str):
+    """``(values, constant)``: the modularity of the partition ``batch_codes[i]`` on the cosine kNN
+    graph ``(A + Aᵀ)/2`` of each batch ``batches[i]`` of one layer's rows ``X`` (anything that
+    ``X[rows]`` reads), and the number of those batches in which the layer is constant. ``stack``:
+    all of them in one ``knn_edges_batched`` call named ``stack_name``, else one ``knn_edges`` each."""
+    features = []
+    for batch in batches:
+        shuffled = "" if isinstance(batch.rows, slice) else ", shuffled"
+        name = f"layer {layer!r} (samples {batch.start}:{batch.stop}{shuffled})"
+        Xb = as_features(X[batch.rows], name=name, device=device, check_finite=False)
+        if Xb.shape[0] <= k:
+            raise ValueError(f"{name} has N={Xb.shape[0]} samples but k={k}: a kNN graph needs N > k.")
+        features.append((name, Xb))
+    constant = sum(bool((Xb == Xb[:1]).all()) for _, Xb in features)
+    if stack:
+        edges = knn_edges_batched(torch.stack([Xb for _, Xb in features]), k, "cosine", name=stack_name)
+    else:
+        edges = [knn_edges(Xb, k, "cosine", name=name) for name, Xb in features]
+    values = [edge_modularity(r, c, w, codes) for (r, c, w), codes in zip(edges, batch_codes)]  # of (A + Aᵀ)/2
+    return values, constant
+
+
+def _curve_table(layers, results, batches, *, k, batch_size, n_batches, shuffle) -> pd.DataFrame:
+    """The curve from each layer's ``(values, constant)`` (``_batch_values`` over all its batches):
+    mean and sample std (ddof = 1; NaN for one batch) per layer, a warning per constant layer."""
+    rows = []
+    n_used = sum(b.stop - b.start for b in batches)
+    for depth, (layer, (values, constant)) in enumerate(zip(layers, results)):
+        if constant:
+            warnings.warn(f"modularity_curve: layer {layer!r} is constant (every sample has the same features) "
+                          f"in {constant} of {len(batches)} batch(es): its kNN graph, and Q, only reflect "
+                          "tie-breaking by index.", stacklevel=3)
+        rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+                     "n_samples": n_used})
+    curve = pd.DataFrame(rows, columns=["layer", "depth", "modularity", "std", "n_samples"])
+    return described(curve, "modularity of the label partition on a cosine kNN graph", "Lu et al., ECCV 2022",
+                     k=k, batch_size=batch_size, n_batches=n_batches, n_batches_used=len(batches),
+                     n_samples=n_used, shuffle=shuffle, symmetrize="mean", metric="cosine")
 
 
 def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_batches: int | None = None,
                      shuffle: int | None = None, device=None, batched: bool | None = None,
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True, client=None) -> pd.DataFrame:
     """Layer-wise modularity of the ground-truth class partition (Lu et al., ECCV 2022, §3).
 
     For every layer and every consecutive batch of ``batch_size`` samples (the reference protocol:
@@ -176,6 +257,8 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
         it uses the cheaper block-triangular Gram product).
     progress : bool
         Show a progress bar over the layers.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -219,53 +302,21 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
     >>> curve[["layer", "n_samples"]].values.tolist(), bool(curve["modularity"].iloc[1] > 0.7)
     ([['noise', 200], ['clusters', 200]], True)
     """
+    if active_client(client) is not None:
+        from ..distributed.modularity import modularity_curve as on_cluster
+        return on_cluster(acts, labels, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle, device=device,
+                          batched=batched, progress=progress, client=client)
     if not isinstance(acts, Mapping) or len(acts) == 0:
         raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
-    if labels is None:
-        labels = getattr(acts, "labels", None)
-        if labels is None:
-            raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}.")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 2:
-        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}.")
-    if n_batches is not None and (not isinstance(n_batches, (int, np.integer)) or isinstance(n_batches, bool)
-                                  or n_batches < 1):
-        raise ValueError(f"n_batches must be None (every full batch) or an integer >= 1, got {n_batches!r}.")
+    labels = getattr(acts, "labels", None) if labels is None else labels
+    _check_curve_options(labels, k, batch_size, n_batches)
     layers = list(acts)
-    n = len(acts[layers[0]])
-    codes_all = as_label_codes(labels, n, name=f"labels (for layer {layers[0]!r})")
-    order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
-    bounds = _batch_bounds(n, batch_size, n_batches)
-    batches = [np.sort(order[a:b]) for a, b in bounds]
-    _check_batch_labels(codes_all, bounds, order)
-    rows = []
-    for depth, layer in enumerate(tqdm(layers, desc="modularity", disable=not progress, leave=False)):
+    batches = _batch_plan(labels, len(acts[layers[0]]), layers[0], batch_size, n_batches, shuffle)
+    results = []
+    for layer in tqdm(layers, desc="modularity", disable=not progress, leave=False):
         X = acts[layer]
         codes = as_label_codes(labels, X.shape[0], name=f"labels (for layer {layer!r})")
-        features = []
-        for (start, stop), idx in zip(bounds, batches):
-            name = f"layer {layer!r} (samples {start}:{stop}{', shuffled' if shuffle is not None else ''})"
-            rows_b = X[start:stop] if shuffle is None else X[idx]
-            Xb = as_features(rows_b, name=name, device=device, check_finite=False)
-            if Xb.shape[0] <= k:
-                raise ValueError(f"{name} has N={Xb.shape[0]} samples but k={k}: a kNN graph needs N > k.")
-            features.append((name, Xb))
-        constant = sum(bool((Xb == Xb[:1]).all()) for _, Xb in features)
-        if (features[0][1].device.type == "cuda" if batched is None else batched) and len(features) > 1:
-            edges = knn_edges_batched(torch.stack([Xb for _, Xb in features]), k, "cosine", name=f"layer {layer!r}")
-        else:
-            edges = [knn_edges(Xb, k, "cosine", name=name) for name, Xb in features]
-        values = [edge_modularity(r, c, w, codes[idx]) for (r, c, w), idx in zip(edges, batches)]  # of (A + Aᵀ)/2
-        if constant:
-            warnings.warn(f"modularity_curve: layer {layer!r} is constant (every sample has the same features) "
-                          f"in {constant} of {len(bounds)} batch(es): its kNN graph, and Q, only reflect "
-                          "tie-breaking by index.", stacklevel=2)
-        rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
-                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
-                     "n_samples": sum(b - a for a, b in bounds)})
-    curve = pd.DataFrame(rows, columns=["layer", "depth", "modularity", "std", "n_samples"])
-    return described(curve, "modularity of the label partition on a cosine kNN graph", "Lu et al., ECCV 2022",
-                     k=k, batch_size=batch_size, n_batches=n_batches, n_batches_used=len(bounds),
-                     n_samples=sum(b - a for a, b in bounds), shuffle=shuffle, symmetrize="mean",
-                     metric="cosine")
+        on_cuda = resolve_device(device, X if isinstance(X, torch.Tensor) else None).type == "cuda"
+        results.append(_batch_values(X, batches, [codes[b.rows] for b in batches], k, layer, device,
+                                     _stacks_batches(batched, on_cuda, len(batches)), f"layer {layer!r}"))
+    return _curve_table(layers, results, batches, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle)

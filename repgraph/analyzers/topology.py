@@ -12,6 +12,7 @@ import torch
 
 from .._arrays import as_feature_maps
 from .._results import described
+from ..distributed.context import active_client
 
 REFERENCE = "Zhao & Zhang, arXiv 2103.09716 / ICLR 2022"
 
@@ -120,7 +121,8 @@ def _birth_points_chunk(args):
     return _birth_points_flat(*args)
 
 
-def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n_jobs: int | None = None) -> np.ndarray:
+def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n_jobs: int | None = None,
+                 client=None) -> np.ndarray:
     """(N, C) integer birth points of every image's and unit's map (Zhao & Zhang, §3).
 
     Each H×H map (H = W required) is symmetrised ``max(A, Aᵀ)`` and read as a weighted graph on H
@@ -140,6 +142,8 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
         Fraction of the C(H, 2) edges that may enter the filtration.
     n_jobs : int, optional
         Worker processes for large inputs.
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -163,6 +167,10 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     >>> birth_points(M[None, None])
     array([[3]])
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import birth_points as on_cluster
+        return on_cluster(fmaps, max_level=max_level, max_edge_density=max_edge_density, n_jobs=n_jobs,
+                          client=client)
     A = as_feature_maps(fmaps, square=True, dtype=torch.float64)
     n, c, h, _ = A.shape
     if h < 3:
@@ -203,7 +211,14 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["unit", "entropy", "selective_rate", "ineffectiveness"])
 
 
-def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
+def _entropy_table(points) -> pd.DataFrame:
+    """``feature_entropy`` of (N, C) birth points."""
+    points = np.asarray(points)
+    out = entropy_of_birth_points(points)
+    return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
+
+
+def feature_entropy(fmaps_or_birth_points, *, client=None, **birth_kwargs) -> pd.DataFrame:
     """Feature entropy per unit (Zhao & Zhang) of one class's images: ``selective_rate`` = fraction
     of zero birth points, p = distribution of the non-zero ones, ``entropy = −Σ p ln p``,
     ``ineffectiveness = entropy/(1 − selective_rate)`` (= entropy when the rate is 1).
@@ -212,6 +227,8 @@ def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
     ----------
     fmaps_or_birth_points : array (N, C, H, H) of square 2-D maps, or (N, C) birth points
         Maps get their birth points first (``birth_points``, which refuses 1-D maps).
+    client : distributed.Client, optional
+        Compute the birth points on this Dask cluster; default: as ``birth_points``.
     **birth_kwargs
         Passed on to ``birth_points``.
 
@@ -237,11 +254,12 @@ def feature_entropy(fmaps_or_birth_points, **birth_kwargs) -> pd.DataFrame:
     >>> round(float(table.loc[0, "ineffectiveness"]), 4)
     1.4648
     """
+    if active_client(client) is not None:
+        from ..distributed.filters import feature_entropy as on_cluster
+        return on_cluster(fmaps_or_birth_points, client=client, **birth_kwargs)
     data = fmaps_or_birth_points
     ndim = data.ndim if hasattr(data, "ndim") else np.asarray(data).ndim
-    points = birth_points(data, **birth_kwargs) if ndim >= 3 else np.asarray(data)
-    out = entropy_of_birth_points(points)
-    return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
+    return _entropy_table(birth_points(data, **birth_kwargs) if ndim >= 3 else data)
 
 
 def class_feature_entropy(points, labels=None) -> pd.DataFrame:

@@ -6,9 +6,43 @@ import numpy as np
 import torch
 
 from .._arrays import as_feature_maps, as_square_matrix
+from ..distributed.context import active_client
 
 
-def filter_similarity(fmaps, *, device=None, chunk: int = 16):
+def _similarity_sum(fmaps, device=None, chunk: int = 16) -> tuple[torch.Tensor, int]:
+    """``(Σ_images r, N)``: the sum over images of the per-image correlation matrices (C, C) of
+    ``filter_similarity`` (float64, where computed), and the number of images."""
+    A = as_feature_maps(fmaps, device=device, min_channels=2, dtype=torch.float64, one_d=True)
+    n, c = A.shape[:2]
+    A = A.reshape(n, c, -1)
+    total = torch.zeros(c, c, dtype=torch.float64, device=A.device)
+    for start in range(0, n, chunk):
+        a = A[start:start + chunk]
+        centred = a - a.mean(dim=2, keepdim=True)
+        std = centred.norm(dim=2, keepdim=True)
+        constant = (a.amax(dim=2) == a.amin(dim=2))
+        zero = (a == 0).all(dim=2)
+        z = centred / torch.where(constant[..., None], torch.ones_like(std), std)
+        r = z @ z.transpose(1, 2)
+        both_constant = constant[:, :, None] & constant[:, None, :]
+        one_zero = zero[:, :, None] | zero[:, None, :]
+        one_constant = constant[:, :, None] | constant[:, None, :]
+        r = torch.where(one_constant, torch.full_like(r, torch.nan), r)
+        r = torch.where(one_zero, torch.full_like(r, -1.0), r)
+        r = torch.where(both_constant, torch.ones_like(r), r)
+        total += r.sum(dim=0)
+    return total, n
+
+
+def _mean_similarity(total: torch.Tensor, n: int) -> torch.Tensor:
+    """``S`` from ``_similarity_sum``: the mean, symmetrised exactly, with ``S[i, i] = 1``."""
+    S = total / n
+    S = (S + S.T) / 2  # the batched product is not bit-symmetric; NaN stays NaN
+    S[torch.eye(len(S), dtype=torch.bool, device=S.device)] = 1.0
+    return S
+
+
+def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
     """Central-Filter similarity of a layer's filters: ``S[i, j]`` = mean over images of the
     Pearson correlation of maps i and j (each flattened).
 
@@ -27,6 +61,8 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
     chunk : int
         Images per batched product: memory only (the result changes at most by float64 rounding
         of the sum's order).
+    client : distributed.Client, optional
+        Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
 
     Returns
     -------
@@ -58,29 +94,11 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16):
            [-1., -1.,  1., -1.],
            [-1., -1., -1.,  1.]])
     """
-    A = as_feature_maps(fmaps, device=device, min_channels=2, dtype=torch.float64, one_d=True)
-    n, c = A.shape[:2]
-    A = A.reshape(n, c, -1)
-    total = torch.zeros(c, c, dtype=torch.float64, device=A.device)
-    eye = torch.eye(c, dtype=torch.bool, device=A.device)
-    for start in range(0, n, chunk):
-        a = A[start:start + chunk]
-        centred = a - a.mean(dim=2, keepdim=True)
-        std = centred.norm(dim=2, keepdim=True)
-        constant = (a.amax(dim=2) == a.amin(dim=2))
-        zero = (a == 0).all(dim=2)
-        z = centred / torch.where(constant[..., None], torch.ones_like(std), std)
-        r = z @ z.transpose(1, 2)
-        both_constant = constant[:, :, None] & constant[:, None, :]
-        one_zero = zero[:, :, None] | zero[:, None, :]
-        one_constant = constant[:, :, None] | constant[:, None, :]
-        r = torch.where(one_constant, torch.full_like(r, torch.nan), r)
-        r = torch.where(one_zero, torch.full_like(r, -1.0), r)
-        r = torch.where(both_constant, torch.ones_like(r), r)
-        total += r.sum(dim=0)
-    S = total / n
-    S = (S + S.T) / 2  # the batched product is not bit-symmetric; NaN stays NaN
-    S[eye] = 1.0
+    if active_client(client) is not None:
+        from ..distributed.filters import filter_similarity as on_cluster
+        return on_cluster(fmaps, device=device, chunk=chunk, client=client)
+    total, n = _similarity_sum(fmaps, device, chunk)
+    S = _mean_similarity(total, n)
     return S if isinstance(fmaps, torch.Tensor) else S.cpu().numpy()
 
 

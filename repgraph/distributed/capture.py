@@ -187,7 +187,8 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     """
     if store is None:
         raise ValueError("capture on a cluster writes a store: pass store=PATH, a folder the workers can "
-                         "write under the same path.")
+                         "write under the same path (or capture without a client, outside any "
+                         "repgraph.parallel block, to keep the activations in memory).")
     _check_options(batch_size, max_samples)
     rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
     batch = _shard_batch_size(data, batch_size)

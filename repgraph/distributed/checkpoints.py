@@ -12,7 +12,7 @@ from ..hooks.capture import capture_activations as _capture
 from .runner import runner_for
 
 
-def _checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, k, batch_size, n_batches):
+def _checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, options: dict):
     """Capture one checkpoint's activations of ``data`` (in memory) and return its modularity curve.
     ``checkpoint`` is a model or a function of no arguments that builds or loads one."""
     model = checkpoint if isinstance(checkpoint, nn.Module) else checkpoint()
@@ -20,12 +20,13 @@ def _checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, k, 
         raise TypeError(f"a checkpoint must be an nn.Module or a function returning one; it gave "
                         f"{type(model).__name__}.")
     acts = _capture(model, data, layers, reduce=reduce, max_samples=max_samples, device=device, progress=False)
-    return _modularity_curve(acts, k=k, batch_size=batch_size, n_batches=n_batches, device=device, progress=False)
+    return _modularity_curve(acts, device=device, progress=False, **options)
 
 
 def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, batch_size: int = 500,
-                      n_batches: int | None = None, reduce="flatten", max_samples: int | None = None,
-                      device=None, progress: bool = True, client=None) -> pd.DataFrame:
+                      n_batches: int | None = None, shuffle: int | None = None, batched: bool | None = None,
+                      reduce="flatten", max_samples: int | None = None, device=None, progress: bool = True,
+                      client=None) -> pd.DataFrame:
     """Layer-wise modularity curves of many checkpoints, one long table.
 
     For each checkpoint one task captures the activations of ``data`` at ``layers``
@@ -43,8 +44,8 @@ def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, bat
         Labelled data, any form ``repgraph.capture_activations`` accepts.
     layers, reduce, max_samples, device
         As in ``repgraph.capture_activations``.
-    k, batch_size, n_batches
-        As in ``repgraph.modularity_curve``.
+    k, batch_size, n_batches, shuffle, batched
+        As in ``repgraph.modularity_curve`` (the same batches for every checkpoint).
     progress : bool
         Show a bar over the checkpoints.
     client : distributed.Client, optional
@@ -83,11 +84,13 @@ def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, bat
         raise ValueError("checkpoints is empty: pass a mapping name -> model (or loader function).")
     runner = runner_for(client)
     shared = runner.share(data)
+    options = {"k": k, "batch_size": batch_size, "n_batches": n_batches, "shuffle": shuffle, "batched": batched}
     tasks = [runner.submit(_checkpoint_curve, runner.share(c) if isinstance(c, nn.Module) else c, shared, layers,
-                           reduce, max_samples, device, k, batch_size, n_batches) for _, c in items]
+                           reduce, max_samples, device, options) for _, c in items]
     curves = runner.results(tasks, desc="checkpoints", progress=progress)
     table = pd.concat([curve.assign(checkpoint=name) for (name, _), curve in zip(items, curves)], ignore_index=True)
     table = table[["checkpoint", "layer", "depth", "modularity", "std", "n_samples"]]
+    used = {key: curves[0].attrs[key] for key in ("n_batches_used", "n_samples")}  # the same data every time
     return described(table, "modularity of the label partition on a cosine kNN graph, per checkpoint",
-                     "Lu et al., ECCV 2022", k=k, batch_size=batch_size, n_batches=n_batches, layers=layers,
-                     reduce=str(reduce), max_samples=max_samples, symmetrize="mean", metric="cosine")
+                     "Lu et al., ECCV 2022", **options, **used, layers=layers, reduce=str(reduce),
+                     max_samples=max_samples, symmetrize="mean", metric="cosine")

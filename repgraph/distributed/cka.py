@@ -1,11 +1,10 @@
 """CKA between every pair of layers on a Dask cluster; the linear kernel out of core."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from .._results import described
-from ..analyzers.cka import _check_kernel, _normalise, hsic_matrix
+from ..analyzers.cka import (MinibatchCKA, _check_kernel, _cka_frame, _minibatch_estimator, _minibatch_plan,
+                             _normalise, hsic_matrix)
 from .hsic_out_of_core import out_of_core_hsic
 from .runner import runner_for
 from .sources import layer_sources
@@ -42,7 +41,10 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
       (~1e-9 relative on generic float data, ~1e-14 where the float32 products are exact).
       The path taken is ``attrs["hsic_path"]``.
     - ``batch_size=...`` (minibatch CKA, linear): one task per batch (``hsic_matrix`` of that
-      batch, unbiased); the batch HSICs are summed here in batch order, as ``MinibatchCKA``.
+      batch, unbiased); the batch HSICs, weighted by batch size, are summed here in batch order
+      by ``MinibatchCKA`` (the batches as in process: a last partial batch of ≥ 4 samples is used,
+      a shorter one left out with a warning; ``batch_size`` > N is one batch). Equal to in
+      process exactly.
     - ``kernel="rbf"``: one task runs the in-process ``hsic_matrix`` on all layers read into one
       worker (the RBF width needs every pairwise distance): bounded by that worker's memory.
 
@@ -59,7 +61,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     -------
     pandas.DataFrame
         Rows: layers of ``acts``; columns: layers of ``acts2`` (default ``acts``); ``attrs`` record
-        kernel, estimator and, for the linear kernel, ``hsic_path``.
+        kernel, estimator, ``batch_size``, ``n_batches`` and ``n_samples`` as in process and, for
+        the linear kernel without ``batch_size``, ``hsic_path``.
 
     Raises
     ------
@@ -88,27 +91,22 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     sources = xs + ys
     names = [s.name for s in sources]
     sizes = {s.name: s.n for s in sources}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"All inputs must hold the same samples (same N); got {sizes}.")
-    n = sources[0].n
+    rows, cols = [s.layer for s in xs], [s.layer for s in (ys or xs)]
     path = None
     if batch_size is not None:
-        if kernel != "linear":
-            raise ValueError("Minibatch CKA (batch_size=...) is defined for the linear kernel only.")
-        if batch_size < 4:
-            raise ValueError(f"batch_size must be >= 4 for the unbiased HSIC, got {batch_size}.")
-        starts = range(0, n - batch_size + 1, batch_size)
+        bounds = _minibatch_plan(kernel, batch_size, sizes)
         data = [s.data for s in sources]
-        parts = runner.results([runner.submit(_batch_hsic, data, a, a + batch_size, names, device) for a in starts],
+        parts = runner.results([runner.submit(_batch_hsic, data, a, b, names, device) for a, b in bounds],
                                desc="minibatch CKA", progress=progress)
-        if not parts:
-            raise ValueError(f"batch_size={batch_size} is larger than the {n} samples: no batch to compute.")
-        hsic = parts[0]
-        for part in parts[1:]:
-            hsic = hsic + part
-        estimator = f"minibatch unbiased HSIC, {len(parts)} batches of {batch_size} (Nguyen et al. 2021)"
+        acc = MinibatchCKA()
+        for (a, b), part in zip(bounds, parts):
+            acc._add(part, b - a, len(xs))
+        values, n_batches, n_used = acc.compute(), acc.n_batches, acc.n_samples
+        estimator = _minibatch_estimator(n_batches, batch_size)
     else:
-        min_n = 4 if debiased else 2
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"All inputs must hold the same samples (same N); got {sizes}.")
+        n, min_n = sources[0].n, (4 if debiased else 2)
         if n < min_n:
             raise ValueError(f"{names[0]} has {n} sample(s); at least {min_n} are needed.")
         if kernel == "linear":
@@ -116,11 +114,9 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
         else:
             task = runner.submit(_whole_hsic, [s.data for s in sources], kernel, debiased, sigma, device, names)
             hsic = runner.results([task], desc="CKA", progress=progress)[0]
+        full = _normalise(hsic, names)
+        values = full if acts2 is None else full[:len(xs), len(xs):]
         estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
-    full = _normalise(hsic, names)
-    values = full if acts2 is None else full[:len(xs), len(xs):]
-    out = pd.DataFrame(values, index=pd.Index([s.layer for s in xs], name="layer"),
-                       columns=pd.Index([s.layer for s in (ys or xs)], name="layer2"))
-    return described(out, "CKA", "Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021", kernel=kernel,
-                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, batch_size=batch_size,
-                     hsic_path=path)
+        n_batches, n_used = 1, n
+    return _cka_frame(values, rows, cols, kernel=kernel, estimator=estimator, sigma=sigma, batch_size=batch_size,
+                      n_batches=n_batches, n_samples=n_used, hsic_path=path)

@@ -99,3 +99,15 @@ def active_client(client=None):
     True
     """
     return _ACTIVE.get() if client is None else _check_client(client)
+
+
+@contextlib.contextmanager
+def without_client():
+    """Inside the block no client is active: a task running on a worker (or in a thread of a
+    cluster started in this process) computes what it was given, and a public function it calls
+    runs in that process instead of submitting tasks of its own."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)

@@ -1,6 +1,7 @@
 """Filter analyses on a Dask cluster: the in-process kernels on chunks of images (one task per
-chunk, per layer), combined here in chunk order. Feature maps are (N, C, H, W), e.g. a layer
-captured with ``reduce=None`` into a store."""
+chunk, per layer), their sums over images added here in chunk order and finished as in process.
+Feature maps are (N, C, H, W) or the (N, C, L) of a 1-D convolution, e.g. a layer captured with
+``reduce=None`` into a store."""
 from __future__ import annotations
 
 import math
@@ -12,29 +13,19 @@ import torch
 
 from .._arrays import prune_count
 from ..analyzers.central_filters import central_filters
-from ..analyzers.criteria import _chip, _hrank
+from ..analyzers.criteria import _chip_sum, _hrank_sum
+from ..analyzers.topology import _entropy_table
 from ..analyzers.topology import birth_points as _birth_points
-from ..analyzers.topology import feature_entropy as _feature_entropy
-from ..builders.filter_graph import filter_similarity as _filter_similarity
+from ..builders.filter_graph import _mean_similarity, _similarity_sum
 from .runner import runner_for, task_rows
 from .sources import array_source, as_store, layer_sources
 
 
-def _chunk_total(kernel, rows, start: int, stop: int, *args):
-    """``(stop − start)·kernel(rows[start:stop], *args)``: a per-image mean turned back into a sum."""
-    return (stop - start) * np.asarray(kernel(rows[start:stop], *args))
-
-
-def _similarity_kernel(maps, device, chunk):
-    return _filter_similarity(maps, device=device, chunk=chunk)
-
-
-def _hrank_kernel(maps, name, device):
-    return _hrank(maps, name=name, device=device)
-
-
-def _chip_kernel(maps, name, device, route):
-    return _chip(maps, name=name, device=device, route=route)
+def _chunk_sum(kernel, rows, start: int, stop: int, *args) -> np.ndarray:
+    """The in-process sum over images (``kernel``: ``_similarity_sum``, ``_hrank_sum``,
+    ``_chip_sum``) of images ``start:stop``, as float64 numpy."""
+    total, _ = kernel(rows[start:stop], *args)
+    return total.cpu().numpy()
 
 
 def _birth_kernel(rows, start, stop, max_level, max_edge_density):
@@ -47,21 +38,34 @@ def _image_chunks(source, runner):
     return [(a, min(source.n, a + rows)) for a in range(0, source.n, rows)]
 
 
-def _mean_over_images(runner, sources, kernel, args_of, desc, progress):
-    """For each source: Σ over image chunks of ``_chunk_total(kernel, ...)`` / N, chunk order."""
+def _sum_over_images(runner, sources, kernel, args_of, desc, progress) -> list[np.ndarray]:
+    """For each source: Σ over its image chunks of ``_chunk_sum(kernel, ...)``, in chunk order."""
     tasks, plan = [], []
     for source in sources:
         chunks = _image_chunks(source, runner)
-        plan.append((source, len(tasks), len(chunks)))
-        tasks += [runner.submit(_chunk_total, kernel, source.data, a, b, *args_of(source)) for a, b in chunks]
+        plan.append((len(tasks), len(chunks)))
+        tasks += [runner.submit(_chunk_sum, kernel, source.data, a, b, *args_of(source)) for a, b in chunks]
     parts = runner.results(tasks, desc=desc, progress=progress)
     out = []
-    for source, first, count in plan:
+    for first, count in plan:
         total = parts[first]
         for part in parts[first + 1:first + count]:
             total = total + part
-        out.append(total / source.n)
+        out.append(total)
     return out
+
+
+def _means_over_images(runner, sources, kernel, args_of, desc):
+    """Per source: the in-process kernel's sum over all images, divided by N (as in process)."""
+    return [total / source.n for source, total in
+            zip(sources, _sum_over_images(runner, sources, kernel, args_of, desc, False))]
+
+
+def _similarities(runner, sources, device, chunk, progress) -> list[np.ndarray]:
+    """Each source's filter similarity: the summed per-image correlations finished as in process."""
+    totals = _sum_over_images(runner, sources, _similarity_sum, lambda s: (device, chunk), "filter similarity",
+                              progress)
+    return [_mean_similarity(torch.from_numpy(total), s.n).numpy() for s, total in zip(sources, totals)]
 
 
 def _maps_sources(fmaps, runner):
@@ -70,13 +74,6 @@ def _maps_sources(fmaps, runner):
     if isinstance(fmaps, Mapping):
         return layer_sources(fmaps, runner, what="fmaps")[0], True
     return [array_source("fmaps", "fmaps", fmaps, runner)], False
-
-
-def _similarity_matrix(total: np.ndarray) -> np.ndarray:
-    """The finishing steps of ``filter_similarity`` on the mean of the per-image correlations."""
-    S = (total + total.T) / 2
-    np.fill_diagonal(S, 1.0)
-    return S
 
 
 def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
@@ -120,9 +117,7 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
     """
     runner = runner_for(client)
     sources, per_layer = _maps_sources(fmaps, runner)
-    means = _mean_over_images(runner, sources, _similarity_kernel, lambda s: (device, chunk),
-                              "filter similarity", False)
-    out = {s.layer: _similarity_matrix(m) for s, m in zip(sources, means)}
+    out = {s.layer: S for s, S in zip(sources, _similarities(runner, sources, device, chunk, False))}
     if per_layer:
         return out
     S = out["fmaps"]
@@ -176,13 +171,12 @@ def layer_central_filters(acts, ratio: float, *, kind: str = "cf_local", progres
     runner = runner_for(client)
     sources, _ = layer_sources(acts, runner, what="acts")
     for source in sources:
-        if len(source.shape) != 4:
-            raise ValueError(f"{source.name} has shape {source.shape}; feature maps (N, C, H, W) are needed "
-                             "(capture the layer with reduce=None).")
+        if len(source.shape) not in (3, 4):
+            raise ValueError(f"{source.name} has shape {source.shape}; feature maps (N, C, H, W) or (N, C, L) "
+                             "are needed (capture the layer with reduce=None).")
         prune_count(source.shape[1], ratio, allow_zero=False)
-    means = _mean_over_images(runner, sources, _similarity_kernel, lambda s: (None, 16), "filter similarity",
-                              progress)
-    selections = runner.results([runner.submit(_select, _similarity_matrix(m), ratio, kind) for m in means],
+    selections = runner.results([runner.submit(_select, S, ratio, kind)
+                                 for S in _similarities(runner, sources, None, 16, progress)],
                                 desc="central filters", progress=progress)
     return {s.layer: selection for s, selection in zip(sources, selections)}
 
@@ -221,7 +215,7 @@ def hrank_scores(fmaps, *, device=None, client=None):
     """
     runner = runner_for(client)
     sources, per_layer = _maps_sources(fmaps, runner)
-    means = _mean_over_images(runner, sources, _hrank_kernel, lambda s: (s.name, device), "HRank", False)
+    means = _means_over_images(runner, sources, _hrank_sum, lambda s: (s.name, device), "HRank")
     return {s.layer: m for s, m in zip(sources, means)} if per_layer else means[0]
 
 
@@ -263,7 +257,7 @@ def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
         raise ValueError(f"route must be 'auto', 'gram' or 'svd', got {route!r}.")
     runner = runner_for(client)
     sources, per_layer = _maps_sources(fmaps, runner)
-    means = _mean_over_images(runner, sources, _chip_kernel, lambda s: (s.name, device, route), "CHIP", False)
+    means = _means_over_images(runner, sources, _chip_sum, lambda s: (s.name, device, route), "CHIP")
     return {s.layer: m for s, m in zip(sources, means)} if per_layer else means[0]
 
 
@@ -349,6 +343,6 @@ def feature_entropy(fmaps_or_birth_points, *, client=None, **birth_kwargs) -> pd
     [0.5]
     """
     data = fmaps_or_birth_points
-    if len(getattr(data, "shape", np.shape(data))) == 4:
+    if len(getattr(data, "shape", np.shape(data))) >= 3:  # maps (birth_points refuses all but (N, C, H, H))
         data = birth_points(data, client=client, **birth_kwargs)
-    return _feature_entropy(data)
+    return _entropy_table(data)

@@ -4,36 +4,39 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+import torch
 
-from .._results import described
-from ..analyzers.gbs import _row_normalised, sample_graph
+from ..analyzers.gbs import _gbs_frame, _normalised_graph
 from .runner import runner_for
 from .sources import layer_sources
 
 
-def _layer_graph(rows, k, metric: str, name: str, device=None) -> sp.csr_matrix:
-    """One layer's GBS sample graph (``sample_graph``) with L2-normalised rows, as in process."""
-    return _row_normalised(sample_graph(rows[0:len(rows)], k, metric=metric, name=name, device=device), name)
+def _layer_graph(rows, k, metric: str, name: str, device=None):
+    """One layer's GBS sample graph with L2-normalised rows, by the in-process builder: a sparse
+    kNN graph, or (``k=None``) the dense full graph, kept in the worker's memory."""
+    graph = _normalised_graph(rows[0:len(rows)], k, metric, name, device)
+    return graph.cpu() if isinstance(graph, torch.Tensor) else graph
 
 
-def _graph_inner(A: sp.csr_matrix, B: sp.csr_matrix) -> float:
-    """``⟨A, B⟩ = Σ_ij A_ij B_ij`` of two row-normalised sample graphs."""
+def _graph_inner(A, B) -> float:
+    """``⟨A, B⟩ = Σ_ij A_ij B_ij`` of two row-normalised sample graphs (dense tensors or sparse)."""
+    if isinstance(A, torch.Tensor):
+        return float(A.reshape(-1) @ B.reshape(-1))
     return float(A.multiply(B).sum())
 
 
-def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", device=None,
+def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine", device=None,
                progress: bool = True, client=None) -> pd.DataFrame:
     """``repgraph.gbs_matrix`` on a cluster: ``GBS_ab = (1/N)·⟨Â_a, Â_b⟩``.
 
-    Â is a layer's sample graph (``k`` nearest neighbours, (A + Aᵀ)/2; ``k=None``: the full cosine
-    graph, zero diagonal) with L2-normalised rows, so ``GBS_ab`` is the mean over samples of the
-    cosine between the two graphs' rows (Chen et al. 2021). One task per layer reads the layer
-    and builds Â with the in-process builder; Â stays on that worker; one task per pair of layers
-    (a ≤ b, or every (a, b) of ``acts`` × ``acts2``) takes the inner product, Dask moving each
-    graph at most once to each worker that needs it. A kNN graph holds N·k entries; the full
-    graph (``k=None``) N², which must fit a worker. Equal to the in-process values up to the
-    order of float64 sums (~1e-16 relative).
+    Â is a layer's sample graph (``k=None``, the default: the full cosine graph, zero diagonal;
+    an integer ``k``: ``k`` nearest neighbours, (A + Aᵀ)/2) with L2-normalised rows, so
+    ``GBS_ab`` is the mean over samples of the cosine between the two graphs' rows (Chen et al.
+    2021). One task per layer reads the layer and builds Â with the in-process builder; Â stays
+    on that worker; one task per pair of layers (a ≤ b, or every (a, b) of ``acts`` × ``acts2``)
+    takes the inner product, Dask moving each graph at most once to each worker that needs it. A
+    kNN graph holds N·k entries; the full graph (``k=None``) N² float64, which must fit a worker.
+    Equal to the in-process values up to the order of float64 sums (~1e-16 relative).
 
     Parameters
     ----------
@@ -47,7 +50,8 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", d
     Returns
     -------
     pandas.DataFrame
-        Rows: layers of ``acts``; columns: layers of ``acts2`` (default ``acts``); with ``attrs``.
+        Rows: layers of ``acts``; columns: layers of ``acts2`` (default ``acts``); ``attrs`` as in
+        process (``k`` is ``"full"`` for the full graph).
 
     Raises
     ------
@@ -91,7 +95,4 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = 5, metric: str = "cosine", d
             values[a, b] = values[b, a] = value / n
         else:
             values[a, b - len(xs)] = value / n
-    out = pd.DataFrame(values, index=pd.Index([s.layer for s in xs], name="layer"),
-                       columns=pd.Index([s.layer for s in (ys or xs)], name="layer2"))
-    return described(out, "GBS", "Chen et al. 2021, graph-based similarity", k=k, metric=metric,
-                     symmetrize="mean")
+    return _gbs_frame(values, [s.layer for s in xs], [s.layer for s in (ys or xs)], k, metric)

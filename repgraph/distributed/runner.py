@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .._arrays import row_chunk
 from .._config import config_context, get_config
-from .context import active_client, require_distributed
+from .context import active_client, require_distributed, without_client
 
 
 @dataclass
@@ -77,9 +77,11 @@ def run_task(fn, working_memory: int, *args):
     """Run ``fn(*args)`` on a worker under the client's working-memory budget (so chunking, and
     with it every rounding, is the client's), recording warnings instead of losing them there.
     ``Outcome`` arguments (earlier tasks kept on a worker) are unwrapped to their value, ``Shipped``
-    ones to their object."""
+    ones to their object. No client is active while it runs (``without_client``), so a public
+    function a task calls computes in the worker, never submits tasks of its own."""
     args = resolved(args, (Outcome, Shipped), _unwrapped)
-    with config_context(working_memory=working_memory), warnings.catch_warnings(record=True) as caught:
+    with config_context(working_memory=working_memory), without_client(), \
+            warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = fn(*args)
     return Outcome(value, [(w.category, str(w.message)) for w in caught])

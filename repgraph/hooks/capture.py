@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._arrays import resolve_device
+from ..distributed.context import active_client
 from .activations import Activations
 from .batches import iter_batches
 from .forward import forward_all
@@ -45,7 +46,8 @@ def _run_device(model: nn.Module, device) -> torch.device:
 
 def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None,
                         batch_axis=0, inputs: bool = False, label_key="auto", max_samples: int | None = None,
-                        device=None, store=None, progress: bool = True, batch_size: int = 256) -> Activations:
+                        device=None, store=None, progress: bool = True, batch_size: int = 256,
+                        client=None) -> Activations:
     """Run ``data`` through ``model`` (eval mode, ``torch.no_grad()``) and keep the outputs of ``layers``.
 
     Each batch's output of each layer is taken out of the module's return value (``output``),
@@ -107,6 +109,8 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         Samples per forward pass for tensors, arrays, ``(X, y)``, dicts and Datasets (a DataLoader
         or an iterable keeps its own batches). Memory and speed only: each sample's activations do
         not depend on it beyond the float rounding of batched kernels.
+    client : distributed.Client, optional
+        Capture on this Dask cluster (needs ``store``); default: an enclosing ``repgraph.parallel`` block's.
 
     Returns
     -------
@@ -145,6 +149,11 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     >>> capture_activations(model, X, layers="2", reduce="spatial_mean", progress=False)["2"].shape
     (10, 2)
     """
+    if active_client(client) is not None:
+        from ..distributed.capture import capture_activations as on_cluster
+        return on_cluster(model, data, layers, reduce=reduce, output=output, batch_axis=batch_axis, inputs=inputs,
+                          label_key=label_key, max_samples=max_samples, device=device, store=store,
+                          progress=progress, batch_size=batch_size, client=client)
     _check_options(batch_size, max_samples)
     device = _run_device(model, device)
     rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
