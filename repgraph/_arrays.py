@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -54,7 +55,11 @@ def as_tensor(X, *, name: str = "X", device=None, dtype=torch.float32) -> torch.
     elif isinstance(X, np.ndarray):
         if not np.issubdtype(X.dtype, np.number) and X.dtype != np.bool_:
             raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}.")
-        t = torch.from_numpy(np.ascontiguousarray(X))
+        with warnings.catch_warnings():
+            # a read-only array (a store's memmap) is shared as it is: repgraph never writes into
+            # its inputs, so torch's warning about non-writable tensors is noise for the user
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(np.ascontiguousarray(X))
     else:
         try:
             t = torch.as_tensor(np.asarray(X, dtype=np.float64))
