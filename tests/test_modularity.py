@@ -171,6 +171,11 @@ def test_modularity_curve_warns_about_continuous_labels_and_constant_layers(rng)
     labels = np.arange(60) % 3
     with pytest.warns(UserWarning, match=r"layer 'flat' is constant .* in 2 of 2 batch"):
         modularity_curve({"flat": np.ones((60, 5)) * 2.0}, labels, batch_size=30, progress=False)
+    half_flat = np.ones((60, 5))
+    half_flat[30:] = rng.normal(size=(30, 5))  # batch 0 constant; batch 1 varies
+    half_flat[31] = half_flat[30]  # ... though its first two rows are alike
+    with pytest.warns(UserWarning, match=r"layer 'half' is constant .* in 1 of 2 batch"):
+        modularity_curve({"half": half_flat}, labels, batch_size=30, progress=False)
 
 
 def test_modularity_curve_of_huge_activations_equals_the_reference():

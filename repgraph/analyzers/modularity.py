@@ -178,6 +178,12 @@ def _stacks_batches(batched, on_cuda: bool, n_batches: int) -> bool:
     return (on_cuda if batched is None else bool(batched)) and n_batches > 1
 
 
+def _is_constant(X: torch.Tensor) -> bool:
+    """Whether every row of ``X`` (n ≥ 2 rows) equals the first. The second row is compared first,
+    so a layer that varies (nearly always) costs one row, not a pass over the whole batch."""
+    return torch.equal(X[1], X[0]) and bool((X == X[:1]).all())
+
+
 def _batch_values(X, batches, batch_codes, k: int, layer, device, stack: bool, stack_name: str):
     """``(values, constant)``: the modularity of the partition ``batch_codes[i]`` on the cosine kNN
     graph ``(A + Aᵀ)/2`` of each batch ``batches[i]`` of one layer's rows ``X`` (anything that
@@ -191,7 +197,7 @@ def _batch_values(X, batches, batch_codes, k: int, layer, device, stack: bool, s
         if Xb.shape[0] <= k:
             raise ValueError(f"{name} has N={Xb.shape[0]} samples but k={k}: a kNN graph needs N > k.")
         features.append((name, Xb))
-    constant = sum(bool((Xb == Xb[:1]).all()) for _, Xb in features)
+    constant = sum(_is_constant(Xb) for _, Xb in features)
     if stack:
         edges = knn_edges_batched(torch.stack([Xb for _, Xb in features]), k, "cosine", name=stack_name)
     else:
