@@ -5,11 +5,20 @@ import numpy as np
 import torch
 
 
+def _allocate(rows: int, sample_shape: tuple) -> np.ndarray:
+    """An uninitialised float32 array of ``rows`` samples whose pages are faulted in as the rows
+    are written. It comes from torch's allocator rather than ``np.empty``: numpy advises the kernel
+    to back large arrays with huge pages (``MADV_HUGEPAGE``), and where transparent huge pages are
+    compacted on demand (``defrag=madvise``, a common default) the first writes then stall on
+    compaction — 0.4–0.9 s instead of 0.2 s for 672 MiB on the benchmark machine."""
+    return torch.empty((rows, *sample_shape), dtype=torch.float32).numpy()
+
+
 class GrowingArrays:
     """``write(key, start, tensor)`` copies a batch straight into rows ``start:start+n`` of the
-    layer's array: preallocated for ``capacity`` samples when the sample count is known, else
-    grown geometrically (doubling, in place where the allocator can). One copy per value, and
-    peak memory is the result itself.
+    layer's array: allocated for ``capacity`` samples when the sample count is known, else grown
+    geometrically (doubling). One copy per value, and peak memory is the result itself (rows
+    never written are never faulted in, so an over-allocated tail costs no memory).
     """
 
     def __init__(self, capacity: int | None):
@@ -20,19 +29,17 @@ class GrowingArrays:
         stop = start + value.shape[0]
         array = self.arrays.get(key)
         if array is None:
-            rows = max(stop, self.capacity or 0)
-            array = self.arrays[key] = np.empty((rows, *value.shape[1:]), dtype=np.float32)
+            array = self.arrays[key] = _allocate(max(stop, self.capacity or 0), tuple(value.shape[1:]))
         elif tuple(value.shape[1:]) != array.shape[1:]:
             raise ValueError(f"Layer {key!r}: a batch gives samples of shape {tuple(value.shape[1:])} but "
                              f"earlier batches gave {array.shape[1:]}; every batch must give each layer one "
                              "shape per sample (pad sequences to one length, or use a token reducer).")
         elif stop > array.shape[0]:
-            array.resize((max(stop, 2 * array.shape[0]), *array.shape[1:]), refcheck=False)
+            grown = _allocate(max(stop, 2 * array.shape[0]), array.shape[1:])
+            grown[:start] = array[:start]
+            array = self.arrays[key] = grown
         torch.from_numpy(array[start:stop]).copy_(value)
 
     def result(self, n_samples: int) -> dict[str, np.ndarray]:
-        """Every layer's array cut to ``n_samples`` rows (in place)."""
-        for array in self.arrays.values():
-            if array.shape[0] != n_samples:
-                array.resize((n_samples, *array.shape[1:]), refcheck=False)
-        return self.arrays
+        """Every layer's first ``n_samples`` rows (views: the unwritten tail was never faulted in)."""
+        return {key: array[:n_samples] for key, array in self.arrays.items()}
