@@ -146,6 +146,38 @@ def test_public_functions_hand_their_work_to_the_client(client, acts, tmp_path):
     np.testing.assert_array_equal(there["3"], rg.capture_activations(model, x, layers=["3"], progress=False)["3"])
 
 
+def test_a_parallel_block_keeps_in_memory_captures_here_and_explicit_clients_need_a_store(client, tmp_path):
+    model, x = _cnn(), torch.randn(20, 1, 8, 8)
+    here = rg.capture_activations(model, x, layers=["3"], progress=False)
+    with distributed.get_task_stream(client) as stream, rg.parallel(client):
+        inside = rg.capture_activations(model, x, layers=["3"], progress=False)  # no store: in memory, here
+        scores = rg.filter_scores(model, "l1", example_input=x[:1], convs=["0"])  # a workflow in the block
+    assert len(stream.data) == 0 and np.array_equal(inside["3"], here["3"]) and len(scores["0"]) == 4
+    with pytest.raises(ValueError, match="writes a store: pass store=PATH"):
+        rg.capture_activations(model, x, layers=["3"], client=client, progress=False)
+
+
+def test_cluster_capture_slices_dict_data_by_its_own_length_and_checks_the_model(client, tmp_path):
+    lin = nn.Sequential(nn.Linear(3, 4))
+    data = {"input": torch.randn(9, 3), "labels": np.arange(9)}
+    kwargs = {"layers": ["0"], "max_samples": 6, "batch_size": 2, "progress": False}
+    got = rd.capture_activations(lin, data, store=tmp_path / "s", client=client, **kwargs)
+    here = rg.capture_activations(lin, data, **kwargs)
+    assert got["0"].shape == (6, 4) and np.array_equal(got["0"], here["0"]) and got.labels.tolist() == list(range(6))
+    rg.Activations.load(tmp_path / "s", verify=True)
+    with torch.device("meta"):
+        ghost = nn.Sequential(nn.Linear(3, 4))
+    with pytest.raises(ValueError, match="meta device"):
+        rd.capture_activations(ghost, data, store=tmp_path / "m", client=client, **kwargs)
+
+
+def test_bfloat16_maps_and_wrong_types_on_the_cluster(client):
+    maps = torch.rand(6, 3, 4, 4).to(torch.bfloat16)
+    np.testing.assert_array_equal(rd.hrank_scores(maps, client=client), rg.hrank_scores(maps))
+    with pytest.raises(TypeError, match="must be a numpy array or a torch tensor, got dict"):
+        rd.birth_points({"a": maps.float().numpy()}, client=client)
+
+
 def test_worker_errors_and_warnings_reach_the_client(client):
     X = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
     bad = X.copy()

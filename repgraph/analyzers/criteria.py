@@ -220,7 +220,7 @@ def l1_scores(model: nn.Module) -> dict:
 
 
 def clp_upper_bounds(conv_weight, bn_weight, bn_running_var, bn_eps: float):
-    """CLP's channel Lipschitz upper bounds of one conv followed by its BN (Chen et al., ECCV 2022):
+    """CLP's channel Lipschitz upper bounds of one conv followed by its BN (Zheng et al., ECCV 2022):
     ``UCLC_k = σ_max(W_k reshaped (C_in, kh·kw)) · |γ_k / sqrt(running_var_k + eps)|``.
 
     Parameters

@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 
 from ..hooks.activations import Activations
 from ..hooks.batches import _is_pair, _slice, iter_batches
-from ..hooks.capture import _check_options
+from ..hooks.capture import _check_options, check_materialised
 from ..hooks.capture import capture_activations as _capture
 from ..hooks.npy_stream import HEADER_BYTES, NpyStreamWriter, npy_header
 from ..hooks.recorder import ActivationRecorder
-from ..hooks.store import (LABELS, StoreLock, complete_manifest, file_entry, layer_filename, partial_path, publish,
+from ..hooks.store import (LABELS, complete_manifest, file_entry, layer_filename, partial_path, publish,
                            write_manifest)
-from ..hooks.stored import _hash_data, _published, _reuse, _wait_or_refuse, capture_config
+from ..hooks.stored import _hash_data, capture_config, reuse_or_lock
 from .runner import runner_for, task_rows
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
@@ -60,8 +60,9 @@ def _shard_batch_size(data, batch_size: int) -> int:
     return batch_size
 
 
-def _shard_view(data, start: int, stop: int, n: int):
-    """Samples ``start:stop`` of ``data`` (``n`` samples) in the same form; a DataLoader keeps its
+def _shard_view(data, start: int, stop: int, n_data: int):
+    """Samples ``start:stop`` of ``data`` (``n_data`` samples: a dict's values of that length are
+    per-sample, the others are passed whole) in the same form; a DataLoader keeps its
     batch size and collate function but no worker processes (a Dask worker's cannot have children)."""
     if isinstance(data, DataLoader):
         return DataLoader(Subset(data.dataset, range(start, stop)), batch_size=data.batch_size, shuffle=False,
@@ -71,25 +72,29 @@ def _shard_view(data, start: int, stop: int, n: int):
     if _is_pair(data):
         return type(data)((data[0][start:stop], data[1][start:stop]))
     if isinstance(data, Mapping):
-        return {key: _slice(value, start, stop, n) for key, value in data.items()}
+        return {key: _slice(value, start, stop, n_data) for key, value in data.items()}
     return data[start:stop]
 
 
-def _capture_rows(model, data, start, stop, n, options) -> Activations:
+def _capture_rows(model, data, start, stop, n_data, options) -> Activations:
     with _model_lock(model):
-        return _capture(model, _shard_view(data, start, stop, n), progress=False, **options)
+        acts = _capture(model, _shard_view(data, start, stop, n_data), progress=False, **options)
+    if acts.n_samples != stop - start:
+        raise ValueError(f"samples {start}:{stop} of the data gave {acts.n_samples} rows; the data's "
+                         "per-sample arrays must all have the same length.")
+    return acts
 
 
-def _probe_layout(model, data, n_probe: int, n: int, options) -> list[tuple[str, tuple]]:
+def _probe_layout(model, data, n_probe: int, n_data: int, options) -> list[tuple[str, tuple]]:
     """``[(key, row shape)]`` of the first ``n_probe`` samples, in the order the layers fire (the
     order of the store's files)."""
-    return [(key, tuple(array.shape[1:])) for key, array in _capture_rows(model, data, 0, n_probe, n, options).items()]
+    return [(key, tuple(array.shape[1:])) for key, array in _capture_rows(model, data, 0, n_probe, n_data, options).items()]
 
 
-def _capture_shard(model, data, start, stop, n, options, partial: str, layout) -> tuple[list[int], object]:
+def _capture_shard(model, data, start, stop, n_data, options, partial: str, layout) -> tuple[list[int], object]:
     """Run samples ``start:stop`` through the model and write their rows into the files of
     ``partial``; returns each file's CRC-32 of these rows and the rows' labels (or None)."""
-    acts = _capture_rows(model, data, start, stop, n, options)
+    acts = _capture_rows(model, data, start, stop, n_data, options)
     if [(key, tuple(a.shape[1:])) for key, a in acts.items()] != layout:
         raise ValueError(f"samples {start}:{stop} gave layers {[(k, a.shape[1:]) for k, a in acts.items()]} but "
                          f"the first samples gave {layout}; the model's outputs depend on its input.")
@@ -187,9 +192,10 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     """
     if store is None:
         raise ValueError("capture on a cluster writes a store: pass store=PATH, a folder the workers can "
-                         "write under the same path (or capture without a client, outside any "
-                         "repgraph.parallel block, to keep the activations in memory).")
+                         "write under the same path (or capture without client= to keep the activations "
+                         "in memory here).")
     _check_options(batch_size, max_samples)
+    check_materialised(model)
     rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
     batch = _shard_batch_size(data, batch_size)
     _, total = iter_batches(data, batch_size, label_key)
@@ -198,27 +204,23 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     n = total if max_samples is None else min(total, max_samples)
     config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
     folder = Path(store)
-    manifest = _published(folder)
-    if manifest is not None:
-        return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+    reused, lock = reuse_or_lock(folder, config, data, batch_size=batch_size, label_key=label_key,
+                                 max_samples=max_samples, progress=progress)
+    if reused is not None:
+        return reused
     options = {"layers": rec.layers, "reduce": reduce, "output": output, "batch_axis": batch_axis, "inputs": inputs,
                "label_key": label_key, "device": device, "batch_size": batch_size}
-    runner = runner_for(client)
-    model_handle, data_handle = runner.share(model), runner.share(data)
-    lock = StoreLock(folder)
-    _wait_or_refuse(folder, lock, config, progress)
     try:
-        manifest = _published(folder)
-        if manifest is not None:  # published by the writer we waited for
-            return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
+        runner = runner_for(client)
+        model_handle, data_handle = runner.share(model), runner.share(data)
         digest = runner.submit(_data_digest, data_handle, batch_size, label_key, max_samples)
-        probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), n, options)
+        probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), total, options)
         layout = runner.results([probe], desc="probe", progress=False)[0]
         partial = partial_path(folder)
         _preallocate(partial, layout, n)
         rows = task_rows(n, 2 * 4 * sum(math.prod(shape) for _, shape in layout), runner, multiple=batch)
         shards = [(a, min(n, a + rows)) for a in range(0, n, rows)]
-        tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, b, n, options, str(partial), layout)
+        tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, b, total, options, str(partial), layout)
                  for a, b in shards]
         written = runner.results(tasks, desc="capture", progress=progress)
         data_hash = runner.results([digest], desc="data hash", progress=False)[0]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._arrays import prune_count
+from .._arrays import prune_count, resolve_device
 from ..analyzers.central_filters import central_filters
 from ..analyzers.criteria import _chip_sum, _hrank_sum
 from ..analyzers.topology import _entropy_table
@@ -81,14 +81,15 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
 
     ``S[i, j]`` = mean over images of the Pearson correlation of maps i and j (flattened H·W; both
     constant → +1, exactly one all-zero → −1, one constant non-zero → NaN); ``S[i, i] = 1``
-    (Duan et al.). Each task runs the in-process ``filter_similarity`` on its images; the sums
-    n_k·S_k are added here in chunk order and divided by N (equal to in process up to the order
-    of float64 sums, ~1e-16).
+    (Duan et al.). Each task sums its images' correlation matrices with the in-process kernel; the
+    sums are added here in chunk order, divided by N and finished (symmetrised, unit diagonal) as in
+    process (equal to in process up to the order of float64 sums, ~1e-16).
 
     Parameters
     ----------
-    fmaps : array (N, C, H, W), store layer (``LayerFile``), Activations / mapping / StoreArrays / store path
-        One layer's maps, or every layer of a mapping (then a dict layer -> S).
+    fmaps : array (N, C, H, W) or (N, C, L), store layer, or a mapping / StoreArrays / store path
+        One layer's maps (a store layer is a ``LayerFile``), or every layer of a mapping (then a
+        dict layer -> S).
     device, chunk
         As in ``repgraph.filter_similarity`` (per task).
     client : distributed.Client, optional
@@ -101,7 +102,7 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
     Raises
     ------
     ValueError
-        For maps that are not (N, C, H, W), fewer than 2 channels, NaN/Inf.
+        For maps that are not (N, C, H, W) or (N, C, L), fewer than 2 channels, NaN/Inf.
 
     References
     ----------
@@ -121,7 +122,7 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
     if per_layer:
         return out
     S = out["fmaps"]
-    return torch.from_numpy(S).to(fmaps.device) if isinstance(fmaps, torch.Tensor) else S
+    return torch.from_numpy(S).to(resolve_device(device, like=fmaps)) if isinstance(fmaps, torch.Tensor) else S
 
 
 def _select(S, ratio, kind):
@@ -139,7 +140,7 @@ def layer_central_filters(acts, ratio: float, *, kind: str = "cf_local", progres
 
     Parameters
     ----------
-    acts : Activations, mapping layer -> (N, C, H, W), StoreArrays or store path
+    acts : Activations, mapping layer -> (N, C, H, W) or (N, C, L), StoreArrays or store path
     ratio : float
         Fraction of each layer's filters to prune, in (0, 1).
     kind : str
@@ -187,7 +188,7 @@ def hrank_scores(fmaps, *, device=None, client=None):
 
     Parameters
     ----------
-    fmaps : (N, C, H, W) array or store layer, or a mapping / StoreArrays / store path of them
+    fmaps : (N, C, H, W) or (N, C, L) array or store layer, or a mapping / StoreArrays / store path of them
     device
         As in ``repgraph.hrank_scores``.
     client : distributed.Client, optional
@@ -200,7 +201,7 @@ def hrank_scores(fmaps, *, device=None, client=None):
     Raises
     ------
     ValueError
-        For maps that are not (N, C, H, W) or hold NaN/Inf.
+        For maps that are not (N, C, H, W) or (N, C, L), or hold NaN/Inf.
 
     References
     ----------
@@ -227,7 +228,7 @@ def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
 
     Parameters
     ----------
-    fmaps : (N, C, H, W) array or store layer, or a mapping / StoreArrays / store path of them
+    fmaps : (N, C, H, W) or (N, C, L) array or store layer, or a mapping / StoreArrays / store path of them
     device, route
         As in ``repgraph.chip_scores``.
     client : distributed.Client, optional
@@ -240,7 +241,7 @@ def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
     Raises
     ------
     ValueError
-        For an unknown route, maps that are not (N, C, H, W) or hold NaN/Inf.
+        For an unknown route, maps that are not (N, C, H, W) or (N, C, L), or hold NaN/Inf.
 
     References
     ----------

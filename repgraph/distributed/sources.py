@@ -42,9 +42,15 @@ def array_source(layer: str, name: str, array, runner) -> LayerSource:
     if type(array).__module__.startswith("dask"):
         raise TypeError(f"{name} is a dask array; pass the store it came from (open_store(path) or its "
                         "path) so workers read the files, or compute it first.")
+    if isinstance(array, Mapping):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(array).__name__}.")
     if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    array = np.asarray(array)
+        array = array.detach().cpu()
+        # numpy has no bfloat16: such tensors travel as they are (every kernel takes tensors, and
+        # HRank's tolerance follows the maps' own precision)
+        array = array if array.dtype == torch.bfloat16 else array.numpy()
+    else:
+        array = np.asarray(array)
     if array.ndim < 1:
         raise ValueError(f"{name} is a scalar; an activation array needs a sample axis (N, ...).")
     return LayerSource(layer, name, array.shape, runner.share(array))

@@ -26,14 +26,21 @@ def _check_options(batch_size, max_samples):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
 
 
-def _run_device(model: nn.Module, device) -> torch.device:
-    """Where the forward runs: ``device`` (checked) or the model's; the model must hold real weights
-    there."""
+def check_materialised(model: nn.Module) -> list[torch.Tensor]:
+    """The model's parameters and buffers, after checking that they hold values (none on the meta
+    device)."""
     tensors = list(itertools.chain(model.parameters(), model.buffers()))
     if any(t.is_meta for t in tensors):
         raise ValueError(f"{type(model).__name__} has parameters on the meta device (they hold no values); "
                          "materialise it before capturing, e.g. model.to_empty(device='cpu') then "
                          "load_state_dict(...), or build it without the meta device.")
+    return tensors
+
+
+def _run_device(model: nn.Module, device) -> torch.device:
+    """Where the forward runs: ``device`` (checked) or the model's; the model must hold real weights
+    there."""
+    tensors = check_materialised(model)
     run = resolve_device(device, like=model)
     if run.type == "cuda" and run.index is None:
         run = torch.device("cuda", torch.cuda.current_device())
@@ -110,7 +117,9 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         or an iterable keeps its own batches). Memory and speed only: each sample's activations do
         not depend on it beyond the float rounding of batched kernels.
     client : distributed.Client, optional
-        Capture on this Dask cluster (needs ``store``); default: an enclosing ``repgraph.parallel`` block's.
+        Capture on this Dask cluster, whose workers write their shards of ``store`` (required with
+        a client). Default: an enclosing ``repgraph.parallel`` block's client when ``store`` is
+        given; a capture without ``store`` inside such a block runs here, in memory.
 
     Returns
     -------
@@ -149,7 +158,7 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     >>> capture_activations(model, X, layers="2", reduce="spatial_mean", progress=False)["2"].shape
     (10, 2)
     """
-    if active_client(client) is not None:
+    if active_client(client) is not None and (store is not None or client is not None):
         from ..distributed.capture import capture_activations as on_cluster
         return on_cluster(model, data, layers, reduce=reduce, output=output, batch_axis=batch_axis, inputs=inputs,
                           label_key=label_key, max_samples=max_samples, device=device, store=store,

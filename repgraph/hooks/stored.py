@@ -104,18 +104,30 @@ def _wait_or_refuse(folder: Path, lock: StoreLock, config: dict, progress: bool)
     lock.acquire(blocking=True)
 
 
+def reuse_or_lock(folder: Path, config: dict, data, *, batch_size, label_key, max_samples, progress):
+    """``(activations, None)`` when ``folder`` holds a published store of this capture (also one
+    published by another writer of it that we waited for; ``_reuse`` verifies the data and the
+    checksums), else ``(None, lock)`` with the folder's lock held, for the caller to write, publish
+    and release. A published store is never rewritten, so it is read without the lock."""
+    manifest = _published(folder)
+    if manifest is None:
+        lock = StoreLock(folder)
+        _wait_or_refuse(folder, lock, config, progress)
+        manifest = _published(folder)
+        if manifest is None:
+            return None, lock
+        lock.release()
+    return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples), None
+
+
 def capture_to_store(model, data, rec, folder: Path, *, config, device, total, batch_size, label_key,
                      max_samples, progress, meta) -> Activations:
     """``capture_activations(store=folder)``: reuse, wait, resume or write, then publish."""
-    manifest = _published(folder)
-    if manifest is not None:
-        return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
-    lock = StoreLock(folder)
-    _wait_or_refuse(folder, lock, config, progress)
+    reused, lock = reuse_or_lock(folder, config, data, batch_size=batch_size, label_key=label_key,
+                                 max_samples=max_samples, progress=progress)
+    if reused is not None:
+        return reused
     try:
-        manifest = _published(folder)
-        if manifest is not None:  # published by the writer we waited for
-            return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples)
         partial = partial_path(folder)
         writer = StoreWriter(partial, config, resumable(partial, config))
         try:
