@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import os
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -99,6 +101,17 @@ def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_sam
     if check_finite and not bool(torch.isfinite(t).all()):
         raise non_finite_error(name, int((~torch.isfinite(t)).any(dim=1).sum()), n)
     return t
+
+
+def as_layers(acts, name: str = "acts") -> Mapping:
+    """``acts`` if it is a non-empty ``Activations`` or mapping layer -> array, else a
+    ``TypeError`` naming ``name`` (for a store's folder, the ways to analyse it)."""
+    if isinstance(acts, Mapping) and len(acts) > 0:
+        return acts
+    hint = (" For a store's folder: Activations.load(path) (memory-mapped), or pass client= (or work "
+            "inside a repgraph.parallel block) to analyse it on a Dask cluster."
+            if isinstance(acts, (str, os.PathLike)) else "")
+    raise TypeError(f"{name} must be a non-empty Activations or mapping layer -> array (N, ...).{hint}")
 
 
 def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:

@@ -1,4 +1,5 @@
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,8 @@ def test_gbs_bad_input(rng):
         gbs(X, X[:5])
     with pytest.raises(TypeError, match="non-empty"):
         gbs_matrix({})
+    with pytest.raises(TypeError, match="acts2 must be.*store's folder"):
+        gbs_matrix({"a": X}, Path("acts/"))
     with pytest.raises(ValueError, match="same N"):
         gbs_matrix({"a": X}, {"b": X[:5]})
 

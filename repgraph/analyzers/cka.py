@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .._arrays import as_features, power_of_two_scaled, row_chunk
+from .._arrays import as_features, as_layers, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.similarity import median
 from ..distributed.context import active_client
@@ -329,12 +329,6 @@ class MinibatchCKA:
         return cka_all[:self.n_x, self.n_x:]
 
 
-def _as_mapping(acts, name):
-    if not isinstance(acts, Mapping) or len(acts) == 0:
-        raise TypeError(f"{name} must be a non-empty Activations or mapping layer -> array (N, ...).")
-    return acts
-
-
 def minibatch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """Consecutive batches of ``batch_size`` over ``n`` samples, the last partial one included when
     it has at least 4 samples (the unbiased HSIC's minimum); a shorter remainder is left out with a
@@ -440,8 +434,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
         return on_cluster(acts, acts2, kernel=kernel, debiased=debiased, sigma=sigma, batch_size=batch_size,
                           device=device, progress=progress, client=client)
     _check_kernel(kernel, debiased, sigma)
-    acts = _as_mapping(acts, "acts")
-    other = acts if acts2 is None else _as_mapping(acts2, "acts2")
+    acts = as_layers(acts, "acts")
+    other = acts if acts2 is None else as_layers(acts2, "acts2")
     rows, cols = list(acts), list(other)
     xs = [acts[l] for l in rows]
     ys = [] if acts2 is None else [other[l] for l in cols]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -10,7 +9,7 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from .._arrays import as_features, power_of_two_scaled, row_chunk
+from .._arrays import as_features, as_layers, power_of_two_scaled, row_chunk
 from .._results import described
 from ..builders.knn import knn_graph
 from ..builders.similarity import NORM_FLOOR, gram
@@ -227,11 +226,8 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
     if active_client(client) is not None:
         from ..distributed.gbs import gbs_matrix as on_cluster
         return on_cluster(acts, acts2, k=k, metric=metric, device=device, progress=progress, client=client)
-    if not isinstance(acts, Mapping) or len(acts) == 0:
-        raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
-    other = acts if acts2 is None else acts2
-    if not isinstance(other, Mapping) or len(other) == 0:
-        raise TypeError("acts2 must be a non-empty Activations or mapping layer -> array (N, ...).")
+    as_layers(acts, "acts")
+    other = acts if acts2 is None else as_layers(acts2, "acts2")
     layers = [(l, acts[l], f"layer {l!r}") for l in acts]
     if acts2 is not None:
         layers += [(l, acts2[l], f"layer {l!r} (acts2)") for l in acts2]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -11,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from .._arrays import as_features, as_label_codes, resolve_device
+from .._arrays import as_features, as_label_codes, as_layers, resolve_device
 from .._results import described
 from ..builders.convert import as_sparse, is_symmetric
 from ..builders.knn import knn_edges, knn_edges_batched
@@ -312,8 +311,7 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
         from ..distributed.modularity import modularity_curve as on_cluster
         return on_cluster(acts, labels, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle, device=device,
                           batched=batched, progress=progress, client=client)
-    if not isinstance(acts, Mapping) or len(acts) == 0:
-        raise TypeError("acts must be a non-empty Activations or mapping layer -> array (N, ...).")
+    as_layers(acts, "acts")
     labels = getattr(acts, "labels", None) if labels is None else labels
     _check_curve_options(labels, k, batch_size, n_batches)
     layers = list(acts)
