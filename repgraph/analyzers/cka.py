@@ -100,7 +100,7 @@ def hsic_matrix(features, *, kernel: str = "linear", debiased: bool = False, sig
     debiased : bool
         The unbiased estimator (needs N ≥ 4).
     sigma : float
-        RBF width as a fraction of the median distance.
+        RBF width σ = ``sigma``·sqrt(median of the N×N squared distances, diagonal included).
     device : str or torch.device, optional
     names : list of str, optional
         Names used in error messages.
@@ -180,7 +180,7 @@ def cka(X, Y, *, kernel: str = "linear", debiased: bool = False, sigma: float = 
     debiased : bool
         The unbiased HSIC estimator (use it when features ≫ samples: the biased one is inflated).
     sigma : float
-        RBF width as a fraction of the median distance.
+        RBF width σ = ``sigma``·sqrt(median of the N×N squared distances, diagonal included).
     device : str or torch.device, optional
 
     Returns
@@ -387,7 +387,7 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     debiased : bool
         Unbiased HSIC (always, with ``batch_size``).
     sigma : float
-        RBF width as a fraction of the median distance.
+        RBF width σ = ``sigma``·sqrt(median of the N×N squared distances, diagonal included).
     batch_size : int, optional
         Minibatch CKA over consecutive batches (Nguyen et al.); at least 4.
     device : str or torch.device, optional

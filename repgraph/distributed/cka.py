@@ -69,7 +69,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     TypeError
         If ``acts`` or ``acts2`` is not a non-empty mapping or store.
     ValueError
-        For an unknown kernel, sigma ≤ 0, mismatched N, too few samples, NaN/Inf, or constant features.
+        For an unknown kernel, sigma ≤ 0, ``batch_size`` < 4 or with the RBF kernel, mismatched N,
+        too few samples, NaN/Inf, or constant features.
 
     References
     ----------
