@@ -129,6 +129,26 @@ def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:
     return codes.astype(np.int64)
 
 
+def check_feature_map_shape(shape: tuple, *, name: str = "fmaps", min_channels: int = 1, square: bool = False,
+                            one_d: bool = False) -> None:
+    """The shape checks of ``as_feature_maps`` alone (for data that is not at hand, e.g. a store
+    layer analysed on a cluster): (N, C, H, W), or (N, C, L) with ``one_d``; N ≥ 1; C ≥
+    ``min_channels``; H = W if ``square``. Raises ``ValueError`` naming ``name`` and the shape."""
+    shapes = "(N, C, H, W) or (N, C, L)" if one_d else "(N, C, H, W)"
+    if square and len(shape) == 3:
+        raise ValueError(f"{name} holds 1-D maps of shape {shape} (N, C, L); this measure needs "
+                         "square 2-D maps (N, C, H, H), e.g. the output of a Conv2d.")
+    if len(shape) != 4 and not (one_d and len(shape) == 3):
+        raise ValueError(f"{name} must be feature maps of shape {shapes}, got shape {shape}; "
+                         "capture the layer with reduce=None.")
+    if shape[0] < 1:
+        raise ValueError(f"{name} holds no images.")
+    if shape[1] < min_channels:
+        raise ValueError(f"{name} has {shape[1]} channel(s); at least {min_channels} are needed.")
+    if square and shape[2] != shape[3]:
+        raise ValueError(f"{name} has {shape[2]}x{shape[3]} maps; this measure needs square maps (H = W).")
+
+
 def as_feature_maps(fmaps, *, name: str = "fmaps", device=None, dtype=torch.float32,
                     min_channels: int = 1, square: bool = False, one_d: bool = False) -> torch.Tensor:
     """Validate a layer's feature maps: (N, C, H, W) (or, with ``one_d``, also the (N, C, L) maps
@@ -140,20 +160,7 @@ def as_feature_maps(fmaps, *, name: str = "fmaps", device=None, dtype=torch.floa
     t = as_tensor(fmaps, name=name, device=device, dtype=dtype)
     if not t.is_floating_point():
         t = t.float()
-    shapes = "(N, C, H, W) or (N, C, L)" if one_d else "(N, C, H, W)"
-    if square and t.ndim == 3:
-        raise ValueError(f"{name} holds 1-D maps of shape {tuple(t.shape)} (N, C, L); this measure needs "
-                         "square 2-D maps (N, C, H, H), e.g. the output of a Conv2d.")
-    if t.ndim != 4 and not (one_d and t.ndim == 3):
-        raise ValueError(f"{name} must be feature maps of shape {shapes}, got shape {tuple(t.shape)}; "
-                         "capture the layer with reduce=None.")
-    n, c = t.shape[:2]
-    if n < 1:
-        raise ValueError(f"{name} holds no images.")
-    if c < min_channels:
-        raise ValueError(f"{name} has {c} channel(s); at least {min_channels} are needed.")
-    if square and t.shape[2] != t.shape[3]:
-        raise ValueError(f"{name} has {t.shape[2]}x{t.shape[3]} maps; this measure needs square maps (H = W).")
+    check_feature_map_shape(tuple(t.shape), name=name, min_channels=min_channels, square=square, one_d=one_d)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf; check the layer's inputs or the model.")
     return t

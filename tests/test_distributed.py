@@ -178,6 +178,19 @@ def test_bfloat16_maps_and_wrong_types_on_the_cluster(client):
         rd.birth_points({"a": maps.float().numpy()}, client=client)
 
 
+def test_wrong_map_shapes_fail_on_the_client_as_in_process(client):
+    flat, oblong = np.random.default_rng(5).random((4, 3)), np.random.default_rng(5).random((4, 3, 5, 6))
+    cases = [(fn, flat) for fn in (rg.filter_similarity, rg.hrank_scores, rg.chip_scores, rg.birth_points)]
+    for fn, maps in cases + [(rg.birth_points, oblong)]:
+        with pytest.raises(ValueError) as here:
+            fn(maps)
+        with distributed.get_task_stream(client) as stream, pytest.raises(ValueError) as there:
+            fn(maps, client=client)
+        assert str(there.value) == str(here.value)  # the whole array's shape, not a chunk's
+        assert "got shape (4, 3)" in str(here.value) or "5x6 maps" in str(here.value)
+        assert len(stream.data) == 0, f"{fn.__name__} ran tasks before refusing the shape"
+
+
 def test_worker_errors_and_warnings_reach_the_client(client):
     X = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
     bad = X.copy()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._arrays import prune_count, resolve_device
+from .._arrays import check_feature_map_shape, prune_count, resolve_device
 from ..analyzers.central_filters import central_filters
 from ..analyzers.criteria import _chip_sum, _hrank_sum
 from ..analyzers.topology import _entropy_table
@@ -68,12 +68,17 @@ def _similarities(runner, sources, device, chunk, progress) -> list[np.ndarray]:
     return [_mean_similarity(torch.from_numpy(total), s.n).numpy() for s, total in zip(sources, totals)]
 
 
-def _maps_sources(fmaps, runner):
-    """``(sources, per_layer)``: one source for one layer's maps, or one per layer of a mapping/store."""
+def _maps_sources(fmaps, runner, **shape_rules):
+    """``(sources, per_layer)``: one source for one layer's maps, or one per layer of a mapping/store,
+    each shape checked here as in process (``check_feature_map_shape`` with ``shape_rules``), so a
+    wrong shape is one clear error before any task runs."""
     fmaps = as_store(fmaps)
-    if isinstance(fmaps, Mapping):
-        return layer_sources(fmaps, runner, what="fmaps")[0], True
-    return [array_source("fmaps", "fmaps", fmaps, runner)], False
+    per_layer = isinstance(fmaps, Mapping)
+    sources = layer_sources(fmaps, runner, what="fmaps")[0] if per_layer else [array_source("fmaps", "fmaps", fmaps,
+                                                                                             runner)]
+    for source in sources:
+        check_feature_map_shape(tuple(source.shape), name=source.name, **shape_rules)
+    return sources, per_layer
 
 
 def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
@@ -117,7 +122,7 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
     (3, 3)
     """
     runner = runner_for(client)
-    sources, per_layer = _maps_sources(fmaps, runner)
+    sources, per_layer = _maps_sources(fmaps, runner, min_channels=2, one_d=True)
     out = {s.layer: S for s, S in zip(sources, _similarities(runner, sources, device, chunk, False))}
     if per_layer:
         return out
@@ -172,9 +177,7 @@ def layer_central_filters(acts, ratio: float, *, kind: str = "cf_local", progres
     runner = runner_for(client)
     sources, _ = layer_sources(acts, runner, what="acts")
     for source in sources:
-        if len(source.shape) not in (3, 4):
-            raise ValueError(f"{source.name} has shape {source.shape}; feature maps (N, C, H, W) or (N, C, L) "
-                             "are needed (capture the layer with reduce=None).")
+        check_feature_map_shape(tuple(source.shape), name=source.name, min_channels=2, one_d=True)
         prune_count(source.shape[1], ratio, allow_zero=False)
     selections = runner.results([runner.submit(_select, S, ratio, kind)
                                  for S in _similarities(runner, sources, None, 16, progress)],
@@ -215,7 +218,7 @@ def hrank_scores(fmaps, *, device=None, client=None):
     [1.0, 1.0, 1.0]
     """
     runner = runner_for(client)
-    sources, per_layer = _maps_sources(fmaps, runner)
+    sources, per_layer = _maps_sources(fmaps, runner, one_d=True)
     means = _means_over_images(runner, sources, _hrank_sum, lambda s: (s.name, device), "HRank")
     return {s.layer: m for s, m in zip(sources, means)} if per_layer else means[0]
 
@@ -257,7 +260,7 @@ def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
     if route not in ("auto", "gram", "svd"):
         raise ValueError(f"route must be 'auto', 'gram' or 'svd', got {route!r}.")
     runner = runner_for(client)
-    sources, per_layer = _maps_sources(fmaps, runner)
+    sources, per_layer = _maps_sources(fmaps, runner, one_d=True)
     means = _means_over_images(runner, sources, _chip_sum, lambda s: (s.name, device, route), "CHIP")
     return {s.layer: m for s, m in zip(sources, means)} if per_layer else means[0]
 
@@ -304,6 +307,7 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     """
     runner = runner_for(client)
     source = array_source("fmaps", "fmaps", fmaps, runner)
+    check_feature_map_shape(tuple(source.shape), name=source.name, square=True)
     tasks = [runner.submit(_birth_kernel, source.data, a, b, max_level, max_edge_density)
              for a, b in _image_chunks(source, runner)]
     return np.concatenate(runner.results(tasks, desc="birth points", progress=False))
