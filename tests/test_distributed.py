@@ -191,6 +191,16 @@ def test_wrong_map_shapes_fail_on_the_client_as_in_process(client):
         assert len(stream.data) == 0, f"{fn.__name__} ran tasks before refusing the shape"
 
 
+def test_modularity_options_are_checked_before_any_data_is_sent(client, acts, monkeypatch):
+    def no_sending(*args, **kwargs):
+        raise AssertionError("the layers were sent to the cluster before the options were checked")
+    monkeypatch.setattr("repgraph.distributed.modularity.layer_sources", no_sending)
+    for bad, message in (({"k": 0}, "k must be a positive integer"), ({"batch_size": 1}, "batch_size must be"),
+                         ({"n_batches": 0}, "n_batches must be None")):
+        with pytest.raises(ValueError, match=message):
+            rg.modularity_curve(acts, client=client, progress=False, **bad)
+
+
 def test_worker_errors_and_warnings_reach_the_client(client):
     X = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
     bad = X.copy()

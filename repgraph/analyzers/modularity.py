@@ -148,9 +148,7 @@ class _Batch(NamedTuple):
     rows: object
 
 
-def _check_curve_options(labels, k, batch_size, n_batches) -> None:
-    if labels is None:
-        raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
+def _check_curve_options(k, batch_size, n_batches) -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 2:
@@ -164,6 +162,8 @@ def _batch_plan(labels, n: int, layer, batch_size: int, n_batches, shuffle) -> l
     """The batches of every layer (N = ``n``; ``layer`` names the labels in errors): full batches of
     the sample order (a random permutation seeded by ``shuffle``, or none), with the warnings about
     left-out samples and batches that miss classes."""
+    if labels is None:
+        raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
     codes = as_label_codes(labels, n, name=f"labels (for layer {layer!r})")
     order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
     bounds = _batch_bounds(n, batch_size, n_batches)
@@ -312,8 +312,8 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
         return on_cluster(acts, labels, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle, device=device,
                           batched=batched, progress=progress, client=client)
     as_layers(acts, "acts")
+    _check_curve_options(k, batch_size, n_batches)
     labels = getattr(acts, "labels", None) if labels is None else labels
-    _check_curve_options(labels, k, batch_size, n_batches)
     layers = list(acts)
     batches = _batch_plan(labels, len(acts[layers[0]]), layers[0], batch_size, n_batches, shuffle)
     results = []

@@ -93,10 +93,10 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
     >>> round(float(curve["modularity"][0]), 3)
     0.5
     """
+    _check_curve_options(k, batch_size, n_batches)  # before any data is sent
     runner = runner_for(client)
     sources, stored_labels = layer_sources(acts, runner)
     labels = stored_labels if labels is None else labels
-    _check_curve_options(labels, k, batch_size, n_batches)
     batches = _batch_plan(labels, sources[0].n, sources[0].layer, batch_size, n_batches, shuffle)
     codes = [as_label_codes(labels, s.n, name=f"labels (for layer {s.layer!r})") for s in sources]
     # the sources are numpy on the workers: on CUDA only when device says so
