@@ -209,8 +209,9 @@ def test_worker_errors_and_warnings_reach_the_client(client):
         rd.cka_matrix({"ok": X, "bad": bad}, client=client, progress=False)
     X[:, :] = 0.0
     X[:20, 0] = np.arange(1, 21)  # 20 samples share one direction, 20 are all-zero rows
-    with pytest.warns(UserWarning, match="all-zero adjacency row"):
-        rd.gbs_matrix({"x": X}, k=3, client=client, progress=False)
+    with pytest.warns(UserWarning, match="all-zero adjacency row") as caught:
+        rg.gbs_matrix({"x": X}, k=3, client=client, progress=False)
+    assert {w.filename for w in caught} == {__file__}  # re-raised here, naming the caller's line
 
 
 # --- distributed analyses equal the in-process ones ------------------------------------------------

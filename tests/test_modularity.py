@@ -164,6 +164,13 @@ def test_modularity_curve_warns_about_sorted_labels_and_shuffles_on_request():
     assert curve.attrs["shuffle"] == 0 and abs(sorted_curve["modularity"].item() - mean) > 0.1
 
 
+def test_warnings_name_the_callers_line(rng):
+    X = rng.normal(size=(150, 5))
+    with pytest.warns(UserWarning, match="left out") as caught:
+        modularity_curve({"a": X}, np.arange(150) % 3, batch_size=100, progress=False)
+    assert [w.filename for w in caught] == [__file__]  # this test's line, not repgraph's
+
+
 def test_modularity_curve_warns_about_continuous_labels_and_constant_layers(rng):
     X = rng.normal(size=(60, 5))
     with pytest.warns(UserWarning, match="every sample has its own label"):

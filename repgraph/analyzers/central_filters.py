@@ -1,7 +1,6 @@
 """Central-Filter selection and next-layer compensation (Duan et al., arXiv 2112.05493, §3.2–3.3)."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +9,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from .._arrays import as_square_matrix, prune_count
+from .._warnings import warn_user
 from ..builders.filter_graph import similarity_graph
 from .closeness import closeness_centrality
 
@@ -242,8 +242,8 @@ def central_filters(S, ratio: float, *, kind: str = "cf_local") -> CentralFilter
                 state[nb] = PRUNED
                 n_pruned += 1
     if n_pruned < target:
-        warnings.warn(f"central_filters: the filter graph allows only {n_pruned} of the {target} "
-                      f"requested prunes (ratio={ratio}).", stacklevel=2)
+        warn_user(f"central_filters: the filter graph allows only {n_pruned} of the {target} "
+                  f"requested prunes (ratio={ratio}).")
     pruned = [int(i) for i in np.flatnonzero(state == PRUNED)]
     delegates = {}
     for filt in pruned:  # a pruned filter was pruned from inside its component, which has a central filter

@@ -2,7 +2,6 @@
 estimator (Song et al., JMLR 2012; Nguyen et al., ICLR 2021), for one pair or all layer pairs."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -12,6 +11,7 @@ from tqdm import tqdm
 
 from .._arrays import as_features, as_layers, power_of_two_scaled, row_chunk
 from .._results import described
+from .._warnings import warn_user
 from ..builders.similarity import median
 from ..distributed.context import active_client
 
@@ -336,9 +336,9 @@ def minibatch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     bounds = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < MIN_BATCH:
         start, stop = bounds.pop()
-        warnings.warn(f"minibatch CKA: the last {stop - start} of {n} samples are left out: a batch needs at "
-                      f"least {MIN_BATCH} samples for the unbiased HSIC (batch_size={batch_size}); choose a "
-                      f"batch_size whose remainder is 0 or >= {MIN_BATCH} to use them.", stacklevel=4)
+        warn_user(f"minibatch CKA: the last {stop - start} of {n} samples are left out: a batch needs at "
+                  f"least {MIN_BATCH} samples for the unbiased HSIC (batch_size={batch_size}); choose a "
+                  f"batch_size whose remainder is 0 or >= {MIN_BATCH} to use them.")
     return bounds
 
 

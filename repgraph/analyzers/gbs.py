@@ -1,8 +1,6 @@
 """Graph-based similarity (GBS) of layer representations (Chen et al., 2021)."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -11,6 +9,7 @@ from tqdm import tqdm
 
 from .._arrays import as_features, as_layers, power_of_two_scaled, row_chunk
 from .._results import described
+from .._warnings import warn_user
 from ..builders.knn import knn_graph
 from ..builders.similarity import NORM_FLOOR, gram
 from ..distributed.context import active_client
@@ -83,8 +82,8 @@ def sample_graph(X, k: int | None = None, *, metric: str = "cosine", name: str =
 
 def _warn_zero_rows(n_zero: int, name: str):
     if n_zero:
-        warnings.warn(f"{name}: {n_zero} sample(s) have an all-zero adjacency row; each contributes 0 "
-                      "to GBS.", stacklevel=4)
+        warn_user(f"{name}: {n_zero} sample(s) have an all-zero adjacency row; each contributes 0 "
+                  "to GBS.")
 
 
 def _row_normalised(A, name: str):

@@ -1,7 +1,6 @@
 """Modularity of the class partition of sample graphs, layer by layer (Lu et al., ECCV 2022)."""
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -12,6 +11,7 @@ from tqdm import tqdm
 
 from .._arrays import as_features, as_label_codes, as_layers, resolve_device
 from .._results import described
+from .._warnings import warn_user
 from ..builders.convert import as_sparse, is_symmetric
 from ..builders.knn import knn_edges, knn_edges_batched
 from ..distributed.context import active_client
@@ -109,14 +109,14 @@ def _batch_bounds(n: int, batch_size: int, n_batches: int | None) -> list[tuple[
     used = full if n_batches is None else min(full, n_batches)
     bounds = [(b * batch_size, (b + 1) * batch_size) for b in range(used)]
     if n_batches is not None and n_batches > full:
-        warnings.warn(f"modularity_curve: n_batches={n_batches} asked for, but only {full} full batch(es) of "
-                      f"{batch_size} fit in N={n}; using {full}.", stacklevel=4)
+        warn_user(f"modularity_curve: n_batches={n_batches} asked for, but only {full} full batch(es) of "
+                  f"{batch_size} fit in N={n}; using {full}.")
     if used == full and n % batch_size:
         divisors = [b for b in range(batch_size, 1, -1) if n % b == 0]
         hint = f" (batch_size={divisors[0]} uses all of them)" if divisors and divisors[0] > batch_size // 2 else ""
-        warnings.warn(f"modularity_curve: the last {n % batch_size} of {n} samples are left out: they do not "
-                      f"fill a batch of {batch_size}, and kNN modularity depends on the batch size, so batches "
-                      f"of another size are not averaged in{hint}.", stacklevel=4)
+        warn_user(f"modularity_curve: the last {n % batch_size} of {n} samples are left out: they do not "
+                  f"fill a batch of {batch_size}, and kNN modularity depends on the batch size, so batches "
+                  f"of another size are not averaged in{hint}.")
     return bounds
 
 
@@ -126,17 +126,16 @@ def _check_batch_labels(codes: np.ndarray, bounds, order) -> None:
     n_classes = len(np.unique(codes))
     used = np.concatenate([order[a:b] for a, b in bounds])
     if len(np.unique(codes[used])) == len(used) and len(used) > 1:
-        warnings.warn("modularity_curve: every sample has its own label (continuous labels?): each class is "
-                      "a single node, so Q only measures the graph, not class structure. Pass class labels.",
-                      stacklevel=4)
+        warn_user("modularity_curve: every sample has its own label (continuous labels?): each class is "
+                  "a single node, so Q only measures the graph, not class structure. Pass class labels.")
         return
     short = [(i, len(np.unique(codes[order[a:b]]))) for i, (a, b) in enumerate(bounds)]
     short = [(i, c) for i, c in short if c < n_classes]
     if short:
         listed = ", ".join(f"batch {i}: {c}" for i, c in short[:5]) + (" ..." if len(short) > 5 else "")
-        warnings.warn(f"modularity_curve: {len(short)} of {len(bounds)} batch(es) cover fewer than the "
-                      f"{n_classes} classes ({listed}): the data look sorted by class, and such a batch's Q "
-                      "is not comparable. Pass shuffle=<seed> (or shuffle the data).", stacklevel=4)
+        warn_user(f"modularity_curve: {len(short)} of {len(bounds)} batch(es) cover fewer than the "
+                  f"{n_classes} classes ({listed}): the data look sorted by class, and such a batch's Q "
+                  "is not comparable. Pass shuffle=<seed> (or shuffle the data).")
 
 
 class _Batch(NamedTuple):
@@ -212,9 +211,9 @@ def _curve_table(layers, results, batches, *, k, batch_size, n_batches, shuffle)
     n_used = sum(b.stop - b.start for b in batches)
     for depth, (layer, (values, constant)) in enumerate(zip(layers, results)):
         if constant:
-            warnings.warn(f"modularity_curve: layer {layer!r} is constant (every sample has the same features) "
-                          f"in {constant} of {len(batches)} batch(es): its kNN graph, and Q, only reflect "
-                          "tie-breaking by index.", stacklevel=3)
+            warn_user(f"modularity_curve: layer {layer!r} is constant (every sample has the same features) "
+                      f"in {constant} of {len(batches)} batch(es): its kNN graph, and Q, only reflect "
+                      "tie-breaking by index.")
         rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
                      "n_samples": n_used})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import warnings
 from pathlib import Path
 
 import torch
+
+from .._warnings import warn_user
 
 # Pure-Python standard-library modules present (as top-level .py files or packages) on every
 # Python >= 3.10, read in this order; about 1.6 MB of code, docstrings and comments.
@@ -32,8 +33,8 @@ def _module_sources(modules: tuple[str, ...]) -> tuple[bytes, ...]:
             continue
         texts.append(path.read_bytes().replace(b"\r\n", b"\n"))
     if missing:
-        warnings.warn(f"byte_corpus: no Python source for {missing} in this installation (frozen, "
-                      "compiled-only or absent); the corpus leaves them out.", stacklevel=3)
+        warn_user(f"byte_corpus: no Python source for {missing} in this installation (frozen, "
+                  "compiled-only or absent); the corpus leaves them out.")
     if not texts:
         raise FileNotFoundError(f"byte_corpus: none of the modules {list(modules)} has a source file here.")
     return tuple(texts)

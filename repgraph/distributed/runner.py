@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from .._arrays import row_chunk
 from .._config import config_context, get_config
+from .._warnings import warn_user
 from .context import active_client, require_distributed, without_client
 
 
@@ -93,7 +94,7 @@ def _warnings_of(outcome: Outcome) -> list:
 
 def _rewarn(records):
     for category, message in records:
-        warnings.warn(message, category, stacklevel=4)
+        warn_user(message, category)
 
 
 class _Deferred:

@@ -1,11 +1,10 @@
 """ActivationRecorder: forward hooks that copy selected modules' outputs (and inputs)."""
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
+from .._warnings import warn_user
 from .layers import select_layers
 from .outputs import batch_first, module_input, per_layer, select_output
 from .reducers import resolve_reducer
@@ -128,8 +127,8 @@ class ActivationRecorder:
             self._calls[name] = call + 1
             if call == 1 and name not in self._warned:
                 self._warned.add(name)
-                warnings.warn(f"Layer {name!r} is called more than once per forward; each call is "
-                              f"recorded separately as {name!r}, '{name}:1', ...", stacklevel=2)
+                warn_user(f"Layer {name!r} is called more than once per forward; each call is "
+                          f"recorded separately as {name!r}, '{name}:1', ...")
             key = self._key(name, call)
             self._record(name, key, select_output(output, self._output[name], key))
         return hook
