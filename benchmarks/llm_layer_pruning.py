@@ -7,8 +7,10 @@ draws (several seeds) and the last n blocks, and measures the test perplexity ri
 removal and after a short heal (``heal_lm``). Prints the tables and saves CSVs under ``--out``.
 The trained model and every healed result are cached there, so a rerun skips what is done.
 
-    python benchmarks/llm_layer_pruning.py [--train-steps 600] [--heal-steps 60] [--random-seeds 5]
-                                           [--out results/llm_layer_pruning]
+    python benchmarks/llm_layer_pruning.py [--n-embd 256] [--train-steps 800] [--heal-steps 200]
+                                           [--random-seeds 5] [--threads 1] [--out results/llm_layer_pruning]
+
+The defaults are the README's run (which used ``--threads 2`` on a quiet machine: 65 min).
 """
 from __future__ import annotations
 
@@ -67,10 +69,10 @@ def trained_model(args, out: Path):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-layer", type=int, default=8)
-    parser.add_argument("--n-embd", type=int, default=128)
+    parser.add_argument("--n-embd", type=int, default=256)
     parser.add_argument("--n-head", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--train-steps", type=int, default=600)
+    parser.add_argument("--train-steps", type=int, default=800)
     parser.add_argument("--train-lr", type=float, default=2e-3)
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -78,7 +80,7 @@ def parse_args(argv=None):
                         help="validation windows for the redundancy table (one modularity batch)")
     parser.add_argument("--eval-windows", type=int, default=256, help="test windows for the perplexity")
     parser.add_argument("--max-removed", type=int, default=4)
-    parser.add_argument("--heal-steps", type=int, default=60)
+    parser.add_argument("--heal-steps", type=int, default=200)
     parser.add_argument("--heal-lr", type=float, default=5e-4)
     parser.add_argument("--heal-batch", type=int, default=8)
     parser.add_argument("--random-seeds", type=int, default=5)
