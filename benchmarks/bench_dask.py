@@ -14,7 +14,7 @@ float32 activations are 4.1 GB. What is compared:
 - ``cka_matrix`` (linear, biased; ``--debiased`` for the unbiased estimator): the in-process
   ``repgraph.cka_matrix`` builds N×N Gram blocks (N² = 2.5·10¹¹ here) and cannot run on the whole
   store, so the in-process row runs the same out-of-core tasks one after another in this process
-  (``repgraph.distributed.cka_matrix`` without a client); the cluster's results must equal it
+  (``repgraph.cka_matrix`` of the store without a client); the cluster's results must equal it
   exactly. Separately, on the first ``--check-samples`` samples, the distributed result is
   compared with the in-process ``repgraph.cka_matrix`` (float64 rounding, ~1e-14, when the Gram
   path runs there; ~1e-9 when the feature-space path, float64, meets the in-process float32 Gram).
@@ -49,8 +49,9 @@ from torch import nn
 
 import repgraph as rg
 from repgraph import distributed as rd
+from repgraph import storage as rs
 
-TASK_MODULES = ("repgraph.distributed.capture", "repgraph.distributed.cka", "repgraph.distributed.modularity")
+TASK_MODULES = ("repgraph.hooks.sharded_capture", "repgraph.analyzers.cka", "repgraph.analyzers.modularity")
 PHASES = ("capture", "modularity", "cka")
 
 
@@ -108,15 +109,15 @@ class Run:
 
         if self.client is None:
             reset_peak()
-            before = rd.read_statistics()["seconds"]
+            before = rs.read_statistics()["seconds"]
             start = time.perf_counter()
             self.value = fn()
             self.wall = time.perf_counter() - start
             self.compute, self.transfer = self.wall, 0.0
-            self.reading = rd.read_statistics()["seconds"] - before
+            self.reading = rs.read_statistics()["seconds"] - before
             self.peaks = [peak_mib()]
             return self.value
-        self.client.run(rd.read_statistics, True)
+        self.client.run(rs.read_statistics, True)
         self.client.run(reset_peak)
         with distributed.get_task_stream(self.client) as stream:
             start = time.perf_counter()
@@ -125,7 +126,7 @@ class Run:
         spans = [s for task in stream.data for s in task.get("startstops", [])]
         self.compute = sum(s["stop"] - s["start"] for s in spans if s["action"] == "compute")
         self.transfer = sum(s["stop"] - s["start"] for s in spans if s["action"] == "transfer")
-        self.reading = sum(s["seconds"] for s in self.client.run(rd.read_statistics).values())
+        self.reading = sum(s["seconds"] for s in self.client.run(rs.read_statistics).values())
         self.peaks = list(self.client.run(peak_mib).values())
         return self.value
 
@@ -153,7 +154,7 @@ def time_capture(args, model, data, relus, store, clusters) -> list:
     for w, client in clusters.items():
         folder = store.parent / f"workers-{w}"
         run = Run(label(w), client)
-        run(lambda: rd.capture_activations(model, data, layers=relus, store=folder, client=client, progress=False))
+        run(lambda: rg.capture_activations(model, data, layers=relus, store=folder, client=client, progress=False))
         same = store_digest(folder) == expected
         print(f"capture on {label(w)}: store bytes equal to the in-process store: {same}")
         failures += [] if same else [f"capture on {label(w)}"]
@@ -171,7 +172,7 @@ def time_modularity(args, store, clusters) -> list:
     failures = []
     for w, client in clusters.items():
         run = Run(label(w), client)
-        got = run(lambda: rd.modularity_curve(store, batch_size=args.batch_size, client=client, progress=False))
+        got = run(lambda: rg.modularity_curve(store, batch_size=args.batch_size, client=client, progress=False))
         same = got.equals(curve)
         print(f"modularity_curve on {label(w)} equals the in-process curve exactly: {same}")
         failures += [] if same else [f"modularity on {label(w)}"]
@@ -186,11 +187,11 @@ def time_cka(args, store, clusters) -> list:
     """The out-of-core tasks in process against the same on each cluster; then the first samples
     against the in-process ``repgraph.cka_matrix``."""
     runs = [Run("in process")]
-    here = runs[0](lambda: rd.cka_matrix(store, debiased=args.debiased, progress=False))
+    here = runs[0](lambda: rg.cka_matrix(store, debiased=args.debiased, progress=False))
     failures = []
     for w, client in clusters.items():
         run = Run(label(w), client)
-        got = run(lambda: rd.cka_matrix(store, debiased=args.debiased, client=client, progress=False))
+        got = run(lambda: rg.cka_matrix(store, debiased=args.debiased, client=client, progress=False))
         same = np.array_equal(got.to_numpy(), here.to_numpy())
         print(f"cka_matrix on {label(w)} equals the same tasks run in process exactly: {same}")
         failures += [] if same else [f"cka on {label(w)}"]
@@ -201,7 +202,7 @@ def time_cka(args, store, clusters) -> list:
     client = clusters[max(clusters)]
     for debiased in (False, True):
         reference = rg.cka_matrix(head, debiased=debiased, progress=False).to_numpy()
-        got = rd.cka_matrix(head, debiased=debiased, client=client, progress=False)
+        got = rg.cka_matrix(head, debiased=debiased, client=client, progress=False)
         diff = float(np.abs(got.to_numpy() - reference).max())
         print(f"cka_matrix on the first {args.check_samples} samples, debiased={debiased}: max |distributed "
               f"({got.attrs['hsic_path']}) - in-process repgraph.cka_matrix| = {diff:.2e}")

@@ -7,23 +7,26 @@ the first analysis that needs it.
 __version__ = "0.1.0"
 
 from ._lazy import lazy_exports
+from .distributed import provider  # noqa: F401  (registers the Dask runner: client= finds it; imports no dask)
 
 _WHERE = {
     **dict.fromkeys(["get_config", "set_config", "config_context"], "._config"),
+    "parallel": ".execution",
     **dict.fromkeys(["ActivationRecorder", "Activations", "capture_activations", "list_layers"], ".hooks"),
     **dict.fromkeys(["filter_similarity", "knn_graph", "similarity_graph", "similarity_matrix", "to_igraph",
                      "to_networkx"], ".builders"),
     **dict.fromkeys(["CentralFilters", "MinibatchCKA", "angular_distance", "birth_points", "block_influence",
                      "central_filters", "chip_scores", "cka", "cka_matrix", "class_feature_entropy",
                      "closeness_centrality", "communities", "compensate_next_layer", "feature_entropy", "gbs",
-                     "gbs_matrix", "hrank_scores", "l1_scores", "layer_correspondence", "layer_redundancy",
+                     "gbs_matrix", "hrank_scores", "l1_scores", "layer_central_filters", "layer_correspondence",
+                     "layer_redundancy",
                      "modularity", "modularity_curve", "persistence_entropy", "relative_update_norm"], ".analyzers"),
     **dict.fromkeys(["LMEvaluation", "ScoresImportance", "blocks_to_remove", "count_params_flops", "evaluate",
                      "evaluate_lm", "heal_lm", "prune_filters", "redundant_by_similarity", "redundant_layers",
                      "removable_layers", "remove_layers", "train", "uncoupled_convs"], ".pruning"),
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
-                     "prune_experiment", "register_criterion"], ".workflows"),
-    **dict.fromkeys(["modularity_curves", "open_store", "parallel"], ".distributed"),
+                     "modularity_curves", "prune_experiment", "register_criterion"], ".workflows"),
+    "open_store": ".distributed",
 }
 __all__ = list(_WHERE)
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -103,17 +103,6 @@ def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_sam
     return t
 
 
-def as_layers(acts, name: str = "acts") -> Mapping:
-    """``acts`` if it is a non-empty ``Activations`` or mapping layer -> array, else a
-    ``TypeError`` naming ``name`` (for a store's folder, the ways to analyse it)."""
-    if isinstance(acts, Mapping) and len(acts) > 0:
-        return acts
-    hint = (" For a store's folder: Activations.load(path) (memory-mapped), or pass client= (or work "
-            "inside a repgraph.parallel block) to analyse it on a Dask cluster."
-            if isinstance(acts, (str, os.PathLike)) else "")
-    raise TypeError(f"{name} must be a non-empty Activations or mapping layer -> array (N, ...).{hint}")
-
-
 def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:
     """Map arbitrary hashable labels of length ``n`` to integer codes 0..C-1."""
     if labels is None:

@@ -629,7 +629,7 @@ class Fails(nn.Module):
 
 def test_pipelined_commits_lag_one_batch_and_resume(tmp_path, monkeypatch):
     import json
-    from repgraph.hooks.store import partial_path
+    from repgraph.storage.store import partial_path
     _pipelined(monkeypatch)
     X = torch.randn(40, 5)
     model = Fails(fail_at=4)

@@ -9,40 +9,34 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "repgraph"
 
-# Which top-level parts of repgraph each part must never import (DESIGN §1): capture and builders
+# Which top-level parts of repgraph each part must never import (DESIGN §1): the store's format
+# (storage) lies below everything that reads or writes stores; execution (runners, sources) below
+# capture, builders and analyzers, which never import the Dask runner (distributed provides it and
+# registers it with execution, as joblib's register_parallel_backend does); capture and builders
 # know nothing of the analyses; analyzers are pure functions on arrays and never run a model;
-# pruning consumes analyzer results; plotting only reads results; nothing imports the CLI;
-# distributed runs capture and the analyses on a cluster, nothing above them, and capture,
-# builders and analyzers know nothing of it but the exceptions below.
+# pruning consumes analyzer results; plotting only reads results; nothing imports the CLI.
+ABOVE_EXECUTION = {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli",
+                   "distributed", "models", "datasets"}
 FORBIDDEN = {
+    "storage": ABOVE_EXECUTION | {"execution"},
+    "execution": ABOVE_EXECUTION,
     "hooks": {"builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
     "builders": {"hooks", "analyzers", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
     "analyzers": {"hooks", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
-    "pruning": {"workflows", "plotting", "report", "cli"},
-    "workflows": {"cli"},
-    "plotting": {"hooks", "pruning", "workflows", "report", "cli"},
-    "report": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "cli"},
-    "models": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
-    "datasets": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
-    "distributed": {"pruning", "workflows", "plotting", "report", "cli"},
+    "pruning": {"workflows", "plotting", "report", "cli", "distributed"},
+    "workflows": {"cli", "distributed"},
+    "plotting": {"hooks", "analyzers", "pruning", "workflows", "report", "cli", "distributed"},
+    "report": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "cli", "distributed"},
+    "models": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
+    "datasets": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli",
+                 "distributed"},
+    "distributed": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
 }
 # The one allowed exception, as pandas' DataFrame.plot: a convenience method that imports plotting
 # when it is called (analyzers/central_filters.py, CentralFilters.plot).
 ALLOWED = {("analyzers/central_filters.py", "plotting")}
-# The public analyses and capture take client= (DESIGN §3). Any module may import
-# repgraph.distributed.context (active_client), which imports nothing of repgraph; these modules
-# may import the rest of repgraph.distributed only inside a function (their client branch, which
-# hands the call to the distributed implementation; dask is an optional extra), never at the top.
-LAZY_ALLOWED = {
-    ("analyzers/modularity.py", "distributed"),  # modularity_curve(client=)
-    ("analyzers/gbs.py", "distributed"),  # gbs_matrix(client=)
-    ("analyzers/cka.py", "distributed"),  # cka_matrix(client=)
-    ("analyzers/criteria.py", "distributed"),  # hrank_scores, chip_scores(client=)
-    ("analyzers/topology.py", "distributed"),  # birth_points, feature_entropy(client=)
-    ("builders/filter_graph.py", "distributed"),  # filter_similarity(client=)
-    ("hooks/capture.py", "distributed"),  # capture_activations(client=)
-}
-CONTEXT = ["distributed", "context"]
+# The shared floor: top-level private modules that every part may import, private names included.
+SHARED_FLOOR = {"_arrays", "_config", "_lazy", "_results", "_warnings"}
 
 
 def _part(rel: str) -> str:
@@ -100,26 +94,146 @@ def test_imports_run_one_way(path):
 
 
 def _violations(rel: str, imports) -> set[str]:
-    """The imports (``_imports``) of the module ``rel`` (its path in repgraph) that break the rules."""
+    """The imports (``_imports``) of the module ``rel`` (its path in repgraph) that break the rules;
+    an import inside a function counts as one at the top."""
     forbidden = FORBIDDEN.get(_part(rel), set())
-    return {".".join(target) for target, lazy in imports
-            if target[0] in forbidden and (rel, target[0]) not in ALLOWED
-            and target[:2] != CONTEXT and not (lazy and (rel, target[0]) in LAZY_ALLOWED)}
+    return {".".join(target) for target, _ in imports
+            if target[0] in forbidden and (rel, target[0]) not in ALLOWED}
 
 
-def test_the_distributed_implementation_is_imported_only_lazily_and_only_where_listed():
-    top = "from ..distributed.modularity import modularity_curve\n"
-    lazy = "def f(client):\n    from ..distributed.modularity import modularity_curve\n"
-    context = "from ..distributed.context import active_client\n"
-    assert _violations("analyzers/modularity.py", _imports_in(top, ("analyzers",))) == {"distributed.modularity"}
-    assert _violations("analyzers/modularity.py", _imports_in(lazy + context, ("analyzers",))) == set()
-    assert _violations("analyzers/closeness.py", _imports_in(lazy, ("analyzers",))) == {"distributed.modularity"}
-    assert _violations("analyzers/closeness.py", _imports_in(context, ("analyzers",))) == set()
+def test_an_import_inside_a_function_breaks_the_rules_too():
+    top = "from ..distributed.runner import ClusterRunner\n"
+    lazy = "def f(client):\n    from ..distributed.runner import ClusterRunner\n"
+    for source in (top, lazy):
+        assert _violations("analyzers/modularity.py", _imports_in(source, ("analyzers",))) == {"distributed.runner"}
+    assert _violations("distributed/runner.py", _imports_in("from ..execution.runner import resolved\n",
+                                                             ("distributed",))) == set()
 
 
-def test_the_client_context_imports_nothing_of_repgraph():
-    # the premise of letting every part import it
-    assert _imported_parts(PACKAGE / "distributed" / "context.py") == set()
+def test_the_active_client_context_imports_nothing_of_repgraph():
+    # the premise of letting every floor use it
+    assert _imported_parts(PACKAGE / "execution" / "context.py") == set()
+
+
+# --- the import graph: no circles, no private names across subpackages ----------------------------
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the repgraph modules it imports (inside functions too), for ``sources`` = module
+    name (``"analyzers.cka"``, ``""`` for the package root) -> (source text, is a package). A
+    ``from package import name`` imports the submodule ``package.name`` when there is one; importing
+    ``a.b.c`` also runs the package ``a.b`` (``a``'s ``__init__``), which counts as an edge."""
+    graph = {}
+    for module, (text, is_package) in sources.items():
+        folder = tuple(module.split(".")) if is_package else tuple(module.split(".")[:-1])
+        folder = tuple(p for p in folder if p)
+        targets = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = list(folder[:len(folder) - (node.level - 1)])
+                    target = base + (node.module.split(".") if node.module else [])
+                elif node.module and node.module.split(".")[0] == "repgraph":
+                    target = node.module.split(".")[1:]
+                else:
+                    continue
+                for alias in node.names:
+                    sub = ".".join(target + [alias.name])
+                    targets.add(sub if sub in sources else ".".join(target))
+            elif isinstance(node, ast.Import):
+                targets |= {".".join(a.name.split(".")[1:]) for a in node.names if a.name.startswith("repgraph.")}
+        for target in list(targets):
+            parts = target.split(".")
+            targets |= {".".join(parts[:i]) for i in range(1, len(parts))}  # the packages it runs
+        graph[module] = {t for t in targets if t in sources and t and t != module
+                         and not module.startswith(t + ".")}  # a package's own parents run first anyway
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _package_sources() -> dict[str, tuple[str, bool]]:
+    return {_module_name(p): (p.read_text(), p.name == "__init__.py") for p in MODULES}
+
+
+def test_no_import_circles():
+    circles = _circles(_import_graph(_package_sources()))
+    assert circles == [], f"import circles: {circles}"
+
+
+def test_the_circle_finder_finds_circles_through_packages_and_functions():
+    # a checker that found nothing would pass every tree: show it finds a circle through a lazy
+    # import and one through a package's __init__
+    sources = {"a.x": ("from ..b.y import f\n", False), "b": ("", True),
+               "b.y": ("def f():\n    from ..a.x import g\n", False), "c": ("from .d import h\n", True),
+               "c.d": ("", False), "e": ("from ..c.d import h\n", False)}
+    assert _circles(_import_graph(sources)) == [["a.x", "b.y"]]
+    sources["c.d"] = ("from ..e import z\n", False)
+    assert _circles(_import_graph(sources)) == [["a.x", "b.y"], ["c", "c.d", "e"]]
+
+
+def _private_imports(graph_sources: dict[str, tuple[str, bool]]) -> list[str]:
+    """``module: name from other`` for every name starting with ``_`` imported from a module of
+    another subpackage (the shared floor's modules excepted)."""
+    found = []
+    for module, (text, is_package) in graph_sources.items():
+        folder = tuple(p for p in (module.split(".") if is_package else module.split(".")[:-1]) if p)
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                target = list(folder[:len(folder) - (node.level - 1)]) + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "repgraph":
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            if not target or target[0] in SHARED_FLOOR or target[0] == (folder[0] if folder else ""):
+                continue
+            found += [f"{module}: {alias.name} from {'.'.join(target)}" for alias in node.names
+                      if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_no_private_names_cross_subpackages():
+    assert _private_imports(_package_sources()) == []
+
+
+def test_the_private_import_finder_sees_them():
+    sources = {"distributed.x": ("from ..analyzers.cka import _normalise, cka\nfrom .._arrays import _scale\n"
+                                 "from .runner import _Deferred\n", False)}
+    assert _private_imports(sources) == ["distributed.x: _normalise from analyzers.cka"]
 
 
 def test_the_rule_checker_sees_relative_and_absolute_imports():
@@ -128,10 +242,10 @@ def test_the_rule_checker_sees_relative_and_absolute_imports():
     assert "plotting" in _imported_parts(sample) and "builders" in _imported_parts(sample)
     assert _imported_parts(PACKAGE / "workflows" / "filter_scores.py") >= {"hooks", "pruning"}
     # and tells an import inside a function from one at the top
-    sample = ("from ..distributed.context import active_client\n"
-              "def f():\n    from ..distributed.modularity import modularity_curve\n")
-    assert _imports_in(sample, ("analyzers",)) == [(["distributed", "context"], False),
-                                                   (["distributed", "modularity"], True)]
+    sample = ("from ..execution.context import active_client\n"
+              "def f():\n    from ..distributed.runner import ClusterRunner\n")
+    assert _imports_in(sample, ("analyzers",)) == [(["execution", "context"], False),
+                                                   (["distributed", "runner"], True)]
 
 
 def test_help_imports_neither_torch_nor_matplotlib():

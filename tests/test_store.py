@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from repgraph import Activations, capture_activations
-from repgraph.hooks import npy_stream
-from repgraph.hooks.store import DamagedStoreError, partial_path
+from repgraph.storage import npy_stream
+from repgraph.storage.store import DamagedStoreError, partial_path
 
 
 class Lin(nn.Module):
@@ -433,8 +433,8 @@ def test_a_store_assembled_from_shards_verifies_and_is_reused(tmp_path):
     from repgraph.hooks import ActivationRecorder
     from repgraph.hooks.batches import iter_batches
     from repgraph.hooks.fingerprint import DataDigest
-    from repgraph.hooks.npy_stream import HEADER_BYTES, npy_header
-    from repgraph.hooks.store import (StoreLock, complete_manifest, file_entry, publish, write_manifest)
+    from repgraph.storage.npy_stream import HEADER_BYTES, npy_header
+    from repgraph.storage.store import (StoreLock, complete_manifest, file_entry, publish, write_manifest)
     from repgraph.hooks.stored import capture_config
     model = Lin()
     X, y = _data()
@@ -474,8 +474,8 @@ def test_a_store_assembled_from_shards_verifies_and_is_reused(tmp_path):
 
 
 def test_checksums_in_several_chunks_as_shards_would_write_them(tmp_path):
-    from repgraph.hooks.npy_stream import crc32_of
-    from repgraph.hooks.store import read_manifest, write_manifest
+    from repgraph.storage.npy_stream import crc32_of
+    from repgraph.storage.store import read_manifest, write_manifest
     model, X, y, store = _one_store(tmp_path)
     manifest = read_manifest(store)
     entry = manifest["layers"][0]

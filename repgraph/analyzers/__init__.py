@@ -1,6 +1,6 @@
 """Analyzers: pure functions on arrays (numpy or torch, any device); they never run a model."""
 from .block_criteria import angular_distance, block_influence, relative_update_norm
-from .central_filters import CentralFilters, central_filters, compensate_next_layer
+from .central_filters import CentralFilters, central_filters, compensate_next_layer, layer_central_filters
 from .cka import MinibatchCKA, cka, cka_matrix, hsic_matrix
 from .closeness import closeness_centrality
 from .communities import communities

@@ -8,9 +8,11 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from .._arrays import as_square_matrix, prune_count
+from .._arrays import as_square_matrix, check_feature_map_shape, prune_count
 from .._warnings import warn_user
-from ..builders.filter_graph import similarity_graph
+from ..builders.filter_graph import similarity_graph, source_similarities
+from ..execution.runner import planning
+from ..execution.sources import layer_sources
 from .closeness import closeness_centrality
 
 
@@ -309,3 +311,58 @@ def compensate_next_layer(next_conv: nn.Module, selection: CentralFilters) -> nn
         if next_conv.bias is not None:
             new.bias.copy_(next_conv.bias)
     return new
+
+
+def _select(S, ratio, kind):
+    return central_filters(S, ratio, kind=kind)
+
+
+def layer_central_filters(acts, ratio: float, *, kind: str = "cf_local", progress: bool = True,
+                          client=None) -> dict:
+    """Central-Filter selection of every layer: ``central_filters(filter_similarity(maps), ratio)``.
+
+    The filter similarity of each layer is computed by tasks over chunks of images
+    (``filter_similarity``), then one task per layer selects the central filters (Duan et al.:
+    threshold graph by bisection to ``ceil(C·ratio)`` deletable filters, closeness scores, greedy
+    selection). Equal to the in-process selection on the in-process similarity.
+
+    Parameters
+    ----------
+    acts : Activations, mapping layer -> (N, C, H, W) or (N, C, L), StoreArrays or store path
+    ratio : float
+        Fraction of each layer's filters to prune, in (0, 1).
+    kind : str
+        Closeness score, as in ``repgraph.central_filters``.
+    progress : bool
+        Show a progress bar.
+    client : distributed.Client, optional
+        Default: the client of the enclosing ``repgraph.parallel`` block; else in this process.
+
+    Returns
+    -------
+    dict
+        layer -> ``CentralFilters``.
+
+    Raises
+    ------
+    ValueError
+        For a ratio outside (0, 1) or one that would prune a whole layer, and as ``filter_similarity``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph import layer_central_filters
+    >>> maps = np.random.default_rng(0).random((6, 8, 4, 4))
+    >>> picked = layer_central_filters({"conv": maps}, 0.25, progress=False)
+    >>> len(picked["conv"].pruned)
+    2
+    """
+    with planning(client) as runner:
+        sources, _ = layer_sources(acts, runner, what="acts")
+        for source in sources:
+            check_feature_map_shape(tuple(source.shape), name=source.name, min_channels=2, one_d=True)
+            prune_count(source.shape[1], ratio, allow_zero=False)
+        similarities = source_similarities(runner, sources, progress=progress)
+        selections = runner.results([runner.submit(_select, S, ratio, kind) for S in similarities],
+                                    desc="central filters", progress=progress)
+    return {s.layer: selection for s, selection in zip(sources, selections)}

@@ -9,11 +9,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .._arrays import as_features, as_layers, power_of_two_scaled, row_chunk
+from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from .._warnings import warn_user
 from ..builders.similarity import median
-from ..distributed.context import active_client
+from ..execution.runner import planning
+from ..execution.sources import layer_sources
+from .hsic_out_of_core import out_of_core_hsic
 
 KERNELS = ("linear", "rbf")
 
@@ -368,6 +370,18 @@ def _cka_frame(values, rows, cols, *, kernel, estimator, sigma, **parameters) ->
                      estimator=estimator, sigma=sigma if kernel == "rbf" else None, **parameters)
 
 
+def _batch_hsic(layers, start: int, stop: int, names, device):
+    """Unbiased linear HSIC of every pair of layers on samples ``start:stop`` (one minibatch)."""
+    return hsic_matrix([rows[start:stop] for rows in layers], kernel="linear", debiased=True, device=device,
+                       names=names)
+
+
+def _whole_hsic(layers, kernel, debiased, sigma, device, names, progress=False):
+    """``hsic_matrix`` on the layers read whole (one task: the RBF width needs every distance)."""
+    return hsic_matrix([rows[0:len(rows)] for rows in layers], kernel=kernel, debiased=debiased, sigma=sigma,
+                       device=device, names=names, progress=progress)
+
+
 def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
                batch_size: int | None = None, device=None, progress: bool = True, client=None) -> pd.DataFrame:
     """CKA between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts`` itself).
@@ -429,33 +443,41 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     >>> M.attrs["n_batches"], M.attrs["n_samples"]    # 50 + 50 + 30: the last batch is used
     (3, 130)
     """
-    if active_client(client) is not None:
-        from ..distributed.cka import cka_matrix as on_cluster
-        return on_cluster(acts, acts2, kernel=kernel, debiased=debiased, sigma=sigma, batch_size=batch_size,
-                          device=device, progress=progress, client=client)
     _check_kernel(kernel, debiased, sigma)
-    acts = as_layers(acts, "acts")
-    other = acts if acts2 is None else as_layers(acts2, "acts2")
-    rows, cols = list(acts), list(other)
-    xs = [acts[l] for l in rows]
-    ys = [] if acts2 is None else [other[l] for l in cols]
-    n = len(xs[0])
-    if batch_size is not None:
-        sizes = {f"layer {l!r}": len(x) for l, x in zip(rows, xs)}
-        sizes.update({f"layer {l!r} (acts2)": len(y) for l, y in zip(cols, ys)})
-        acc = MinibatchCKA(device=device)
-        for start, stop in tqdm(_minibatch_plan(kernel, batch_size, sizes), desc="minibatch CKA",
-                                disable=not progress, leave=False):
-            acc.update([x[start:stop] for x in xs], None if acts2 is None else [y[start:stop] for y in ys])
-        values = acc.compute()
-        n_batches, n_used = acc.n_batches, acc.n_samples
-        estimator = _minibatch_estimator(n_batches, batch_size)
-    else:
-        names = [f"layer {l!r}" for l in rows] + [f"layer {l!r} (acts2)" for l in (cols if ys else [])]
-        full = _normalise(hsic_matrix(xs + ys, kernel=kernel, debiased=debiased, sigma=sigma,
-                                      device=device, names=names, progress=progress), names)
-        values = full if acts2 is None else full[:len(xs), len(xs):]
-        estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
-        n_batches, n_used = 1, n
+    with planning(client) as runner:
+        xs, _ = layer_sources(acts, runner)
+        ys = [] if acts2 is None else layer_sources(acts2, runner, what="acts2", suffix=" (acts2)")[0]
+        sources = xs + ys
+        names = [s.name for s in sources]
+        sizes = {s.name: s.n for s in sources}
+        rows, cols = [s.layer for s in xs], [s.layer for s in (ys or xs)]
+        path = None
+        if batch_size is not None:
+            bounds = _minibatch_plan(kernel, batch_size, sizes)
+            data = [s.data for s in sources]
+            parts = runner.results([runner.submit(_batch_hsic, data, a, b, names, device) for a, b in bounds],
+                                   desc="minibatch CKA", progress=progress)
+            acc = MinibatchCKA()
+            for (a, b), part in zip(bounds, parts):
+                acc._add(part, b - a, len(xs))
+            values, n_batches, n_used = acc.compute(), acc.n_batches, acc.n_samples
+            estimator = _minibatch_estimator(n_batches, batch_size)
+        else:
+            if len(set(sizes.values())) > 1:
+                raise ValueError(f"All inputs must hold the same samples (same N); got {sizes}.")
+            n, min_n = sources[0].n, (4 if debiased else 2)
+            if n < min_n:
+                raise ValueError(f"{names[0]} has {n} sample(s); at least {min_n} are needed.")
+            if kernel == "linear" and not all(s.in_memory for s in sources):
+                hsic, path = out_of_core_hsic(sources, runner, debiased=debiased, device=device, progress=progress)
+            else:
+                task = runner.submit(_whole_hsic, [s.data for s in sources], kernel, debiased, sigma, device, names,
+                                     progress)
+                hsic = runner.results([task], desc="CKA", progress=False)[0]
+                path = "memory" if kernel == "linear" else None
+            full = _normalise(hsic, names)
+            values = full if acts2 is None else full[:len(xs), len(xs):]
+            estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
+            n_batches, n_used = 1, n
     return _cka_frame(values, rows, cols, kernel=kernel, estimator=estimator, sigma=sigma, batch_size=batch_size,
-                      n_batches=n_batches, n_samples=n_used)
+                      n_batches=n_batches, n_samples=n_used, hsic_path=path)

@@ -12,21 +12,21 @@ import torch
 from torch import nn
 
 from .._arrays import as_feature_maps
-from ..distributed.context import active_client
+from ..execution.row_sums import mean_over_rows
+from ..execution.runner import planning
+from ..execution.sources import feature_map_sources
 
 
-def _per_layer(fn, fmaps, **kwargs):
-    if isinstance(fmaps, Mapping):
-        return {name: fn(fmaps[name], name=f"layer {name!r}", **kwargs) for name in fmaps}
-    return fn(fmaps, **kwargs)
+def _mean_scores(fmaps, kernel, args_of, desc: str, client):
+    """Per-channel means over images of ``kernel``'s sums (one task per range of images and layer,
+    ``mean_over_rows``): a (C,) array for one layer's maps, a dict layer -> (C,) for a mapping."""
+    with planning(client) as runner:
+        sources, per_layer = feature_map_sources(fmaps, runner, one_d=True)
+        means = mean_over_rows(runner, sources, kernel, args_of, desc=desc)
+    return {s.layer: m for s, m in zip(sources, means)} if per_layer else means[0]
 
 
-def _hrank(fmaps, *, name="fmaps", device=None):
-    total, n = _hrank_sum(fmaps, name=name, device=device)
-    return (total / n).cpu().numpy()
-
-
-def _hrank_sum(fmaps, name="fmaps", device=None, chunk: int = 64) -> tuple[torch.Tensor, int]:
+def hrank_sum(fmaps, name="fmaps", device=None, chunk: int = 64) -> tuple[torch.Tensor, int]:
     """``(Σ_images rank, N)``: each channel's map rank summed over images (float64), and N."""
     A = as_feature_maps(fmaps, name=name, device=device, dtype=None, one_d=True)
     if A.ndim == 3:
@@ -82,10 +82,7 @@ def hrank_scores(fmaps, *, device=None, client=None):
     >>> hrank_scores(maps)    # a float32 rank-1 product has rank 1, not "rank 4" from rounding
     array([1., 8., 0.])
     """
-    if active_client(client) is not None:
-        from ..distributed.filters import hrank_scores as on_cluster
-        return on_cluster(fmaps, device=device, client=client)
-    return _per_layer(_hrank, fmaps, device=device)
+    return _mean_scores(fmaps, hrank_sum, lambda s: (s.name, device), "HRank", client)
 
 
 def _nuclear_norms_by_gram(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,12 +102,7 @@ def _nuclear_norms_by_gram(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return full, torch.cat(parts, dim=-1)
 
 
-def _chip(fmaps, *, name="fmaps", device=None, route: str = "auto"):
-    total, n = _chip_sum(fmaps, name=name, device=device, route=route)
-    return (total / n).cpu().numpy()
-
-
-def _chip_sum(fmaps, name="fmaps", device=None, route: str = "auto", chunk: int = 8) -> tuple[torch.Tensor, int]:
+def chip_sum(fmaps, name="fmaps", device=None, route: str = "auto", chunk: int = 8) -> tuple[torch.Tensor, int]:
     """``(Σ_images CI, N)``: each channel's independence summed over images (float64), and N."""
     A = as_feature_maps(fmaps, name=name, device=device, min_channels=1, one_d=True)
     n, c = A.shape[:2]
@@ -173,12 +165,9 @@ def chip_scores(fmaps, *, device=None, route: str = "auto", client=None):
     >>> chip_scores(maps).round(4)    # sqrt(2) - 1 for each copy of e1; 1 for the unique e2
     array([0.4142, 0.4142, 1.    ])
     """
-    if active_client(client) is not None:
-        from ..distributed.filters import chip_scores as on_cluster
-        return on_cluster(fmaps, device=device, route=route, client=client)
     if route not in ("auto", "gram", "svd"):
         raise ValueError(f"route must be 'auto', 'gram' or 'svd', got {route!r}.")
-    return _per_layer(_chip, fmaps, device=device, route=route)
+    return _mean_scores(fmaps, chip_sum, lambda s: (s.name, device, route), "CHIP", client)
 
 
 def l1_scores(model: nn.Module) -> dict:

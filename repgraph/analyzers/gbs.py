@@ -5,14 +5,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
-from .._arrays import as_features, as_layers, power_of_two_scaled, row_chunk
+from .._arrays import as_features, power_of_two_scaled, row_chunk
 from .._results import described
 from .._warnings import warn_user
 from ..builders.knn import knn_graph
 from ..builders.similarity import NORM_FLOOR, gram
-from ..distributed.context import active_client
+from ..execution.runner import planning
+from ..execution.sources import layer_sources
 
 REFERENCE = "Chen et al. 2021, graph-based similarity"
 
@@ -173,6 +173,35 @@ def _gbs_frame(values, rows, cols, k, metric: str) -> pd.DataFrame:
                      graph="full cosine graph" if k is None else "kNN graph, (A + Aᵀ)/2")
 
 
+def _layer_graph(rows, k, metric: str, name: str, device=None, to_cpu: bool = False):
+    """One layer's GBS sample graph with L2-normalised rows (``_normalised_graph``): a sparse kNN
+    graph, or (``k=None``) the dense full graph; on the CPU when ``to_cpu`` (to leave a worker)."""
+    graph = _normalised_graph(rows[0:len(rows)], k, metric, name, device)
+    return graph.cpu() if to_cpu and isinstance(graph, torch.Tensor) else graph
+
+
+def _graph_inner(A, B) -> float:
+    """``⟨A, B⟩ = Σ_ij A_ij B_ij`` of two row-normalised sample graphs (dense tensors or sparse)."""
+    if isinstance(A, torch.Tensor):
+        return float(A.reshape(-1) @ B.reshape(-1))
+    return float(A.multiply(B).sum())
+
+
+def _graph_gram(graphs, n: int) -> np.ndarray:
+    """``G_ab = ⟨Â_a, Â_b⟩`` of every pair of the (N, N) row-normalised graphs, from one stacked
+    product of the flattened graphs (dense float64 in blocks of rows within the working-memory
+    budget, or sparse)."""
+    if isinstance(graphs[0], torch.Tensor):
+        G = torch.zeros(len(graphs), len(graphs), dtype=torch.float64, device=graphs[0].device)
+        step = row_chunk(n, 8 * n * len(graphs))  # the stacked float64 block stays within the budget
+        for start in range(0, n, step):
+            M = torch.stack([A[start:start + step].reshape(-1) for A in graphs])
+            G += M @ M.T
+        return G.cpu().numpy()
+    M = sp.vstack([A.reshape(1, n * n) for A in graphs]).tocsr()
+    return (M @ M.T).toarray()
+
+
 def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine", device=None,
                progress: bool = True, client=None) -> pd.DataFrame:
     """GBS between every layer of ``acts`` and every layer of ``acts2`` (default: ``acts``).
@@ -184,8 +213,8 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
 
     Parameters
     ----------
-    acts : Activations or mapping layer -> array (N, ...)
-    acts2 : Activations or mapping, optional
+    acts : Activations, mapping layer -> array (N, ...), ``open_store(path)`` or a store's path
+    acts2 : Activations, mapping or store, optional
         A second network's layers on the same samples (cross matrix); default ``acts``.
     k : int, optional
         Neighbours per sample; None (default) = the full graph, as the authors' code.
@@ -195,6 +224,11 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
         Show a progress bar over the layers.
     client : distributed.Client, optional
         Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
+        One task per layer builds its graph; in process one task then takes every pair from one
+        stacked product; on a cluster one task per pair (a ≤ b, or every pair of ``acts`` ×
+        ``acts2``), the graphs staying on their workers, so no worker holds more than two graphs
+        (a kNN graph is N·k entries; the full one N² float64, which must fit a worker). Equal to
+        the in-process values up to the order of float64 sums (~1e-16 relative).
 
     Returns
     -------
@@ -222,29 +256,31 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
     >>> M.round(2).loc["a", "b"], M.attrs["k"]
     (np.float64(1.0), 'full')
     """
-    if active_client(client) is not None:
-        from ..distributed.gbs import gbs_matrix as on_cluster
-        return on_cluster(acts, acts2, k=k, metric=metric, device=device, progress=progress, client=client)
-    as_layers(acts, "acts")
-    other = acts if acts2 is None else as_layers(acts2, "acts2")
-    layers = [(l, acts[l], f"layer {l!r}") for l in acts]
-    if acts2 is not None:
-        layers += [(l, acts2[l], f"layer {l!r} (acts2)") for l in acts2]
-    sizes = {name: len(X) for _, X, name in layers}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
-    n = next(iter(sizes.values()))
-    graphs = [_normalised_graph(X, k, metric, name, device)
-              for _, X, name in tqdm(layers, desc="GBS graphs", disable=not progress, leave=False)]
-    if k is None:
-        G = torch.zeros(len(graphs), len(graphs), dtype=torch.float64, device=graphs[0].device)
-        step = row_chunk(n, 8 * n * len(graphs))  # the stacked float64 block stays within the budget
-        for start in range(0, n, step):
-            M = torch.stack([A[start:start + step].reshape(-1) for A in graphs])
-            G += M @ M.T
-        G = (G / n).cpu().numpy()
-    else:
-        M = sp.vstack([A.reshape(1, n * n) for A in graphs]).tocsr()
-        G = (M @ M.T).toarray() / n
-    na = len(acts)
-    return _gbs_frame(G if acts2 is None else G[:na, na:], list(acts), list(other), k, metric)
+    with planning(client) as runner:
+        xs, _ = layer_sources(acts, runner)
+        ys = [] if acts2 is None else layer_sources(acts2, runner, what="acts2", suffix=" (acts2)")[0]
+        sources = xs + ys
+        sizes = {s.name: s.n for s in sources}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
+        n = sources[0].n
+        graphs = [runner.submit(_layer_graph, s.data, k, metric, s.name, device, not runner.in_process)
+                  for s in sources]
+        values = np.zeros((len(xs), len(ys) or len(xs)))
+        if runner.in_process:  # every pair from one stacked product of the flattened graphs
+            G = runner.results([runner.submit(_graph_gram, graphs, n)], desc="GBS", progress=progress)[0] / n
+            values[:] = G if acts2 is None else G[:len(xs), len(xs):]
+        else:  # one task per pair: no worker holds more than the two graphs it multiplies
+            if acts2 is None:
+                pairs = [(a, b) for a in range(len(xs)) for b in range(a, len(xs))]
+            else:
+                pairs = [(a, len(xs) + b) for a in range(len(xs)) for b in range(len(ys))]
+            inner = runner.results([runner.submit(_graph_inner, graphs[a], graphs[b]) for a, b in pairs],
+                                   desc="GBS pairs", progress=progress)
+            runner.emit_warnings(graphs)
+            for (a, b), value in zip(pairs, inner):
+                if acts2 is None:
+                    values[a, b] = values[b, a] = value / n
+                else:
+                    values[a, b - len(xs)] = value / n
+    return _gbs_frame(values, [s.layer for s in xs], [s.layer for s in (ys or xs)], k, metric)

@@ -1,20 +1,21 @@
 """Modularity of the class partition of sample graphs, layer by layer (Lu et al., ECCV 2022)."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
-from .._arrays import as_features, as_label_codes, as_layers, resolve_device
+from .._arrays import as_features, as_label_codes, resolve_device
 from .._results import described
 from .._warnings import warn_user
 from ..builders.convert import as_sparse, is_symmetric
-from ..builders.knn import knn_edges, knn_edges_batched
-from ..distributed.context import active_client
+from ..builders.knn import batch_steps, knn_edges, knn_edges_batched
+from ..execution.runner import planning
+from ..execution.sources import layer_sources
 
 
 def _adjacency(A) -> sp.csr_matrix:
@@ -223,6 +224,25 @@ def _curve_table(layers, results, batches, *, k, batch_size, n_batches, shuffle)
                      n_samples=n_used, shuffle=shuffle, symmetrize="mean", metric="cosine")
 
 
+def _batches_per_task(sources, batches, runner, stack: bool) -> int:
+    """Consecutive batches of one layer per task: at most the working memory's worth of rows
+    read, and few enough per task that every slot of a cluster still gets about four tasks (a
+    task costs the scheduler milliseconds; a 500×256 batch is ~9 ms of work). Batches stacked
+    into one ``knn_edges_batched`` call go in whole multiples of its groups of batches, so each
+    group is the same whatever the runner (the same products, to the bit)."""
+    rows = max(b.stop - b.start for b in batches)
+    batch_bytes = 4 * rows * max(math.prod(s.shape[1:]) for s in sources)
+    in_budget = runner.working_memory * 2**20 // batch_bytes
+    step = max(1, min(in_budget, math.ceil(len(sources) * len(batches) / (4 * runner.slots))))
+    group = batch_steps(len(batches), rows)[0] if stack else 1
+    return max(1, step // group) * group
+
+
+def _merged(parts) -> tuple[list, int]:
+    """One layer's ``(values, constant)`` from those of its tasks, in batch order."""
+    return [v for values, _ in parts for v in values], sum(constant for _, constant in parts)
+
+
 def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_batches: int | None = None,
                      shuffle: int | None = None, device=None, batched: bool | None = None,
                      progress: bool = True, client=None) -> pd.DataFrame:
@@ -237,7 +257,7 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
 
     Parameters
     ----------
-    acts : Activations or mapping layer -> array (N, ...)
+    acts : Activations, mapping layer -> array (N, ...), ``open_store(path)`` or a store's path
     labels : array (N,), optional
         Class of each sample; default ``acts.labels``.
     k : int
@@ -263,6 +283,10 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
         Show a progress bar over the layers.
     client : distributed.Client, optional
         Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
+        The plan is the same either way: a task per (layer, run of consecutive batches), at most
+        the working memory's worth of rows each (about four tasks per worker thread on a
+        cluster; with ``batched``, whole groups of the batched product), each reading its own
+        rows (a store's file on the worker, or an array sent once), so the values are equal.
 
     Returns
     -------
@@ -306,20 +330,25 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
     >>> curve[["layer", "n_samples"]].values.tolist(), bool(curve["modularity"].iloc[1] > 0.7)
     ([['noise', 200], ['clusters', 200]], True)
     """
-    if active_client(client) is not None:
-        from ..distributed.modularity import modularity_curve as on_cluster
-        return on_cluster(acts, labels, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle, device=device,
-                          batched=batched, progress=progress, client=client)
-    as_layers(acts, "acts")
-    _check_curve_options(k, batch_size, n_batches)
-    labels = getattr(acts, "labels", None) if labels is None else labels
-    layers = list(acts)
-    batches = _batch_plan(labels, len(acts[layers[0]]), layers[0], batch_size, n_batches, shuffle)
-    results = []
-    for layer in tqdm(layers, desc="modularity", disable=not progress, leave=False):
-        X = acts[layer]
-        codes = as_label_codes(labels, X.shape[0], name=f"labels (for layer {layer!r})")
-        on_cuda = resolve_device(device, X if isinstance(X, torch.Tensor) else None).type == "cuda"
-        results.append(_batch_values(X, batches, [codes[b.rows] for b in batches], k, layer, device,
-                                     _stacks_batches(batched, on_cuda, len(batches)), f"layer {layer!r}"))
-    return _curve_table(layers, results, batches, k=k, batch_size=batch_size, n_batches=n_batches, shuffle=shuffle)
+    _check_curve_options(k, batch_size, n_batches)  # before any data is sent
+    with planning(client) as runner:
+        sources, stored_labels = layer_sources(acts, runner)
+        labels = stored_labels if labels is None else labels
+        batches = _batch_plan(labels, sources[0].n, sources[0].layer, batch_size, n_batches, shuffle)
+        codes = [as_label_codes(labels, s.n, name=f"labels (for layer {s.layer!r})") for s in sources]
+        on_cuda = [resolve_device(device).type == "cuda" if device is not None else s.device == "cuda"
+                   for s in sources]
+        stack = [_stacks_batches(batched, cuda, len(batches)) for cuda in on_cuda]
+        step = _batches_per_task(sources, batches, runner, any(stack))
+        starts = range(0, len(batches), step)
+        tasks = []
+        for source, layer_codes, layer_stack in zip(sources, codes, stack):
+            for i in starts:
+                group = batches[i:i + step]
+                name = source.name if len(group) == len(batches) else f"{source.name} (batches {i}:{i + len(group)})"
+                tasks.append(runner.submit(_batch_values, source.data, group, [layer_codes[b.rows] for b in group],
+                                           int(k), source.layer, device, layer_stack, name))
+        parts = runner.results(tasks, desc="modularity", progress=progress)
+    results = [_merged(parts[j:j + len(starts)]) for j in range(0, len(parts), len(starts))]
+    return _curve_table([s.layer for s in sources], results, batches, k=k, batch_size=batch_size,
+                        n_batches=n_batches, shuffle=shuffle)

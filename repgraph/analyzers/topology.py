@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._arrays import as_feature_maps
+from .._arrays import as_feature_maps, check_feature_map_shape
 from .._results import described
-from ..distributed.context import active_client
+from ..execution.row_sums import row_ranges
+from ..execution.runner import planning
+from ..execution.sources import array_source
 
 REFERENCE = "Zhao & Zhang, arXiv 2103.09716 / ICLR 2022"
 
@@ -167,16 +169,25 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     >>> birth_points(M[None, None])
     array([[3]])
     """
-    if active_client(client) is not None:
-        from ..distributed.filters import birth_points as on_cluster
-        return on_cluster(fmaps, max_level=max_level, max_edge_density=max_edge_density, n_jobs=n_jobs,
-                          client=client)
-    A = as_feature_maps(fmaps, square=True, dtype=torch.float64)
+    with planning(client) as runner:
+        source = array_source("fmaps", "fmaps", fmaps, runner)
+        check_feature_map_shape(tuple(source.shape), name=source.name, square=True)
+        if source.shape[2] < 3:
+            raise ValueError(f"fmaps has {source.shape[2]}x{source.shape[2]} maps; a 1-cycle needs at least 3 "
+                             "vertices (H >= 3).")
+        # in process the maps of a task are shared among n_jobs processes; a cluster's workers
+        # are its parallelism, each task serial
+        jobs = ((os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))) if runner.in_process else 1
+        tasks = [runner.submit(_birth_points_of, source.data, a, b, max_level, max_edge_density, jobs)
+                 for a, b in row_ranges(source, runner)]
+        return np.concatenate(runner.results(tasks, desc="birth points", progress=False))
+
+
+def _birth_points_of(rows, start: int, stop: int, max_level: int, max_edge_density: float, jobs: int) -> np.ndarray:
+    """Birth points (``birth_points``) of images ``start:stop`` of ``rows``, in ``jobs`` processes."""
+    A = as_feature_maps(rows[start:stop], square=True, dtype=torch.float64)
     n, c, h, _ = A.shape
-    if h < 3:
-        raise ValueError(f"fmaps has {h}x{h} maps; a 1-cycle needs at least 3 vertices (H >= 3).")
     maps = A.reshape(n * c, h, h).cpu().numpy()
-    jobs = (os.cpu_count() or 1) if n_jobs is None else max(1, int(n_jobs))
     if jobs == 1 or len(maps) < PARALLEL_MIN_MAPS:
         flat = _birth_points_flat(maps, max_level, max_edge_density)
     else:
@@ -211,7 +222,7 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["unit", "entropy", "selective_rate", "ineffectiveness"])
 
 
-def _entropy_table(points) -> pd.DataFrame:
+def entropy_table(points) -> pd.DataFrame:
     """``feature_entropy`` of (N, C) birth points."""
     points = np.asarray(points)
     out = entropy_of_birth_points(points)
@@ -254,12 +265,9 @@ def feature_entropy(fmaps_or_birth_points, *, client=None, **birth_kwargs) -> pd
     >>> round(float(table.loc[0, "ineffectiveness"]), 4)
     1.4648
     """
-    if active_client(client) is not None:
-        from ..distributed.filters import feature_entropy as on_cluster
-        return on_cluster(fmaps_or_birth_points, client=client, **birth_kwargs)
     data = fmaps_or_birth_points
     ndim = data.ndim if hasattr(data, "ndim") else np.asarray(data).ndim
-    return _entropy_table(birth_points(data, **birth_kwargs) if ndim >= 3 else data)
+    return entropy_table(birth_points(data, client=client, **birth_kwargs) if ndim >= 3 else data)
 
 
 def class_feature_entropy(points, labels=None) -> pd.DataFrame:

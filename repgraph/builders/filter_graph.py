@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._arrays import as_feature_maps, as_square_matrix
-from ..distributed.context import active_client
+from .._arrays import as_feature_maps, as_square_matrix, resolve_device
+from ..execution.row_sums import sum_over_rows
+from ..execution.runner import planning
+from ..execution.sources import feature_map_sources
 
 
-def _similarity_sum(fmaps, device=None, chunk: int = 16) -> tuple[torch.Tensor, int]:
+def similarity_sum(fmaps, device=None, chunk: int = 16) -> tuple[torch.Tensor, int]:
     """``(Σ_images r, N)``: the sum over images of the per-image correlation matrices (C, C) of
     ``filter_similarity`` (float64, where computed), and the number of images."""
     A = as_feature_maps(fmaps, device=device, min_channels=2, dtype=torch.float64, one_d=True)
@@ -34,12 +36,21 @@ def _similarity_sum(fmaps, device=None, chunk: int = 16) -> tuple[torch.Tensor, 
     return total, n
 
 
-def _mean_similarity(total: torch.Tensor, n: int) -> torch.Tensor:
-    """``S`` from ``_similarity_sum``: the mean, symmetrised exactly, with ``S[i, i] = 1``."""
+def mean_similarity(total: torch.Tensor, n: int) -> torch.Tensor:
+    """``S`` from ``similarity_sum``: the mean, symmetrised exactly, with ``S[i, i] = 1``."""
     S = total / n
     S = (S + S.T) / 2  # the batched product is not bit-symmetric; NaN stays NaN
     S[torch.eye(len(S), dtype=torch.bool, device=S.device)] = 1.0
     return S
+
+
+def source_similarities(runner, sources, device=None, chunk: int = 16, progress: bool = False) -> list[np.ndarray]:
+    """``filter_similarity`` of each ``LayerSource``'s maps (checked already), by ``runner``: one
+    ``similarity_sum`` task per range of images, the sums added in range order, then
+    ``mean_similarity``."""
+    totals = sum_over_rows(runner, sources, similarity_sum, lambda s: (device, chunk), desc="filter similarity",
+                           progress=progress)
+    return [mean_similarity(torch.from_numpy(total), s.n).numpy() for s, total in zip(sources, totals)]
 
 
 def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
@@ -54,8 +65,9 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
 
     Parameters
     ----------
-    fmaps : array or tensor, shape (N, C, H, W) or (N, C, L)
-        The layer's (post-ReLU) maps; (N, C, L) are the maps of a 1-D convolution.
+    fmaps : array or tensor (N, C, H, W) or (N, C, L), or a mapping / store of such layers
+        The layer's (post-ReLU) maps; (N, C, L) are the maps of a 1-D convolution. A mapping
+        (``Activations``, ``open_store(path)``) or a store's path gives a dict layer -> S.
     device : str or torch.device, optional
         Where to compute (default: where ``fmaps`` are).
     chunk : int
@@ -63,10 +75,15 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
         of the sum's order).
     client : distributed.Client, optional
         Compute on this Dask cluster; default: an enclosing ``repgraph.parallel`` block's, else here.
+        One task per range of images (in process: all that fit the working memory at float64)
+        sums the per-image correlations; the sums are added in range order, divided by N and
+        finished (symmetrised, unit diagonal), so a cluster's result equals the in-process one up
+        to the order of float64 sums (~1e-16).
 
     Returns
     -------
-    S : ndarray (C, C), or a float64 tensor for tensor input
+    S : ndarray (C, C), a float64 tensor (on the computation device) for tensor input, or a dict
+        layer -> S for a mapping
 
     Raises
     ------
@@ -94,12 +111,13 @@ def filter_similarity(fmaps, *, device=None, chunk: int = 16, client=None):
            [-1., -1.,  1., -1.],
            [-1., -1., -1.,  1.]])
     """
-    if active_client(client) is not None:
-        from ..distributed.filters import filter_similarity as on_cluster
-        return on_cluster(fmaps, device=device, chunk=chunk, client=client)
-    total, n = _similarity_sum(fmaps, device, chunk)
-    S = _mean_similarity(total, n)
-    return S if isinstance(fmaps, torch.Tensor) else S.cpu().numpy()
+    with planning(client) as runner:
+        sources, per_layer = feature_map_sources(fmaps, runner, min_channels=2, one_d=True)
+        out = dict(zip([s.layer for s in sources], source_similarities(runner, sources, device, chunk, False)))
+    if per_layer:
+        return out
+    S = out["fmaps"]
+    return torch.from_numpy(S).to(resolve_device(device, like=fmaps)) if isinstance(fmaps, torch.Tensor) else S
 
 
 def similarity_graph(S, threshold: float | None = None) -> np.ndarray:

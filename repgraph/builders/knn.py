@@ -172,7 +172,7 @@ def _similarities(X, scale, b0: int, b1: int, r0: int, r1: int) -> torch.Tensor:
     return S
 
 
-def _batch_steps(n_batches: int, n: int) -> tuple[int, int]:
+def batch_steps(n_batches: int, n: int) -> tuple[int, int]:
     """How ``knn_edges_batched`` cuts B = ``n_batches`` batches of ``n`` rows: ``(batches, rows)``
     per product, within the working-memory budget (float32 similarity rows; several batches at
     once only when a whole batch's n×n block fits)."""
@@ -239,7 +239,7 @@ def knn_edges_batched(X: torch.Tensor, k: int, metric: str = "cosine", *, name: 
         raise ValueError(f"k={k} but {name} has n={n} samples per batch: a kNN graph needs 1 <= k < n; "
                          "use a smaller k or larger batches.")
     X, scale, floor, band, exponent = _prepared(X, metric, name)
-    batch_step, rows_step = _batch_steps(n_batches, n)
+    batch_step, rows_step = batch_steps(n_batches, n)
     edges = []
     for b0 in range(0, n_batches, batch_step):
         b1 = min(n_batches, b0 + batch_step)

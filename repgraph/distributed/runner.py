@@ -1,10 +1,9 @@
-"""Runners: how the distributed analyses execute their tasks. ``ClusterRunner`` submits them to
-a Dask client; ``InProcessRunner`` runs the very same tasks one after another in this process
-(the same chunked math, no Dask needed). Tasks are module-level functions on small arguments
-(file descriptors, row ranges, handles of earlier tasks); results come back in submission order."""
+"""The Dask runner: ``ClusterRunner`` submits an analysis's tasks to a ``distributed.Client``
+(the protocol of ``repgraph.execution.runner``; ``InProcessRunner`` runs the very same tasks in
+this process). Tasks are module-level functions on small arguments (file descriptors, row ranges,
+handles of earlier tasks); results come back in submission order, with the tasks' warnings."""
 from __future__ import annotations
 
-import math
 import pickle
 import threading
 import warnings
@@ -12,10 +11,11 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from .._arrays import row_chunk
 from .._config import config_context, get_config
 from .._warnings import warn_user
-from .context import active_client, require_distributed, without_client
+from ..execution.context import without_client
+from ..execution.runner import resolved
+from .dask_import import require_distributed
 
 
 @dataclass
@@ -64,16 +64,6 @@ def _unwrapped(arg):
     return arg.value if isinstance(arg, Outcome) else arg.obj
 
 
-def resolved(arg, kind, value):
-    """``arg`` with every ``kind`` instance in it, also inside lists and tuples, replaced by
-    ``value(instance)``."""
-    if isinstance(arg, kind):
-        return value(arg)
-    if type(arg) in (list, tuple):
-        return type(arg)(resolved(a, kind, value) for a in arg)
-    return arg
-
-
 def run_task(fn, working_memory: int, *args):
     """Run ``fn(*args)`` on a worker under the client's working-memory budget (so chunking, and
     with it every rounding, is the client's), recording warnings instead of losing them there.
@@ -97,40 +87,11 @@ def _rewarn(records):
         warn_user(message, category)
 
 
-class _Deferred:
-    """An in-process task, run when first needed (its arguments first), its value kept."""
-
-    def __init__(self, fn, args):
-        self.fn, self.args, self.done, self.value = fn, args, False, None
-
-    def result(self):
-        if not self.done:
-            self.value = self.fn(*resolved(self.args, _Deferred, _Deferred.result))
-            self.done, self.fn, self.args = True, None, None
-        return self.value
-
-
-class InProcessRunner:
-    """Runs the tasks in this process, in submission order; warnings are raised where they occur."""
-
-    slots = 1
-
-    def share(self, obj):
-        return obj
-
-    def submit(self, fn, *args):
-        return _Deferred(fn, args)
-
-    def results(self, handles, *, desc: str, progress: bool) -> list:
-        return [h.result() for h in tqdm(handles, desc=desc, disable=not progress, leave=False)]
-
-    def emit_warnings(self, handles):
-        """Warnings of tasks kept for later ones: raised already, when they ran."""
-
-
 class ClusterRunner:
     """Submits the tasks to ``client``; values are gathered in submission order and the tasks'
     warnings re-emitted here in that order."""
+
+    in_process = False
 
     def __init__(self, client):
         self.client = client
@@ -166,28 +127,3 @@ class ClusterRunner:
         """Re-emit the warnings of tasks whose values stayed on the workers."""
         for records in self.client.gather([self.client.submit(_warnings_of, f, pure=False) for f in futures]):
             _rewarn(records)
-
-
-def runner_for(client=None):
-    """``ClusterRunner`` on ``active_client(client)``, or ``InProcessRunner`` when there is none."""
-    client = active_client(client)
-    return InProcessRunner() if client is None else ClusterRunner(client)
-
-
-def tree_sum(runner, add, handles: list):
-    """One handle to ``add``-ed values of ``handles``, summed pairwise in a fixed binary tree (so
-    the rounding does not depend on which worker finished first); the sums run as tasks."""
-    if not handles:
-        raise ValueError("tree_sum needs at least one handle.")
-    while len(handles) > 1:
-        pairs = [runner.submit(add, handles[i], handles[i + 1]) for i in range(0, len(handles) - 1, 2)]
-        handles = pairs + handles[len(pairs) * 2:]
-    return handles[0]
-
-
-def task_rows(n: int, bytes_per_row: int, runner, *, multiple: int = 1) -> int:
-    """Rows per task: within the working-memory budget, and small enough that every slot of the
-    cluster gets about two tasks; a multiple of ``multiple`` (except when one task takes all)."""
-    rows = min(row_chunk(n, bytes_per_row), math.ceil(n / (2 * runner.slots)))
-    rows = max(multiple, rows // multiple * multiple)
-    return min(n, rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .store import LABELS, StoreLock, StoreWriter, check_files, partial_path, read_manifest
+from ..storage.store import LABELS, StoreLock, StoreWriter, check_files, partial_path, read_manifest
 
 
 def _to_numpy(name, value):

@@ -1,54 +1,14 @@
-"""capture_activations: stream data through a model and keep the selected layers' outputs."""
+"""capture_activations: stream data through a model and keep the selected layers' outputs, in
+this process (``in_process_capture``) or, with a cluster runner and a store, in shards written by
+the workers (``sharded_capture``)."""
 from __future__ import annotations
 
-import itertools
-import numbers
-from pathlib import Path
-
-import torch
 from torch import nn
 
-from .._arrays import resolve_device
-from ..distributed.context import active_client
+from ..execution.runner import planning
 from .activations import Activations
-from .batches import iter_batches
-from .forward import forward_all
-from .in_memory import GrowingArrays
-from .recorder import ActivationRecorder
-from .stored import capture_config, capture_to_store
-
-
-def _check_options(batch_size, max_samples):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer (samples per forward pass), got {batch_size!r}.")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral)
-                                    or max_samples < 1):
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}.")
-
-
-def check_materialised(model: nn.Module) -> list[torch.Tensor]:
-    """The model's parameters and buffers, after checking that they hold values (none on the meta
-    device)."""
-    tensors = list(itertools.chain(model.parameters(), model.buffers()))
-    if any(t.is_meta for t in tensors):
-        raise ValueError(f"{type(model).__name__} has parameters on the meta device (they hold no values); "
-                         "materialise it before capturing, e.g. model.to_empty(device='cpu') then "
-                         "load_state_dict(...), or build it without the meta device.")
-    return tensors
-
-
-def _run_device(model: nn.Module, device) -> torch.device:
-    """Where the forward runs: ``device`` (checked) or the model's; the model must hold real weights
-    there."""
-    tensors = check_materialised(model)
-    run = resolve_device(device, like=model)
-    if run.type == "cuda" and run.index is None:
-        run = torch.device("cuda", torch.cuda.current_device())
-    where = {t.device for t in tensors}
-    if len(where) == 1 and where != {run}:
-        raise ValueError(f"device={str(device)!r} but the model's weights are on {where.pop()}; move the "
-                         "model there first (model.to(device)) or pass device=None.")
-    return run
+from .in_process_capture import capture_in_process
+from .sharded_capture import capture_shards
 
 
 def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None,
@@ -158,26 +118,12 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     >>> capture_activations(model, X, layers="2", reduce="spatial_mean", progress=False)["2"].shape
     (10, 2)
     """
-    if active_client(client) is not None and (store is not None or client is not None):
-        from ..distributed.capture import capture_activations as on_cluster
-        return on_cluster(model, data, layers, reduce=reduce, output=output, batch_axis=batch_axis, inputs=inputs,
-                          label_key=label_key, max_samples=max_samples, device=device, store=store,
-                          progress=progress, batch_size=batch_size, client=client)
-    _check_options(batch_size, max_samples)
-    device = _run_device(model, device)
-    rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
-    _, total = iter_batches(data, batch_size, label_key)  # checks the data form before anything runs
-    if max_samples is not None and total is not None:
-        total = min(total, max_samples)
-    meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
-            "inputs": rec.inputs}
-    if store is not None:
-        config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
-        return capture_to_store(model, data, rec, Path(store), config=config, device=device, total=total,
-                                 batch_size=batch_size, label_key=label_key, max_samples=max_samples,
-                                 progress=progress, meta=meta)
-    target = GrowingArrays(total)
-    labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], target, device,
-                             total=total, max_samples=max_samples, progress=progress)
-    return Activations(target.result(n), labels, meta=meta)
-
+    if store is not None or client is not None:
+        with planning(client) as runner:
+            if not runner.in_process:
+                return capture_shards(model, data, layers, reduce=reduce, output=output, batch_axis=batch_axis,
+                                      inputs=inputs, label_key=label_key, max_samples=max_samples, device=device,
+                                      store=store, progress=progress, batch_size=batch_size, runner=runner)
+    return capture_in_process(model, data, layers, reduce=reduce, output=output, batch_axis=batch_axis, inputs=inputs,
+                              label_key=label_key, max_samples=max_samples, device=device, store=store,
+                              progress=progress, batch_size=batch_size)

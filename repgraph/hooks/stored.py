@@ -13,7 +13,7 @@ from .batches import iter_batches
 from .fingerprint import DataDigest, callable_token, model_digest, value_token
 from .forward import DataChanged, forward_all
 from .recorder import ActivationRecorder
-from .store import StoreLock, StoreWriter, partial_path, read_manifest, resumable
+from ..storage.store import StoreLock, StoreWriter, partial_path, read_manifest, resumable
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 

@@ -5,6 +5,7 @@ benchmarks share: on digits (``repgraph.workflows.digits``), on MNIST-1D
 (``repgraph.workflows.mnist1d``); ``repgraph.workflows.notebooks.small_settings`` is the switch CI
 sets for the notebooks."""
 from .block_redundancy import block_redundancy
+from .checkpoints import modularity_curves
 from .clp import LayerScores, clp_scores
 from .criteria import (CriterionInputs, FilterCriterion, criteria_names, get_criterion, register_criterion,
                        unregister_criterion)
@@ -13,5 +14,6 @@ from .filter_scores import criterion_importance, filter_scores
 from .prune_experiment import prune_experiment
 
 __all__ = ["CriterionInputs", "FilterCriterion", "LayerScores", "block_redundancy", "clp_scores", "criteria_names",
-           "criterion_importance", "filter_scores", "get_criterion", "layer_filter_report", "prune_experiment",
+           "criterion_importance", "filter_scores", "get_criterion", "layer_filter_report", "modularity_curves",
+           "prune_experiment",
            "register_criterion", "unregister_criterion"]

@@ -7,9 +7,9 @@ import pandas as pd
 from torch import nn
 
 from .._results import described
-from ..analyzers.modularity import modularity_curve as _modularity_curve
-from ..hooks.capture import capture_activations as _capture
-from .runner import runner_for
+from ..analyzers.modularity import modularity_curve
+from ..execution.runner import planning
+from ..hooks.capture import capture_activations
 
 
 def _checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, options: dict):
@@ -19,8 +19,8 @@ def _checkpoint_curve(checkpoint, data, layers, reduce, max_samples, device, opt
     if not isinstance(model, nn.Module):
         raise TypeError(f"a checkpoint must be an nn.Module or a function returning one; it gave "
                         f"{type(model).__name__}.")
-    acts = _capture(model, data, layers, reduce=reduce, max_samples=max_samples, device=device, progress=False)
-    return _modularity_curve(acts, device=device, progress=False, **options)
+    acts = capture_activations(model, data, layers, reduce=reduce, max_samples=max_samples, device=device, progress=False)
+    return modularity_curve(acts, device=device, progress=False, **options)
 
 
 def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, batch_size: int = 500,
@@ -71,7 +71,7 @@ def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, bat
     Examples
     --------
     >>> import torch
-    >>> from repgraph.distributed import modularity_curves
+    >>> from repgraph import modularity_curves
     >>> _ = torch.manual_seed(0)
     >>> x, y = torch.randn(40, 6), torch.arange(40) % 2
     >>> nets = {epoch: torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU()) for epoch in (0, 1)}
@@ -82,12 +82,12 @@ def modularity_curves(checkpoints, data, layers="modularity", *, k: int = 3, bat
     items = list(checkpoints.items()) if isinstance(checkpoints, Mapping) else list(enumerate(checkpoints))
     if not items:
         raise ValueError("checkpoints is empty: pass a mapping name -> model (or loader function).")
-    runner = runner_for(client)
-    shared = runner.share(data)
     options = {"k": k, "batch_size": batch_size, "n_batches": n_batches, "shuffle": shuffle, "batched": batched}
-    tasks = [runner.submit(_checkpoint_curve, runner.share(c) if isinstance(c, nn.Module) else c, shared, layers,
-                           reduce, max_samples, device, options) for _, c in items]
-    curves = runner.results(tasks, desc="checkpoints", progress=progress)
+    with planning(client) as runner:
+        shared = runner.share(data)
+        tasks = [runner.submit(_checkpoint_curve, runner.share(c) if isinstance(c, nn.Module) else c, shared, layers,
+                               reduce, max_samples, device, options) for _, c in items]
+        curves = runner.results(tasks, desc="checkpoints", progress=progress)
     table = pd.concat([curve.assign(checkpoint=name) for (name, _), curve in zip(items, curves)], ignore_index=True)
     table = table[["checkpoint", "layer", "depth", "modularity", "std", "n_samples"]]
     used = {key: curves[0].attrs[key] for key in ("n_batches_used", "n_samples")}  # the same data every time

@@ -1,9 +1,10 @@
-"""Capture on a Dask cluster: the samples are cut into shards of whole batches, each worker runs
-the model on its shards (the in-process capture, in memory) and writes their rows into the
+"""Capture on a cluster: the samples are cut into shards of whole batches, one task per shard runs
+the model on its samples (the in-process capture, in memory) and writes their rows into the
 store's preallocated layer files, returning their CRC-32; the store is published once every shard
-is in.
+is in. The plan runs on any runner (``repgraph.execution``); ``capture_activations`` takes it
+with a cluster runner and a store.
 
-The store is the one of ``repgraph.hooks.store``, written by the procedure its module docstring
+The store is the one of ``repgraph.storage.store``, written by the procedure its module docstring
 gives for several writers: under the store's lock, a private ``.partial`` folder with each file
 preallocated; rows written at ``HEADER_BYTES + start·row_bytes``; the manifest with each shard's
 checksum; one atomic rename. Fingerprint and reuse are the in-process ones, so either capture
@@ -22,16 +23,15 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
 
-from ..hooks.activations import Activations
-from ..hooks.batches import _is_pair, _slice, iter_batches
-from ..hooks.capture import _check_options, check_materialised
-from ..hooks.capture import capture_activations as _capture
-from ..hooks.npy_stream import HEADER_BYTES, NpyStreamWriter, npy_header
-from ..hooks.recorder import ActivationRecorder
-from ..hooks.store import (LABELS, complete_manifest, file_entry, layer_filename, partial_path, publish,
-                           write_manifest)
-from ..hooks.stored import _hash_data, capture_config, reuse_or_lock
-from .runner import runner_for, task_rows
+from ..execution.runner import task_rows
+from ..storage.npy_stream import HEADER_BYTES, NpyStreamWriter, npy_header
+from ..storage.store import (LABELS, complete_manifest, file_entry, layer_filename, partial_path, publish,
+                             write_manifest)
+from .activations import Activations
+from .batches import _is_pair, _slice, iter_batches
+from .in_process_capture import capture_in_process, check_materialised, check_options
+from .recorder import ActivationRecorder
+from .stored import _hash_data, capture_config, reuse_or_lock
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -78,7 +78,7 @@ def _shard_view(data, start: int, stop: int, n_data: int):
 
 def _capture_rows(model, data, start, stop, n_data, options) -> Activations:
     with _model_lock(model):
-        acts = _capture(model, _shard_view(data, start, stop, n_data), progress=False, **options)
+        acts = capture_in_process(model, _shard_view(data, start, stop, n_data), progress=False, **options)
     if acts.n_samples != stop - start:
         raise ValueError(f"samples {start}:{stop} of the data gave {acts.n_samples} rows; the data's "
                          "per-sample arrays must all have the same length.")
@@ -136,14 +136,14 @@ def _labels_entry(partial: Path, parts: list):
     return file_entry(None, LABELS, shape, writer.dtype, [{"start": 0, "stop": shape[0], "crc32": writer.crc32}])
 
 
-def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None, batch_axis=0,
-                        inputs: bool = False, label_key="auto", max_samples: int | None = None, device=None,
-                        store=None, progress: bool = True, batch_size: int = 256, client=None) -> Activations:
-    """``repgraph.capture_activations`` with the forward passes on a cluster, into a store.
+def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None, batch_axis=0,
+                   inputs: bool = False, label_key="auto", max_samples: int | None = None, device=None,
+                   store=None, progress: bool = True, batch_size: int = 256, runner) -> Activations:
+    """``capture_activations`` by ``runner``'s tasks, one per shard, into ``store``.
 
     The N samples are cut into shards of whole batches, so each batch is one the in-process
-    capture runs and every row is identical to its. The model and the data are sent to the
-    cluster once. A probe of the first samples gives each layer's shape; under the store's lock
+    capture runs and every row is identical to its. The model and the data are shared with the
+    runner once. A probe of the first samples gives each layer's shape; under the store's lock
     a private ``.partial`` folder gets each layer's file preallocated; one task per shard runs the
     in-process capture on its samples and writes its rows in place, returning their CRC-32; a
     task hashes the data meanwhile (the fingerprint of the in-process capture). Once every shard
@@ -155,16 +155,15 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     Parameters
     ----------
     model : nn.Module
-        The network (picklable; sent to the cluster once).
+        The network (picklable, for a cluster; shared once).
     data : tensor or array, (X, y), dict of per-sample arrays, map-style Dataset or sequential DataLoader
         Data that can be indexed, to cut into shards.
     layers, reduce, output, batch_axis, inputs, label_key, max_samples, device, progress, batch_size
         As in ``repgraph.capture_activations``.
     store : str or Path
         The store's folder, visible to the workers under the same path (required).
-    client : distributed.Client, optional
-        Default: the client of the enclosing ``repgraph.parallel`` block; with none, the shards
-        run in this process.
+    runner
+        The runner of the tasks (``repgraph.execution.runner``).
 
     Returns
     -------
@@ -178,23 +177,12 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         or shards that disagree with the probe.
     TypeError
         For data that cannot be indexed (iterable datasets, generators, shuffling loaders).
-
-    Examples
-    --------
-    >>> import tempfile, torch
-    >>> from repgraph.distributed import capture_activations
-    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())
-    >>> x, y = torch.randn(10, 3), torch.arange(10) % 2
-    >>> acts = capture_activations(model, (x, y), layers=["0"], store=tempfile.mkdtemp() + "/acts",
-    ...                            batch_size=4, progress=False)
-    >>> acts["0"].shape, acts.labels.tolist()[:4]
-    ((10, 4), [0, 1, 0, 1])
     """
     if store is None:
         raise ValueError("capture on a cluster writes a store: pass store=PATH, a folder the workers can "
                          "write under the same path (or capture without client= to keep the activations "
                          "in memory here).")
-    _check_options(batch_size, max_samples)
+    check_options(batch_size, max_samples)
     check_materialised(model)
     rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
     batch = _shard_batch_size(data, batch_size)
@@ -211,7 +199,6 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     options = {"layers": rec.layers, "reduce": reduce, "output": output, "batch_axis": batch_axis, "inputs": inputs,
                "label_key": label_key, "device": device, "batch_size": batch_size}
     try:
-        runner = runner_for(client)
         model_handle, data_handle = runner.share(model), runner.share(data)
         digest = runner.submit(_data_digest, data_handle, batch_size, label_key, max_samples)
         probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), total, options)

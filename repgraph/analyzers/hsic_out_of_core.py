@@ -29,7 +29,7 @@ import torch
 
 from .._arrays import as_features, row_chunk
 from .._config import get_config
-from .runner import tree_sum
+from ..execution.runner import tree_sum
 
 PATHS = ("features", "gram")
 SAMPLE_RANGES = 8
