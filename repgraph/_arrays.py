@@ -6,9 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-import os
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import torch

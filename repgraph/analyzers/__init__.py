@@ -16,5 +16,5 @@ __all__ = ["CentralFilters", "MinibatchCKA", "angular_distance", "birth_point_of
            "block_influence", "central_filters", "chip_scores", "cka", "cka_matrix", "class_feature_entropy",
            "closeness_centrality", "clp_outliers", "clp_upper_bounds", "communities", "compensate_next_layer",
            "entropy_ranking_scores", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "hsic_matrix",
-           "l1_scores", "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve",
+           "l1_scores", "layer_central_filters", "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve",
            "persistence_entropy", "relative_update_norm", "sample_graph"]

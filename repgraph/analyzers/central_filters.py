@@ -348,6 +348,11 @@ def layer_central_filters(acts, ratio: float, *, kind: str = "cf_local", progres
     ValueError
         For a ratio outside (0, 1) or one that would prune a whole layer, and as ``filter_similarity``.
 
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493;
+    github.com/8ubpshLR23/Central-Filter ``rank.py``.
+
     Examples
     --------
     >>> import numpy as np

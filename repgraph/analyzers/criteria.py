@@ -5,7 +5,6 @@ NeurIPS 2021), CLP (Zheng et al., ECCV 2022, channel Lipschitz upper bound) and 
 conv's and BN's weights (``repgraph.workflows.clp_scores`` pairs them in a model)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import numpy as np
 import torch
