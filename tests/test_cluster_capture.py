@@ -1,6 +1,8 @@
 """A capture on a cluster that is abandoned while its shards still run on the workers (its client
 closed, or one shard failed) never writes into another capture's store: the next capture of the
-same folder returns exactly its own activations, and no file of its store changes afterwards."""
+same folder returns exactly its own activations, and no file of its store changes afterwards. A
+capture checks its shards' rows on disk before it publishes them, and the next writer of a store
+deletes the folders of abandoned captures, leaving an interrupted in-process capture to resume."""
 import copy
 import threading
 import time
@@ -14,6 +16,11 @@ from torch import nn
 distributed = pytest.importorskip("distributed")
 
 import repgraph as rg  # noqa: E402
+from repgraph.execution.runner import InProcessRunner  # noqa: E402
+from repgraph.hooks import DamagedStoreError  # noqa: E402
+from repgraph.hooks.sharded_capture import capture_shards  # noqa: E402
+from repgraph.storage.npy_stream import HEADER_BYTES  # noqa: E402
+from repgraph.storage.store import capture_folder, partial_path  # noqa: E402
 
 N, BATCH, SHARD = 2400, 100, 600  # 2 workers of 1 thread: 4 shards of 600 samples, 6 batches each
 
@@ -111,3 +118,66 @@ def test_an_abandoned_cluster_capture_never_writes_into_the_next_capture(cluster
     _wait_until_workers_idle(client)
     assert _snapshot(store) == stored
     assert np.array_equal(rg.Activations.load(store, verify=True)["1"], expected["1"])
+    assert not list(tmp_path.glob("acts.partial*"))  # the abandoned capture deleted its folder
+
+
+class _Overwriter(InProcessRunner):
+    """Runs the tasks here; once the shards of the capture into ``store`` are in, another writer
+    changes one row of its folder's first file."""
+
+    def __init__(self, store: Path):
+        super().__init__()
+        self.store = store
+
+    def results(self, handles, *, desc, progress):
+        values = super().results(handles, desc=desc, progress=progress)
+        if desc == "capture":
+            (folder,) = self.store.parent.glob(self.store.name + ".partial-*")
+            with open(folder / "layer_0000.npy", "r+b") as fh:
+                fh.seek(HEADER_BYTES + 5 * 8 * 4)
+                fh.write(np.full(8, 7.0, np.float32).tobytes())
+        return values
+
+
+def test_rows_changed_on_disk_before_publishing_are_caught_and_nothing_is_published(tmp_path):
+    torch.manual_seed(0)
+    model, x, store = nn.Sequential(nn.Linear(4, 8)), torch.randn(40, 4), tmp_path / "acts"
+    kwargs = {"layers": ["0"], "batch_size": 8, "progress": False}
+    with pytest.raises(DamagedStoreError, match=r"rows 0:40 of layer '0' changed on disk"):
+        capture_shards(model, x, store=store, runner=_Overwriter(store), **kwargs)
+    assert not store.exists() and not list(tmp_path.glob("acts.partial*"))
+    got = capture_shards(model, x, store=store, runner=InProcessRunner(), **kwargs)
+    assert np.array_equal(got["0"], rg.capture_activations(model, x, **kwargs)["0"])
+
+
+class _Interrupted(nn.Module):
+    """A linear layer that counts its calls and raises KeyboardInterrupt on call ``fail_at``."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.fail_at, self.calls = nn.Linear(4, 8), fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.lin(x)
+
+
+def test_the_next_writer_deletes_abandoned_folders_and_an_interrupted_capture_resumes(tmp_path):
+    x, store = torch.randn(40, 4), tmp_path / "acts"
+    kwargs = {"layers": ["lin"], "batch_size": 10, "progress": False}
+    model = _Interrupted(fail_at=3)  # batches 1 and 2 are committed
+    with pytest.raises(KeyboardInterrupt):
+        rg.capture_activations(model, x, store=store, **kwargs)
+    abandoned = capture_folder(store, "0123abcd")  # left by a cluster capture whose client was killed
+    abandoned.mkdir()
+    (abandoned / "layer_0000.npy").write_bytes(b"rows of another model")
+    other_store = capture_folder(tmp_path / "acts2", "0123abcd")
+    other_store.mkdir()
+    model.fail_at, model.calls = None, 0
+    got = rg.capture_activations(model, x, store=store, **kwargs)
+    assert model.calls == 2  # resumed from the in-process capture's acts.partial: batches 3 and 4 only
+    assert np.array_equal(got["lin"], rg.capture_activations(model, x, **kwargs)["lin"])
+    assert not abandoned.exists() and not partial_path(store).exists() and other_store.exists()
