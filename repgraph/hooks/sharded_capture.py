@@ -5,15 +5,19 @@ is in. The plan runs on any runner (``repgraph.execution``); ``capture_activatio
 with a cluster runner and a store.
 
 The store is the one of ``repgraph.storage.store``, written by the procedure its module docstring
-gives for several writers: under the store's lock, a private ``.partial`` folder with each file
-preallocated; rows written at ``HEADER_BYTES + start·row_bytes``; the manifest with each shard's
-checksum; one atomic rename. Fingerprint and reuse are the in-process ones, so either capture
-reuses a store the other made."""
+gives for several writers: under the store's lock, the capture's own folder (``capture_folder``,
+a fresh token) with each file preallocated; rows written at ``HEADER_BYTES + start·row_bytes``
+into files opened by path; each shard's rows re-read and checked against the CRC-32 its task
+returned; the manifest with each shard's checksum; one atomic rename. A capture that fails
+deletes its folder, so its shards still running on the workers (a cancelled Dask task runs to its
+end) fail to open their files instead of writing into another capture's. Fingerprint and reuse
+are the in-process ones, so either capture reuses a store the other made."""
 from __future__ import annotations
 
 import math
 import shutil
 import threading
+import uuid
 import weakref
 import zlib
 from collections.abc import Mapping
@@ -24,9 +28,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
 
 from ..execution.runner import task_rows
-from ..storage.npy_stream import HEADER_BYTES, NpyStreamWriter, npy_header
-from ..storage.store import (LABELS, complete_manifest, file_entry, layer_filename, partial_path, publish,
-                             write_manifest)
+from ..storage.npy_stream import HEADER_BYTES, NpyStreamWriter, crc32_of, npy_header
+from ..storage.store import (LABELS, DamagedStoreError, capture_folder, check_files, complete_manifest, file_entry,
+                             layer_filename, publish, write_manifest)
 from .activations import Activations
 from .batches import _is_pair, _slice, iter_batches
 from .in_process_capture import capture_in_process, check_materialised, check_options
@@ -93,7 +97,11 @@ def _probe_layout(model, data, n_probe: int, n_data: int, options) -> list[tuple
 
 def _capture_shard(model, data, start, stop, n_data, options, partial: str, layout) -> tuple[list[int], object]:
     """Run samples ``start:stop`` through the model and write their rows into the files of
-    ``partial``; returns each file's CRC-32 of these rows and the rows' labels (or None)."""
+    ``partial``; returns each file's CRC-32 of these rows and the rows' labels (or None).
+
+    Each file is opened by path and never created: once an abandoned capture's folder is deleted,
+    its shard fails here (a file opened just before goes on being written after it is deleted,
+    unseen by anyone)."""
     acts = _capture_rows(model, data, start, stop, n_data, options)
     if [(key, tuple(a.shape[1:])) for key, a in acts.items()] != layout:
         raise ValueError(f"samples {start}:{stop} gave layers {[(k, a.shape[1:]) for k, a in acts.items()]} but "
@@ -113,10 +121,31 @@ def _data_digest(data, batch_size, label_key, max_samples) -> dict:
     return _hash_data(iter_batches(data, batch_size, label_key)[0], max_samples)
 
 
+def _shard_crcs(partial: str, layout, start: int, stop: int) -> list[int]:
+    """Each file's CRC-32 of rows ``start:stop`` as they are on disk now."""
+    crcs = []
+    for index, (_, shape) in enumerate(layout):
+        row = 4 * math.prod(shape)
+        crcs.append(crc32_of(Path(partial) / layer_filename(index), HEADER_BYTES + start * row, (stop - start) * row))
+    return crcs
+
+
+def _verify_shards(runner, folder: Path, partial: Path, layout, shards, written):
+    """Re-read every shard's rows (one task per shard) and check them against the CRC-32 its
+    capture task returned; ``DamagedStoreError`` naming the layer and the rows when they differ."""
+    tasks = [runner.submit(_shard_crcs, str(partial), layout, a, b) for a, b in shards]
+    on_disk = runner.results(tasks, desc="verify", progress=False)
+    for (a, b), (crcs, _), now in zip(shards, written, on_disk):
+        for (key, _), crc, got in zip(layout, crcs, now):
+            if crc != got:
+                raise DamagedStoreError(f"store={str(folder)!r}: rows {a}:{b} of layer {key!r} changed on disk after "
+                                        "their shard wrote them (another process wrote into the capture's folder, "
+                                        "or the disk failed); nothing was published. Capture again.")
+
+
 def _preallocate(partial: Path, layout, n: int):
-    """The private folder with each layer's file at its final size (header, then a sparse hole)."""
-    if partial.exists():
-        shutil.rmtree(partial)
+    """The capture's new folder with each layer's file at its final size (header, then a sparse
+    hole)."""
     partial.mkdir(parents=True)
     for index, (_, shape) in enumerate(layout):
         with open(partial / layer_filename(index), "wb") as fh:
@@ -144,13 +173,16 @@ def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten",
     The N samples are cut into shards of whole batches, so each batch is one the in-process
     capture runs and every row is identical to its. The model and the data are shared with the
     runner once. A probe of the first samples gives each layer's shape; under the store's lock
-    a private ``.partial`` folder gets each layer's file preallocated; one task per shard runs the
-    in-process capture on its samples and writes its rows in place, returning their CRC-32; a
-    task hashes the data meanwhile (the fingerprint of the in-process capture). Once every shard
-    is in, the manifest (each shard's checksum as a chunk) is written and the folder published
-    with one atomic rename. A failed shard raises its error here and nothing is published (the
-    partial folder is started afresh by the next capture; no resume). A complete store of the
-    same capture is reused, after its checksums are verified, as in process.
+    the capture's own folder (``capture_folder``: a fresh token) gets each layer's file
+    preallocated; one task per shard runs the in-process capture on its samples and writes its
+    rows in place, returning their CRC-32; a task hashes the data meanwhile (the fingerprint of
+    the in-process capture). Once every shard is in, one task per shard re-reads its rows and
+    checks their CRC-32, the manifest (each shard's checksum as a chunk) is written and checked
+    against the files, and the folder is published with one atomic rename. A failed shard (or a
+    closed client) raises its error here, nothing is published and the folder is deleted before
+    the lock is released, so shards still running on the workers cannot write into the next
+    capture of the store (no resume). A complete store of the same capture is reused, after its
+    checksums are verified, as in process.
 
     Parameters
     ----------
@@ -175,6 +207,8 @@ def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten",
     ValueError
         Without ``store``, for bad options, empty data, unknown layers, a store of another capture,
         or shards that disagree with the probe.
+    DamagedStoreError
+        When rows on disk differ from those their shard wrote (nothing is published).
     TypeError
         For data that cannot be indexed (iterable datasets, generators, shuffling loaders).
     """
@@ -203,22 +237,30 @@ def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten",
         digest = runner.submit(_data_digest, data_handle, batch_size, label_key, max_samples)
         probe = runner.submit(_probe_layout, model_handle, data_handle, min(n, 2), total, options)
         layout = runner.results([probe], desc="probe", progress=False)[0]
-        partial = partial_path(folder)
-        _preallocate(partial, layout, n)
-        rows = task_rows(n, 2 * 4 * sum(math.prod(shape) for _, shape in layout), runner, multiple=batch)
-        shards = [(a, min(n, a + rows)) for a in range(0, n, rows)]
-        tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, b, total, options, str(partial), layout)
-                 for a, b in shards]
-        written = runner.results(tasks, desc="capture", progress=progress)
-        data_hash = runner.results([digest], desc="data hash", progress=False)[0]
-        entries = [file_entry(key, layer_filename(i), (n, *shape), np.float32,
-                              [{"start": a, "stop": b, "crc32": crcs[i]} for (a, b), (crcs, _) in zip(shards, written)])
-                   for i, (key, shape) in enumerate(layout)]
-        labels = _labels_entry(partial, [labels for _, labels in written])
-        meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
-                "inputs": rec.inputs}
-        write_manifest(partial, complete_manifest(entries, labels, {**config, "data": data_hash}, meta))
-        publish(partial, folder)
+        partial = capture_folder(folder, uuid.uuid4().hex)
+        try:
+            _preallocate(partial, layout, n)
+            rows = task_rows(n, 2 * 4 * sum(math.prod(shape) for _, shape in layout), runner, multiple=batch)
+            shards = [(a, min(n, a + rows)) for a in range(0, n, rows)]
+            tasks = [runner.submit(_capture_shard, model_handle, data_handle, a, b, total, options, str(partial),
+                                   layout) for a, b in shards]
+            written = runner.results(tasks, desc="capture", progress=progress)
+            _verify_shards(runner, folder, partial, layout, shards, written)
+            data_hash = runner.results([digest], desc="data hash", progress=False)[0]
+            entries = [file_entry(key, layer_filename(i), (n, *shape), np.float32,
+                                  [{"start": a, "stop": b, "crc32": crcs[i]}
+                                   for (a, b), (crcs, _) in zip(shards, written)])
+                       for i, (key, shape) in enumerate(layout)]
+            labels = _labels_entry(partial, [labels for _, labels in written])
+            meta = {"model": type(model).__name__, "reduce": rec.reducer.name, "max_samples": max_samples,
+                    "inputs": rec.inputs}
+            manifest = complete_manifest(entries, labels, {**config, "data": data_hash}, meta)
+            write_manifest(partial, manifest)
+            check_files(partial, manifest, verify=False)
+            publish(partial, folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # the shards still running find no files to write
+            raise
     finally:
         lock.release()
     return Activations.load(folder)

@@ -13,7 +13,8 @@ from .batches import iter_batches
 from .fingerprint import DataDigest, callable_token, model_digest, value_token
 from .forward import DataChanged, forward_all
 from .recorder import ActivationRecorder
-from ..storage.store import StoreLock, StoreWriter, partial_path, read_manifest, resumable
+from ..storage.store import (StoreLock, StoreWriter, partial_path, read_manifest, remove_abandoned_folders,
+                             resumable)
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -108,13 +109,16 @@ def reuse_or_lock(folder: Path, config: dict, data, *, batch_size, label_key, ma
     """``(activations, None)`` when ``folder`` holds a published store of this capture (also one
     published by another writer of it that we waited for; ``_reuse`` verifies the data and the
     checksums), else ``(None, lock)`` with the folder's lock held, for the caller to write, publish
-    and release. A published store is never rewritten, so it is read without the lock."""
+    and release; the folders of abandoned captures by several writers are deleted then
+    (``remove_abandoned_folders``). A published store is never rewritten, so it is read without
+    the lock."""
     manifest = _published(folder)
     if manifest is None:
         lock = StoreLock(folder)
         _wait_or_refuse(folder, lock, config, progress)
         manifest = _published(folder)
         if manifest is None:
+            remove_abandoned_folders(folder)
             return None, lock
         lock.release()
     return _reuse(folder, manifest, config, iter_batches(data, batch_size, label_key)[0], max_samples), None

@@ -12,15 +12,20 @@ sample count, each file's CRC-32 up to it and the data hash up to it; a killed c
 from there (files are cut back to the committed rows). A published store is never modified.
 
 Each file's checksums are a list of row ranges (``chunks``), so a store can also be assembled
-from shards written by several processes: under ``StoreLock``, create ``partial_path(store)``
-with each layer's file preallocated at its final size (``npy_stream.npy_header`` then
-``truncate``); each worker writes its rows at ``HEADER_BYTES + start * row_bytes`` and returns
-their CRC-32 (``zlib.crc32``); once every shard is in, ``write_manifest(partial,
+from shards written by several processes: under ``StoreLock``, ``remove_abandoned_folders(store)``
+and create the capture's own ``capture_folder(store, token)`` (a fresh token) with each layer's
+file preallocated at its final size (``npy_stream.npy_header`` then ``truncate``); each worker
+opens the files by path (never creating them), writes its rows at ``HEADER_BYTES + start *
+row_bytes`` and returns their CRC-32 (``zlib.crc32``); once every shard is in, re-read each
+shard's rows and compare their CRC-32 with the returned one, ``write_manifest(folder,
 complete_manifest([file_entry(name, file, shape, dtype, chunks), ...], labels, fingerprint,
-meta))`` and ``publish(partial, store)``.
+meta))`` and ``publish(folder, store)``; on any failure delete the folder before releasing the
+lock. Workers of an abandoned capture may still be running: they can only write into their own
+capture's folder, which is gone or about to be deleted, never into another capture's files.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -323,3 +328,22 @@ class StoreWriter:
         """Close every file and delete the private folder."""
         self.close_files()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def capture_folder(store: Path, token: str) -> Path:
+    """The private folder of one capture into ``store`` by several writers, named by ``token``
+    (unique to that capture, e.g. ``uuid.uuid4().hex``): no other capture ever writes there, and
+    its writers open its files by path, so a writer left over from an abandoned capture fails
+    once the folder is deleted instead of writing into another capture's files."""
+    return store.with_name(f"{store.name}.partial-{token}")
+
+
+def remove_abandoned_folders(store: Path):
+    """Delete every ``capture_folder`` of ``store``: the folders of captures by several writers
+    that were abandoned before they published (their client failed or was killed). Call it only
+    with ``StoreLock(store)`` held: a live capture holds the lock from before it creates its
+    folder until it has published or deleted it, so none of these folders is a live capture's.
+    Writers of an abandoned capture still running then fail to open its files, or write into
+    files already deleted."""
+    for folder in store.parent.glob(glob.escape(store.name) + ".partial-*"):
+        shutil.rmtree(folder, ignore_errors=True)
