@@ -64,7 +64,7 @@ def test_out_of_core_cka_on_small_workers_completes_with_the_defaults(client, tm
     store = _save(tmp_path / "s", 2600, 1000, 2)
     before = client.run(_peak_mib)
     got = rg.cka_matrix(store, client=client, progress=False)
-    grown = {worker: _peak_mib_after - before[worker] for worker, _peak_mib_after in client.run(_peak_mib).items()}
+    grown = {worker: peak - before[worker] for worker, peak in client.run(_peak_mib).items()}
     expected = rg.cka_matrix(rg.Activations.load(store), progress=False)  # in memory, here
     assert got.attrs["hsic_path"] == "gram"
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-10)
