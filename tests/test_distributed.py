@@ -346,7 +346,8 @@ def test_hsic_path_follows_the_cost_rule():
     assert hsic_path(1000, [100, 400]) == "features"  # 2·500 ≤ 1000
     assert hsic_path(1000, [100, 401]) == "gram"
     assert hsic_path(10**6, [6000], budget_bytes=256 * 2**20) == "gram"  # 6000²·8 B > 256 MiB
-    assert feature_panels([3, 3, 5, 1, 20], budget_bytes=8 * 36) == [[0, 1], [2, 3], [4]]
+    # three float64 6×6 blocks in half the budget: panels at most 6 wide
+    assert feature_panels([3, 3, 5, 1, 20], budget_bytes=2 * 3 * 8 * 36) == [[0, 1], [2, 3], [4]]
 
 
 @pytest.mark.parametrize("debiased", [False, True])

@@ -27,12 +27,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._arrays import as_features, row_chunk
+from .._arrays import as_features, resolve_device, row_chunk
 from .._config import get_config
 from ..execution.runner import tree_sum
 
 PATHS = ("features", "gram")
 SAMPLE_RANGES = 8
+#: bytes per feature of one sample that a kernel holds at most while it reads and centres a chunk
+#: of one layer: the float32 rows read (4), the finiteness mask (1), the centred float32 copy (4)
+#: and one float64 copy of it (8), rounded up; the budgets below count it, so that the working
+#: memory bounds what a task allocates, not only its largest array
+CHUNK_BYTES = 20
+#: float64 C blocks a feature-space task holds at once: the running sum, a chunk's product and, in
+#: the tree of partial sums, their sum
+PANEL_BLOCKS = 3
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,10 @@ def _centred(rows, start, stop, name, device, moments: Moments) -> torch.Tensor:
 
 
 def _layer_moments(rows, n: int, name: str, device=None) -> Moments:
-    """Two passes over the layer's samples: the float64 column means, then ``S`` and ``Σ‖x̃‖²``."""
+    """Two passes over the layer's samples, in chunks within the working memory: the float64
+    column means, then ``S`` and ``Σ‖x̃‖²``."""
     width = math.prod(rows.shape[1:])
-    step = row_chunk(n, 16 * width)
+    step = row_chunk(n, (CHUNK_BYTES + 8) * width)  # and the float64 squares
     total = torch.zeros(width, dtype=torch.float64)
     for start in range(0, n, step):
         total += _chunk(rows, start, min(n, start + step), name, device).sum(dim=0, dtype=torch.float64).cpu()
@@ -70,18 +79,24 @@ def _layer_moments(rows, n: int, name: str, device=None) -> Moments:
     return Moments(moments.mean32, col_sum.numpy(), sq_sum)
 
 
+def _panel_limit(budget_bytes: int) -> int:
+    """The widest panel: ``PANEL_BLOCKS`` float64 P×P blocks within half the budget (the other
+    half holds the chunks they are summed from)."""
+    return max(1, math.isqrt(budget_bytes // (2 * PANEL_BLOCKS * 8)))
+
+
 def hsic_path(n: int, widths, *, budget_bytes: int | None = None) -> str:
     """``"features"`` when ``2·ΣD ≤ n`` (the D×D products cost less than the N×N ones) and the
-    widest layer's D×D float64 block fits ``budget_bytes`` (default: the working memory), else
-    ``"gram"``."""
+    widest layer is a feature panel of its own within ``budget_bytes`` (default: the working
+    memory; see ``feature_panels``), else ``"gram"``."""
     budget = get_config()["working_memory"] * 2**20 if budget_bytes is None else budget_bytes
-    return "features" if 2 * sum(widths) <= n and 8 * max(widths) ** 2 <= budget else "gram"
+    return "features" if 2 * sum(widths) <= n and max(widths) <= _panel_limit(budget) else "gram"
 
 
 def feature_panels(widths, budget_bytes: int) -> list[list[int]]:
-    """Consecutive layers grouped so that each group's total width P has P² float64 within the
-    budget (a layer wider than that is a group of its own)."""
-    limit = max(1, math.isqrt(budget_bytes // 8))
+    """Consecutive layers grouped so that each group's total width P has ``PANEL_BLOCKS`` float64
+    P×P blocks within half the budget (a layer wider than that is a group of its own)."""
+    limit = _panel_limit(budget_bytes)
     panels, width = [], 0
     for index, w in enumerate(widths):
         if panels and width + w <= limit:
@@ -94,16 +109,22 @@ def feature_panels(widths, budget_bytes: int) -> list[list[int]]:
 
 
 def _panel_chunk(layers, start, stop, device):
-    """The centred chunk of each layer of a panel, float64, side by side; and per layer
-    ``q_i = ‖x̃_i‖²`` and ``r_i = (K̃·1)_i = x̃_i·S − q_i`` (for the unbiased terms)."""
-    parts, q, r = [], [], []
+    """The centred chunk of each layer of a panel, float64, side by side (each layer written into
+    its columns: no second copy); and per layer ``q_i = ‖x̃_i‖²`` and ``r_i = (K̃·1)_i = x̃_i·S − q_i``
+    (for the unbiased terms)."""
+    Z, q, r, left = None, [], [], 0
     for rows, name, moments in layers:
-        Xc = _centred(rows, start, stop, name, device, moments).double()
-        qi = (Xc ** 2).sum(dim=1)
-        parts.append(Xc)
+        Xc = _centred(rows, start, stop, name, device, moments)
+        if Z is None:
+            Z = torch.empty(stop - start, sum(_width(layers)), dtype=torch.float64, device=Xc.device)
+        block = Z[:, left:left + Xc.shape[1]]
+        block.copy_(Xc)
+        del Xc
+        qi = (block ** 2).sum(dim=1)
         q.append(qi)
-        r.append(Xc @ torch.as_tensor(moments.col_sum, device=Xc.device) - qi)
-    return torch.cat(parts, dim=1), torch.stack(q), torch.stack(r)
+        r.append(block @ torch.as_tensor(moments.col_sum, device=Z.device) - qi)
+        left += block.shape[1]
+    return Z, torch.stack(q), torch.stack(r)
 
 
 def _width(layers) -> list[int]:
@@ -116,14 +137,26 @@ def _feature_panel_sums(panel_a, panel_b, start: int, stop: int, device=None) ->
     ``Σ X̃_aᵀX̃_b`` over the panels' columns, ``Σ q_a q_bᵀ`` and ``Σ r_a r_bᵀ`` (layers × layers),
     float64 numpy."""
     same = panel_b is None
-    step = row_chunk(stop - start, 16 * (sum(_width(panel_a)) + (0 if same else sum(_width(panel_b)))))
+    widths_a, widths_b = _width(panel_a), ([] if same else _width(panel_b))
+    # the running sums and a chunk's products (two P_a×P_b blocks), then per sample the panels'
+    # float64 columns and one layer being read
+    blocks = 2 * 8 * sum(widths_a) * sum(widths_b or widths_a)
+    per_row = 8 * (sum(widths_a) + sum(widths_b)) + CHUNK_BYTES * max(widths_a + widths_b)
+    budget = get_config()["working_memory"] * 2**20
+    step = int(max(1, min(stop - start, (budget - blocks) // per_row)))
     sums = None
     for begin in range(start, stop, step):
         end = min(stop, begin + step)
         Za, qa, ra = _panel_chunk(panel_a, begin, end, device)
         Zb, qb, rb = (Za, qa, ra) if same else _panel_chunk(panel_b, begin, end, device)
         parts = (Za.T @ Zb, qa @ qb.T, ra @ rb.T)
-        sums = parts if sums is None else tuple(s + p for s, p in zip(sums, parts))
+        del Za, Zb
+        if sums is None:
+            sums = parts
+        else:
+            for s, p in zip(sums, parts):
+                s += p  # in place: the same sums as s + p, without a third block
+        del parts
     return tuple(s.cpu().numpy() for s in sums)
 
 
@@ -153,34 +186,44 @@ def _panel_terms(sums: tuple, panel_a, panel_b, n: int, debiased: bool) -> np.nd
     return out
 
 
-def _centred_tile(Xr, Xc, rows: slice, cols: slice, moments: Moments, n: int, debiased: bool) -> torch.Tensor:
-    """Rows ``rows``, columns ``cols`` of HKH (biased) or of the U-centred K̃ (unbiased), float64."""
-    K = (Xr @ Xc.T).double()
-    S = torch.as_tensor(moments.col_sum, device=K.device)
-    r_rows, r_cols = Xr.double() @ S, Xc.double() @ S
+def _centred_tile(out, Xr, Xc, rows: slice, cols: slice, moments: Moments, n: int, debiased: bool):
+    """Write rows ``rows``, columns ``cols`` of HKH (biased) or of the U-centred K̃ (unbiased) into
+    ``out`` (float64), centring it in place: the float32 product is the only other tile."""
+    out.copy_(Xr @ Xc.T)
+    S = torch.as_tensor(moments.col_sum, device=out.device)
+
+    def row_sums(X):  # one float64 copy of X at a time
+        Xd = X.double()
+        r = Xd @ S
+        return r - Xd.square_().sum(dim=1) if debiased else r
+    r_rows = row_sums(Xr)
+    r_cols = r_rows if rows == cols else row_sums(Xc)
     total = float(S @ S)
     if debiased:
-        r_rows, r_cols = r_rows - (Xr.double() ** 2).sum(dim=1), r_cols - (Xc.double() ** 2).sum(dim=1)
         total -= moments.sq_sum
-        U = K - r_rows[:, None] / (n - 2) - r_cols[None, :] / (n - 2) + total / ((n - 1) * (n - 2))
+        out.sub_(r_rows[:, None] / (n - 2)).sub_(r_cols[None, :] / (n - 2)).add_(total / ((n - 1) * (n - 2)))
         if rows == cols:
-            U.fill_diagonal_(0.0)
-        return U
-    return K - r_rows[:, None] / n - r_cols[None, :] / n + total / n ** 2
+            out.fill_diagonal_(0.0)
+    else:
+        out.sub_(r_rows[:, None] / n).sub_(r_cols[None, :] / n).add_(total / n ** 2)
+
+
+def _fill_tile(out, data, name, moments: Moments, rows: slice, cols: slice, n: int, debiased: bool, device):
+    """One layer's centred tile into ``out``; its chunks are freed on return, before the next layer's
+    are read."""
+    Xr = _centred(data, rows.start, rows.stop, name, device, moments)
+    Xc = Xr if rows == cols else _centred(data, cols.start, cols.stop, name, device, moments)
+    _centred_tile(out, Xr, Xc, rows, cols, moments, n, debiased)
 
 
 def _gram_tile_terms(layers, rows: slice, cols: slice, n: int, debiased: bool, device=None) -> np.ndarray:
     """The tile (rows, cols) of every layer's centred Gram, stacked: ``w·M Mᵀ`` (L × L), w = 2
     for an off-diagonal tile (it stands for its mirror too), 1 on the diagonal. ``layers``: a
     list of (rows, name, Moments)."""
-    M = None
+    shape = (rows.stop - rows.start, cols.stop - cols.start)
+    M = torch.empty(len(layers), shape[0] * shape[1], dtype=torch.float64, device=resolve_device(device))
     for index, (data, name, moments) in enumerate(layers):
-        Xr = _centred(data, rows.start, rows.stop, name, device, moments)
-        Xc = Xr if rows == cols else _centred(data, cols.start, cols.stop, name, device, moments)
-        tile = _centred_tile(Xr, Xc, rows, cols, moments, n, debiased).reshape(-1)
-        if M is None:
-            M = torch.empty(len(layers), tile.numel(), dtype=torch.float64, device=tile.device)
-        M[index] = tile
+        _fill_tile(M[index].view(shape), data, name, moments, rows, cols, n, debiased, device)
     return ((M @ M.T) * (1.0 if rows == cols else 2.0)).cpu().numpy()
 
 
@@ -192,9 +235,12 @@ def _sample_ranges(n: int, parts: int = SAMPLE_RANGES) -> list[tuple[int, int]]:
     return [(a, min(n, a + size)) for a in range(0, n, size)]
 
 
-def _gram_block_rows(n: int, n_layers: int, budget_bytes: int) -> int:
-    """Rows (and columns) of a Gram tile: L + 1 float64 tiles of B×B within the budget."""
-    return int(max(1, min(n, math.isqrt(budget_bytes // (8 * (n_layers + 1))))))
+def _gram_block_rows(n: int, widths, budget_bytes: int) -> int:
+    """Rows (and columns) B of a Gram tile: the L float64 B×B tiles, the float32 product and the
+    widest layer's chunks (``CHUNK_BYTES`` per feature of each of B samples) within the budget:
+    ``8(L+1)B² + CHUNK_BYTES·D·B ≤ budget``."""
+    a, b = 8 * (len(widths) + 1), CHUNK_BYTES * max(widths)
+    return int(max(1, min(n, (math.isqrt(b * b + 4 * a * budget_bytes) - b) // (2 * a))))
 
 
 def out_of_core_hsic(sources, runner, *, debiased: bool, device=None, path: str = "auto",
@@ -228,7 +274,7 @@ def out_of_core_hsic(sources, runner, *, debiased: bool, device=None, path: str 
             H[np.ix_(panels[a], panels[b])] = block
             H[np.ix_(panels[b], panels[a])] = block.T
     else:
-        step = _gram_block_rows(n, len(sources), budget)
+        step = _gram_block_rows(n, widths, budget)
         blocks = [slice(s, min(n, s + step)) for s in range(0, n, step)]
         tiles = [(r, c) for i, r in enumerate(blocks) for c in blocks[i:]]
         tasks = [runner.submit(_gram_tile_terms, layers, r, c, n, debiased, device) for r, c in tiles]

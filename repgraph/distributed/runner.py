@@ -87,15 +87,69 @@ def _rewarn(records):
         warn_user(message, category)
 
 
+#: MiB a worker process holds before any task runs: the interpreter with torch, dask and repgraph
+#: imported measures about 340 MiB (RSS); the rest is slack for what varies with versions
+WORKER_BASELINE_MIB = 384
+#: share of a worker's memory above the baseline that its running tasks may plan with: the other
+#: half holds the task results the worker keeps for later tasks (partial sums, moments), their
+#: copies while they are serialised, and the allocator's fragmentation; it also keeps a worker at
+#: full load below Dask's pause threshold (80 % of its limit) and far below the nanny's 95 %
+WORKER_FRACTION = 0.5
+
+
+def worker_budget(workers: dict, working_memory: int) -> int:
+    """The working memory (MiB) a task may plan with on every worker of ``workers`` (the
+    ``scheduler_info()["workers"]`` of a cluster: address -> ``memory_limit`` in bytes, 0 or None
+    for none, and ``nthreads``): ``working_memory`` (the configured budget), or less where a
+    worker's limit asks for it, ``WORKER_FRACTION`` of its memory above ``WORKER_BASELINE_MIB``
+    shared among its threads (each may run a task at once); at least 1.
+
+    Only configured limits count, never the memory free at run time, so the same inputs on the
+    same cluster are chunked alike and give the same bits.
+
+    Examples
+    --------
+    >>> from repgraph.distributed.runner import worker_budget
+    >>> worker_budget({"a": {"memory_limit": 640 * 10**6, "nthreads": 1}}, 256)
+    113
+    >>> worker_budget({"a": {"memory_limit": 0, "nthreads": 4}}, 256)  # no limit: the configured budget
+    256
+    """
+    budgets = [working_memory]
+    for info in workers.values():
+        limit = info.get("memory_limit")
+        if limit:
+            above = limit / 2**20 - WORKER_BASELINE_MIB
+            budgets.append(max(1, int(WORKER_FRACTION * above / max(1, info.get("nthreads") or 1))))
+    return min(budgets)
+
+
+def _workers(client) -> dict:
+    """Every worker's ``scheduler_info`` entry (newer Dask lists only a few unless asked for all)."""
+    try:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # Dask before the n_workers argument lists them all
+        return client.scheduler_info()["workers"]
+
+
 class ClusterRunner:
     """Submits the tasks to ``client``; values are gathered in submission order and the tasks'
-    warnings re-emitted here in that order."""
+    warnings re-emitted here in that order.
+
+    ``working_memory`` is the configured budget capped by what the workers can hold
+    (``worker_budget`` of their memory limits), so an analysis left at repgraph's defaults plans
+    chunks its workers survive. It is not recorded in the results: they do not depend on it beyond
+    float rounding (``repgraph.set_config``), and a cluster's result stays comparable, attrs
+    included, with the in-process one; ``repgraph.execution.runner_for(client).working_memory``
+    tells it.
+    """
 
     in_process = False
 
     def __init__(self, client):
         self.client = client
-        self.working_memory = get_config()["working_memory"]
+        workers = _workers(client)
+        self.working_memory = worker_budget(workers, get_config()["working_memory"])
         self.slots = max(1, sum(client.nthreads().values()))
 
     def share(self, obj):

@@ -50,7 +50,7 @@ class StoreArrays(Mapping):
         return f"StoreArrays({str(self.path)!r}, N={self.n_samples}, layers={self.layers})"
 
 
-def open_store(path, *, chunk_rows: int | None = None) -> StoreArrays:
+def open_store(path, *, chunk_rows: int | None = None, verify: bool = True) -> StoreArrays:
     """Open a complete activation store lazily: each layer as a dask array chunked by samples.
 
     Only the manifest, the ``.npy`` headers and the labels are read. Each chunk of a dask array
@@ -64,6 +64,11 @@ def open_store(path, *, chunk_rows: int | None = None) -> StoreArrays:
     chunk_rows : int, optional
         Samples per chunk; default: as many as fit the working-memory budget
         (``repgraph.set_config(working_memory=MiB)``).
+    verify : bool
+        Check what is read against the manifest's CRC-32 checksums: the worker that reads a chunk
+        checks every checksummed range of rows it touches (whole, once per worker process and
+        store), so damaged data fails the computation instead of entering it; the labels are
+        checked here. False reads the rows unchecked (one pass over the files fewer).
 
     Returns
     -------
@@ -74,8 +79,9 @@ def open_store(path, *, chunk_rows: int | None = None) -> StoreArrays:
     ------
     ValueError
         If ``path`` holds no complete store; ``DamagedStoreError`` (a ValueError) naming the
-        layer and file when a file is missing, truncated or of another shape than the manifest's
-        (the checksums are not read here: ``Activations.load(path, verify=True)`` reads them).
+        layer and file when a file is missing, truncated or of another shape than the manifest's.
+        With ``verify``, computing a chunk whose rows do not match their CRC-32 raises
+        ``DamagedStoreError`` naming the layer, the file and the rows.
 
     Examples
     --------
@@ -90,5 +96,5 @@ def open_store(path, *, chunk_rows: int | None = None) -> StoreArrays:
     """
     if chunk_rows is not None and (not isinstance(chunk_rows, int) or chunk_rows < 1):
         raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}.")
-    files, labels, meta = store_files(path)
+    files, labels, meta = store_files(path, verify=verify)
     return StoreArrays(Path(path), files, labels, meta, chunk_rows)

@@ -38,7 +38,10 @@ class LayerSource:
 
 class StoreFiles(dict):
     """A complete store's layers as ``LayerFile``s (layer -> file, in the store's order), with its
-    ``labels`` and ``files`` (itself)."""
+    ``labels`` and ``files`` (itself). The files carry the manifest's checksums: an analysis given
+    a store's path checks every row it reads against them, where it reads them (on a worker, or in
+    process), so a damaged store raises ``DamagedStoreError`` instead of giving wrong numbers; in
+    process this costs one more pass over each file once per process, as on each worker."""
 
     def __init__(self, path):
         files, self.labels, self.meta = store_files(path)

@@ -97,6 +97,13 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest
 
 
+def damaged_file(folder, name: str, file: str, problem: str) -> DamagedStoreError:
+    """The error for one damaged file of the store in ``folder``: it names the store, the layer
+    ``name`` (or ``'labels'``), the ``file`` and the ``problem``, and says what to do."""
+    return DamagedStoreError(f"Activation store {folder}: layer {name!r}, file {file}: {problem}. "
+                             "The store is damaged: delete the folder and capture again.")
+
+
 def file_entries(manifest: dict) -> list[tuple[str, dict]]:
     """``(layer name or 'labels', entry)`` for every data file a manifest lists."""
     entries = [(e["name"], e) for e in manifest["layers"]]
@@ -113,8 +120,7 @@ def check_files(folder: Path, manifest: dict, verify: bool):
         path = folder / entry["file"]
 
         def damaged(problem):
-            raise DamagedStoreError(f"Activation store {folder}: layer {name!r}, file {entry['file']}: {problem}. "
-                                    "The store is damaged: delete the folder and capture again.")
+            raise damaged_file(folder, name, entry["file"], problem)
         if not path.is_file():
             damaged("the file is missing")
         try:
