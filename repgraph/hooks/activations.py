@@ -1,5 +1,5 @@
 """Activations: an ordered mapping layer -> array (N, ...) with the samples' labels, and its
-on-disk form (see ``repgraph.hooks.store``)."""
+on-disk form (see ``repgraph.storage.store``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -129,7 +129,7 @@ class Activations(Mapping):
                 f"<table><tr><th>layer</th><th>shape per sample</th><th>dtype</th></tr>{rows}</table>")
 
     def save(self, path):
-        """Write these activations as a store in folder ``path`` (see ``repgraph.hooks.store``).
+        """Write these activations as a store in folder ``path`` (see ``repgraph.storage.store``).
 
         The files are written into ``path.partial`` and published with one rename, replacing a
         store already at ``path``; a folder that is not a store is refused.

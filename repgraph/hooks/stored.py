@@ -15,6 +15,7 @@ from .forward import DataChanged, forward_all
 from .recorder import ActivationRecorder
 from ..storage.store import (StoreLock, StoreWriter, partial_path, read_manifest, remove_abandoned_folders,
                              resumable)
+from .writer_thread import StoreWriterThread
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -137,10 +138,11 @@ def capture_to_store(model, data, rec, folder: Path, *, config, device, total, b
         try:
             try:
                 digest = DataDigest()
-                labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], writer, device,
-                                         total=total, max_samples=max_samples, progress=progress, digest=digest,
-                                         skip=writer.committed, prefix=writer.data_prefix,
-                                         keys=writer.keys or None, commit=writer.commit)
+                with StoreWriterThread(writer) as target:
+                    labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], target,
+                                             device, total=total, max_samples=max_samples, progress=progress,
+                                             digest=digest, skip=writer.committed, prefix=writer.data_prefix,
+                                             keys=writer.keys or None, commit=target.commit)
             except DataChanged:  # the interrupted capture saw other data: start again
                 if iter(data) is data:
                     raise ValueError(f"store={str(folder)!r} holds an interrupted capture of other data and "
@@ -149,9 +151,10 @@ def capture_to_store(model, data, rec, folder: Path, *, config, device, total, b
                 writer.discard()
                 writer = StoreWriter(partial, config)
                 digest = DataDigest()
-                labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], writer, device,
-                                         total=total, max_samples=max_samples, progress=progress, digest=digest,
-                                         commit=writer.commit)
+                with StoreWriterThread(writer) as target:
+                    labels, n = forward_all(model, rec, iter_batches(data, batch_size, label_key)[0], target,
+                                             device, total=total, max_samples=max_samples, progress=progress,
+                                             digest=digest, commit=target.commit)
             writer.publish(folder, labels, meta, digest.snapshot())
         except OSError as err:
             if err.errno not in _DISK_FULL:
