@@ -7,6 +7,7 @@ import itertools
 import math
 import numbers
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -90,10 +91,10 @@ def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_sam
             f"{name} must have shape (n_samples, n_features, ...), got shape {tuple(t.shape)}; "
             "reshape a single sample to (1, -1) or stack samples along the first axis."
         )
+    if t.shape[0] < min_samples:  # before the reshape, which cannot infer D from 0 rows
+        raise ValueError(f"{name} has {t.shape[0]} sample(s); at least {min_samples} are needed.")
     t = t.reshape(t.shape[0], -1)
     n, d = t.shape
-    if n < min_samples:
-        raise ValueError(f"{name} has {n} sample(s); at least {min_samples} are needed.")
     if d == 0:
         raise ValueError(f"{name} has no features (shape {tuple(t.shape)}).")
     if check_finite and not bool(torch.isfinite(t).all()):
@@ -101,19 +102,89 @@ def as_features(X, *, name: str = "X", device=None, dtype=torch.float32, min_sam
     return t
 
 
-def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:
-    """Map arbitrary hashable labels of length ``n`` to integer codes 0..C-1."""
+def _missing_labels(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` (a 1-D array of any dtype) holds NaN, None or another missing marker."""
+    if values.dtype.kind == "f" or values.dtype.kind == "c":
+        return np.isnan(values)
+    if values.dtype == object:
+        return np.array([_is_missing(v) for v in values], dtype=bool)
+    return np.zeros(len(values), dtype=bool)
+
+
+def _is_missing(value) -> bool:
+    """None, NaN (any float type) or pandas' NA (whose comparisons are neither true nor false)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return True
+
+
+def _check_label_kinds(values: np.ndarray, name: str) -> None:
+    """Refuse an object array of labels that mixes numbers with strings: numpy would compare them
+    as strings (0 and "0" one class) or not at all, so either result would be an accident."""
+    numbers_at = [i for i, v in enumerate(values) if isinstance(v, (numbers.Number, np.bool_))]
+    strings_at = [i for i, v in enumerate(values) if isinstance(v, (str, bytes))]
+    if numbers_at and strings_at:
+        i, j = numbers_at[0], strings_at[0]
+        raise TypeError(f"{name} mix numbers and strings ({values[i]!r} at position {i}, {values[j]!r} at "
+                        f"position {j}): whether 0 and '0' are one class would be an accident. Pass labels of "
+                        "one type, e.g. [str(v) for v in labels].")
+
+
+def as_label_classes(labels, n: int, *, name: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, codes)``: the sorted distinct labels of ``labels`` (length ``n``; numbers,
+    strings or bools, as a list, array, tensor or pandas Series, read by position) and each
+    sample's integer code 0..C-1 into them.
+
+    Raises ``ValueError`` naming ``name`` for labels that are missing, not 1-D, not of length
+    ``n``, or hold NaN/None (with their count and the first position: a missing label is not a
+    class), and ``TypeError`` for a single string or mapping, labels mixing numbers and strings,
+    or values that cannot be ordered.
+    """
     if labels is None:
         raise ValueError(f"{name} are required; pass one label per sample.")
+    if isinstance(labels, (str, bytes, Mapping, set, frozenset)):
+        raise TypeError(f"{name} must be a sequence of one label per sample (list, array, tensor or Series), "
+                        f"got a {type(labels).__name__}.")
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
-    arr = np.asarray(labels)
+    try:
+        arr = np.asarray(labels)
+    except ValueError as err:  # ragged entries
+        raise ValueError(f"{name} must be 1-D: one scalar label (number or string) per sample.") from err
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}.")
     if arr.shape[0] != n:
         raise ValueError(f"{name} has length {arr.shape[0]} but there are {n} samples; pass one label per sample.")
-    _, codes = np.unique(arr, return_inverse=True)
-    return codes.astype(np.int64)
+    if arr.dtype.kind in "USO" and not isinstance(labels, np.ndarray):
+        arr = np.asarray(labels, dtype=object)  # numpy would turn [0, "a"] into strings silently
+    missing = _missing_labels(arr)
+    if missing.any():
+        raise ValueError(f"{name} hold {int(missing.sum())} missing label(s) (NaN or None), the first at position "
+                         f"{int(np.argmax(missing))}: a missing label is not a class. Drop those samples or give "
+                         "them a label.")
+    if arr.dtype == object:
+        _check_label_kinds(arr, name)
+    try:
+        classes, codes = np.unique(arr, return_inverse=True)
+    except TypeError as err:
+        kinds = sorted({type(v).__name__ for v in arr})
+        raise TypeError(f"{name} hold values of types {kinds} that cannot be ordered; pass numbers or "
+                        "strings.") from err
+    return classes, codes.reshape(-1).astype(np.int64)
+
+
+def as_label_codes(labels, n: int, *, name: str = "labels") -> np.ndarray:
+    """Each sample's integer code 0..C-1 (``as_label_classes``, which checks the labels)."""
+    return as_label_classes(labels, n, name=name)[1]
+
+
+def is_constant_rows(X: torch.Tensor) -> bool:
+    """Whether every row of ``X`` (n ≥ 2 rows) equals the first. The second row is compared first,
+    so a layer that varies (nearly always) costs one row, not a pass over the whole batch."""
+    return torch.equal(X[1], X[0]) and bool((X == X[:1]).all())
 
 
 def check_feature_map_shape(shape: tuple, *, name: str = "fmaps", min_channels: int = 1, square: bool = False,
