@@ -9,11 +9,11 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .._arrays import as_features, as_label_codes, resolve_device
+from .._arrays import as_features, as_label_classes, as_label_codes, is_constant_rows, resolve_device
 from .._results import described
 from .._warnings import warn_user
 from ..builders.convert import as_sparse, is_symmetric
-from ..builders.knn import batch_steps, knn_edges, knn_edges_batched
+from ..builders.knn import NEGATIVE, batch_steps, knn_edges, knn_edges_batched, negative_edges
 from ..execution.runner import planning
 from ..execution.sources import layer_sources
 
@@ -42,7 +42,8 @@ def modularity(A, labels, *, resolution: float = 1.0) -> float:
         A symmetric weighted adjacency matrix (e.g. ``knn_graph(X)``); symmetric up to
         1e-12·max|A|.
     labels : array-like (N,)
-        The community (e.g. ground-truth class) of each node; any hashable values.
+        The community (e.g. ground-truth class) of each node: numbers, strings or bools, read
+        by position (a pandas Series' index is ignored); not NaN/None.
     resolution : float
         γ, the weight of the null-model term.
 
@@ -53,8 +54,18 @@ def modularity(A, labels, *, resolution: float = 1.0) -> float:
     Raises
     ------
     ValueError
-        If ``A`` is not square, not symmetric, holds NaN/Inf or has total weight 0, or if
-        ``labels`` is missing, not 1-D or not of length N.
+        If ``A`` is not square, not symmetric, holds NaN/Inf or has total weight 0, if ``labels``
+        is missing, not 1-D, not of length N or holds NaN/None, or if ``resolution`` is not a
+        finite number.
+    TypeError
+        If ``labels`` mix numbers and strings (``[0, "a"]``: pass one type).
+
+    Warns
+    -----
+    UserWarning
+        When ``labels`` hold one class (Q = 0), and when negative weights make the total weight
+        small against the absolute weight (``Σ A < Σ|A|/2``) or put Q outside [−1, 1]: the value
+        is then not comparable with the modularity of a nonnegative graph, in [−1/2, 1].
 
     References
     ----------
@@ -75,10 +86,20 @@ def modularity(A, labels, *, resolution: float = 1.0) -> float:
     >>> modularity(A, [0, 0, 0, 1, 1, 1]), modularity(A, [0, 0, 0, 1, 1, 1], resolution=0.5)
     (0.5, 0.75)
     """
+    _check_resolution(resolution)
     M = _adjacency(A)
-    codes = as_label_codes(labels, M.shape[0])
+    classes, codes = as_label_classes(labels, M.shape[0])
+    if len(classes) == 1:
+        warn_user(f"modularity: every label is {classes.tolist()[0]!r}, so the partition is one class and Q = 0 "
+                  "whatever the graph; pass labels with two or more classes.")
     M = (M + sp.diags(M.diagonal())).tocoo()  # networkx convention: a self-loop adds 2w to the degree
-    return edge_modularity(M.row, M.col, M.data, codes, resolution=resolution)
+    q = edge_modularity(M.row, M.col, M.data, codes, resolution=resolution)
+    balance = _Balance.of(M.data, q)
+    if balance.degenerate:
+        warn_user(f"modularity: {balance.describe()} Q = {q:.4g} is not comparable with the modularity of a "
+                  "graph with nonnegative weights (which lies in [-1/2, 1]); build A from post-activation "
+                  "features or drop the negative weights (knn_graph(..., negative='clip')).")
+    return q
 
 
 def edge_modularity(rows, cols, weights, codes, *, resolution: float = 1.0) -> float:
@@ -98,6 +119,37 @@ def edge_modularity(rows, cols, weights, codes, *, resolution: float = 1.0) -> f
     community_degree = (np.bincount(codes_r, weights=weights, minlength=n_codes)
                         + np.bincount(codes_c, weights=weights, minlength=n_codes)) / 2
     return intra / two_m - resolution * float(np.dot(community_degree, community_degree)) / two_m**2
+
+
+BALANCE_FLOOR = 0.5  # total weight below this share of the absolute weight: negative weights dominate Q
+
+
+def _check_resolution(resolution) -> None:
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(resolution):
+        raise ValueError(f"resolution must be a finite number (γ, 1 for Newman's modularity), got {resolution!r}.")
+
+
+class _Balance(NamedTuple):
+    """A graph's total weight ``Σw`` against its absolute weight ``Σ|w|``, and its Q. With
+    nonnegative weights the two are equal and Q lies in [−1/2, 1]; negative weights that nearly
+    cancel the positive ones make ``2m`` small and Q unbounded."""
+
+    total: float
+    absolute: float
+    q: float
+
+    @classmethod
+    def of(cls, weights, q: float) -> _Balance:
+        return cls(float(np.sum(weights)), float(np.sum(np.abs(weights))), float(q))
+
+    @property
+    def degenerate(self) -> bool:
+        return self.total < BALANCE_FLOOR * self.absolute or not -1.0 <= self.q <= 1.0
+
+    def describe(self) -> str:
+        return (f"the graph's total weight {self.total:.4g} is {self.total / self.absolute:.2g} of its absolute "
+                f"weight {self.absolute:.4g} (negative weights cancel positive ones; Q = {self.q:.4g}).")
 
 
 def _batch_bounds(n: int, batch_size: int, n_batches: int | None) -> list[tuple[int, int]]:
@@ -121,10 +173,15 @@ def _batch_bounds(n: int, batch_size: int, n_batches: int | None) -> list[tuple[
     return bounds
 
 
-def _check_batch_labels(codes: np.ndarray, bounds, order) -> None:
+def _check_batch_labels(codes: np.ndarray, bounds, order, label) -> None:
     """Warn about label sets that make a batch's Q meaningless: batches covering fewer classes
-    than the whole set (class-sorted data) and labels with one sample per class (continuous)."""
+    than the whole set (class-sorted data), labels with one sample per class (continuous) and a
+    single class (``label``: the first sample's label)."""
     n_classes = len(np.unique(codes))
+    if n_classes == 1:
+        warn_user(f"modularity_curve: every label is {label!r}, so each batch's partition is one class and "
+                  "Q = 0 at every layer; pass labels with two or more classes.")
+        return
     used = np.concatenate([order[a:b] for a, b in bounds])
     if len(np.unique(codes[used])) == len(used) and len(used) > 1:
         warn_user("modularity_curve: every sample has its own label (continuous labels?): each class is "
@@ -148,7 +205,7 @@ class _Batch(NamedTuple):
     rows: object
 
 
-def _check_curve_options(k, batch_size, n_batches) -> None:
+def _check_curve_options(k, batch_size, n_batches, shuffle, negative) -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 2:
@@ -156,6 +213,11 @@ def _check_curve_options(k, batch_size, n_batches) -> None:
     if n_batches is not None and (not isinstance(n_batches, (int, np.integer)) or isinstance(n_batches, bool)
                                   or n_batches < 1):
         raise ValueError(f"n_batches must be None (every full batch) or an integer >= 1, got {n_batches!r}.")
+    if shuffle is not None and (not isinstance(shuffle, (int, np.integer)) or isinstance(shuffle, bool) or shuffle < 0):
+        raise ValueError(f"shuffle must be None (the samples' own order) or a seed, an integer >= 0, got {shuffle!r}.")
+    if negative not in NEGATIVE:
+        raise ValueError(f"negative must be one of {NEGATIVE} (what to do with negative kNN weights), "
+                         f"got {negative!r}.")
 
 
 def _batch_plan(labels, n: int, layer, batch_size: int, n_batches, shuffle) -> list[_Batch]:
@@ -164,10 +226,12 @@ def _batch_plan(labels, n: int, layer, batch_size: int, n_batches, shuffle) -> l
     left-out samples and batches that miss classes."""
     if labels is None:
         raise ValueError("No labels: pass labels=... or capture activations from data with labels.")
-    codes = as_label_codes(labels, n, name=f"labels (for layer {layer!r})")
+    classes, codes = as_label_classes(labels, n, name=f"labels (for layer {layer!r})")
+    if n < 2:
+        raise ValueError(f"layer {layer!r} holds {n} sample(s); a sample graph needs at least 2.")
     order = np.arange(n) if shuffle is None else np.random.default_rng(shuffle).permutation(n)
     bounds = _batch_bounds(n, batch_size, n_batches)
-    _check_batch_labels(codes, bounds, order)
+    _check_batch_labels(codes, bounds, order, classes.tolist()[0])
     return [_Batch(a, b, slice(a, b) if shuffle is None else np.sort(order[a:b])) for a, b in bounds]
 
 
@@ -177,17 +241,23 @@ def _stacks_batches(batched, on_cuda: bool, n_batches: int) -> bool:
     return (on_cuda if batched is None else bool(batched)) and n_batches > 1
 
 
-def _is_constant(X: torch.Tensor) -> bool:
-    """Whether every row of ``X`` (n ≥ 2 rows) equals the first. The second row is compared first,
-    so a layer that varies (nearly always) costs one row, not a pass over the whole batch."""
-    return torch.equal(X[1], X[0]) and bool((X == X[:1]).all())
+class _LayerValues(NamedTuple):
+    """What ``_batch_values`` gives for some batches of one layer: Q of each, the number of batches
+    in which the layer is constant, and ``(start, stop, balance)`` of those whose ``_Balance`` is
+    degenerate."""
+
+    values: list
+    constant: int
+    unbalanced: list
 
 
-def _batch_values(X, batches, batch_codes, k: int, layer, device, stack: bool, stack_name: str):
-    """``(values, constant)``: the modularity of the partition ``batch_codes[i]`` on the cosine kNN
-    graph ``(A + Aᵀ)/2`` of each batch ``batches[i]`` of one layer's rows ``X`` (anything that
-    ``X[rows]`` reads), and the number of those batches in which the layer is constant. ``stack``:
-    all of them in one ``knn_edges_batched`` call named ``stack_name``, else one ``knn_edges`` each."""
+def _batch_values(X, batches, batch_codes, k: int, layer, device, stack: bool, stack_name: str,
+                  negative: str = "keep") -> _LayerValues:
+    """The modularity of the partition ``batch_codes[i]`` on the cosine kNN graph ``(A + Aᵀ)/2`` of
+    each batch ``batches[i]`` of one layer's rows ``X`` (anything that ``X[rows]`` reads), its
+    negative weights kept, dropped or refused as ``negative`` says (``negative_edges``), with the
+    counts ``_LayerValues`` keeps for ``_curve_table``'s warnings. ``stack``: all of them in one
+    ``knn_edges_batched`` call named ``stack_name``, else one ``knn_edges`` each."""
     features = []
     for batch in batches:
         shuffled = "" if isinstance(batch.rows, slice) else ", shuffled"
@@ -196,32 +266,59 @@ def _batch_values(X, batches, batch_codes, k: int, layer, device, stack: bool, s
         if Xb.shape[0] <= k:
             raise ValueError(f"{name} has N={Xb.shape[0]} samples but k={k}: a kNN graph needs N > k.")
         features.append((name, Xb))
-    constant = sum(_is_constant(Xb) for _, Xb in features)
+    constant = sum(is_constant_rows(Xb) for _, Xb in features)
     if stack:
         edges = knn_edges_batched(torch.stack([Xb for _, Xb in features]), k, "cosine", name=stack_name)
     else:
         edges = [knn_edges(Xb, k, "cosine", name=name) for name, Xb in features]
-    values = [edge_modularity(r, c, w, codes) for (r, c, w), codes in zip(edges, batch_codes)]  # of (A + Aᵀ)/2
-    return values, constant
+    values, unbalanced = [], []
+    for (name, _), batch, (r, c, w), codes in zip(features, batches, edges, batch_codes):
+        r, c, w = negative_edges(r, c, w, negative, name=name)
+        if float(np.sum(w)) == 0:
+            raise ValueError(f"{name}: its kNN graph's total edge weight is 0, so modularity is undefined (an "
+                             "all-zero layer, or negative cosine weights that cancel the positive ones). Leave "
+                             "the layer out, or use larger batches, a smaller k or negative='clip'.")
+        values.append(edge_modularity(r, c, w, codes))  # of (A + Aᵀ)/2
+        balance = _Balance.of(w, values[-1])
+        if balance.degenerate:
+            unbalanced.append((batch.start, batch.stop, balance))
+    return _LayerValues(values, constant, unbalanced)
 
 
-def _curve_table(layers, results, batches, *, k, batch_size, n_batches, shuffle) -> pd.DataFrame:
-    """The curve from each layer's ``(values, constant)`` (``_batch_values`` over all its batches):
-    mean and sample std (ddof = 1; NaN for one batch) per layer, a warning per constant layer."""
+def _warn_unbalanced(layer, unbalanced, n_batches: int, k: int, batch_size: int) -> None:
+    """One warning for a layer whose kNN graphs have degenerate ``_Balance`` in some batches."""
+    if not unbalanced:
+        return
+    start, stop, worst = min(unbalanced, key=lambda u: u[2].total / u[2].absolute)
+    qs = [b.q for _, _, b in unbalanced]
+    warn_user(f"modularity_curve: layer {layer!r}: in {len(unbalanced)} of {n_batches} batch(es) negative cosine "
+              f"weights nearly cancel the positive ones (total weight under {BALANCE_FLOOR:g} of the absolute "
+              f"weight) or Q leaves [-1, 1] (Q of those batches from {min(qs):.4g} to {max(qs):.4g}); the worst, "
+              f"samples {start}:{stop}: total weight {worst.total:.4g} against absolute weight {worst.absolute:.4g}. "
+              "Such a Q is not comparable with other layers' (modularity with nonnegative weights lies in "
+              f"[-1/2, 1]). Use larger batches (batch_size={batch_size}), a smaller k (k={k}), post-activation "
+              "layers, or negative='clip' to drop the negative edges.")
+
+
+def _curve_table(layers, results, batches, *, k, batch_size, n_batches, shuffle, negative) -> pd.DataFrame:
+    """The curve from each layer's ``_LayerValues`` (``_batch_values`` over all its batches): mean
+    and sample std (ddof = 1; NaN for one batch) per layer, a warning per constant layer and one per
+    layer with degenerate (negative-dominated) graphs."""
     rows = []
     n_used = sum(b.stop - b.start for b in batches)
-    for depth, (layer, (values, constant)) in enumerate(zip(layers, results)):
+    for depth, (layer, (values, constant, unbalanced)) in enumerate(zip(layers, results)):
         if constant:
             warn_user(f"modularity_curve: layer {layer!r} is constant (every sample has the same features) "
                       f"in {constant} of {len(batches)} batch(es): its kNN graph, and Q, only reflect "
                       "tie-breaking by index.")
+        _warn_unbalanced(layer, unbalanced, len(batches), k, batch_size)
         rows.append({"layer": layer, "depth": depth, "modularity": float(np.mean(values)),
                      "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
                      "n_samples": n_used})
     curve = pd.DataFrame(rows, columns=["layer", "depth", "modularity", "std", "n_samples"])
     return described(curve, "modularity of the label partition on a cosine kNN graph", "Lu et al., ECCV 2022",
                      k=k, batch_size=batch_size, n_batches=n_batches, n_batches_used=len(batches),
-                     n_samples=n_used, shuffle=shuffle, symmetrize="mean", metric="cosine")
+                     n_samples=n_used, shuffle=shuffle, negative=negative, symmetrize="mean", metric="cosine")
 
 
 def _batches_per_task(sources, batches, runner, stack: bool) -> int:
@@ -238,14 +335,15 @@ def _batches_per_task(sources, batches, runner, stack: bool) -> int:
     return max(1, step // group) * group
 
 
-def _merged(parts) -> tuple[list, int]:
-    """One layer's ``(values, constant)`` from those of its tasks, in batch order."""
-    return [v for values, _ in parts for v in values], sum(constant for _, constant in parts)
+def _merged(parts) -> _LayerValues:
+    """One layer's ``_LayerValues`` from those of its tasks, in batch order."""
+    return _LayerValues([v for part in parts for v in part.values], sum(part.constant for part in parts),
+                        [u for part in parts for u in part.unbalanced])
 
 
 def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_batches: int | None = None,
-                     shuffle: int | None = None, device=None, batched: bool | None = None,
-                     progress: bool = True, client=None) -> pd.DataFrame:
+                     shuffle: int | None = None, negative: str = "keep", device=None,
+                     batched: bool | None = None, progress: bool = True, client=None) -> pd.DataFrame:
     """Layer-wise modularity of the ground-truth class partition (Lu et al., ECCV 2022, §3).
 
     For every layer and every consecutive batch of ``batch_size`` samples (the reference protocol:
@@ -269,7 +367,11 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
         Use only the first ``n_batches`` batches (≥ 1); default all.
     shuffle : int, optional
         Seed of a random assignment of samples to batches, the same for every layer, for data
-        sorted by class (each batch keeps its samples in their original order).
+        sorted by class (each batch keeps its samples in their original order); an integer ≥ 0.
+    negative : {"keep", "clip", "raise"}
+        What to do with negative cosine weights of the kNN graphs (zero-mean, pre-activation
+        features): ``keep`` them (default; as networkx's modularity), drop them (``clip``) or
+        raise. Recorded in ``attrs``.
     device : str or torch.device, optional
         Where the Gram products and top-k run (default: where the activations are; CPU for numpy).
     batched : bool, optional
@@ -298,15 +400,22 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
     TypeError
         If ``acts`` is not a non-empty mapping.
     ValueError
-        Without labels, for labels of the wrong length, ``k`` < 1, ``batch_size`` < 2,
-        ``n_batches`` < 1, NaN/Inf features (naming the layer), or a batch with N ≤ k.
+        Without labels, for labels of the wrong length or with NaN/None, ``k`` < 1,
+        ``batch_size`` < 2, ``n_batches`` < 1, ``shuffle`` not None or an integer ≥ 0, a bad
+        ``negative``, NaN/Inf features (naming the layer), a batch with N ≤ k, or a batch whose
+        kNN graph has total weight ≤ 0 (naming the layer and the samples).
+    TypeError
+        If the labels mix numbers and strings.
 
     Warns
     -----
     UserWarning
         When samples are left out (with the count); when batches cover fewer classes than the
         whole label set (sorted data: use ``shuffle``); when every sample has its own label
-        (continuous labels); when a layer is constant over a batch (every sample alike).
+        (continuous labels); when they hold one class (Q = 0); when a layer is constant over a
+        batch (every sample alike); once per layer whose kNN graphs, in some batches, have
+        negative weights that nearly cancel the positive ones (total weight under half the
+        absolute weight) or a Q outside [−1, 1], with the count, the worst batch and the fixes.
 
     Notes
     -----
@@ -330,7 +439,7 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
     >>> curve[["layer", "n_samples"]].values.tolist(), bool(curve["modularity"].iloc[1] > 0.7)
     ([['noise', 200], ['clusters', 200]], True)
     """
-    _check_curve_options(k, batch_size, n_batches)  # before any data is sent
+    _check_curve_options(k, batch_size, n_batches, shuffle, negative)  # before any data is sent
     with planning(client) as runner:
         sources, stored_labels = layer_sources(acts, runner)
         labels = stored_labels if labels is None else labels
@@ -347,8 +456,8 @@ def modularity_curve(acts, labels=None, *, k: int = 3, batch_size: int = 500, n_
                 group = batches[i:i + step]
                 name = source.name if len(group) == len(batches) else f"{source.name} (batches {i}:{i + len(group)})"
                 tasks.append(runner.submit(_batch_values, source.data, group, [layer_codes[b.rows] for b in group],
-                                           int(k), source.layer, device, layer_stack, name))
+                                           int(k), source.layer, device, layer_stack, name, negative))
         parts = runner.results(tasks, desc="modularity", progress=progress)
     results = [_merged(parts[j:j + len(starts)]) for j in range(0, len(parts), len(starts))]
     return _curve_table([s.layer for s in sources], results, batches, k=k, batch_size=batch_size,
-                        n_batches=n_batches, shuffle=shuffle)
+                        n_batches=n_batches, shuffle=shuffle, negative=negative)

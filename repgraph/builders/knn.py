@@ -372,10 +372,20 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     if n <= k:
         raise ValueError(f"{name} has N={n} samples but k={k}: a kNN graph needs N > k; "
                          "use more samples or a smaller k.")
-    rows, cols, vals = knn_edges(Xt, int(k), metric, name=name)
-    if negative != "keep" and (vals < 0).any():
-        if negative == "raise":
-            raise ValueError(f"{name}: {(vals < 0).sum()} kNN edges have negative similarity "
-                             "(a pre-ReLU layer?); pass negative='keep' or 'clip'.")
-        vals = np.maximum(vals, 0.0)
+    rows, cols, vals = negative_edges(*knn_edges(Xt, int(k), metric, name=name), negative, name=name)
     return symmetrized(rows, cols, vals, n, symmetrize)
+
+
+def negative_edges(rows, cols, vals, negative: str, *, name: str = "X"):
+    """The edges ``(rows, cols, vals)`` with their negative weights kept (``negative="keep"``),
+    dropped (``"clip"``: a weight clipped to 0 is no edge) or refused (``"raise"``: a
+    ``ValueError`` naming ``name`` and the count)."""
+    if negative not in NEGATIVE:
+        raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}.")
+    below = vals < 0
+    if negative == "keep" or not below.any():
+        return rows, cols, vals
+    if negative == "raise":
+        raise ValueError(f"{name}: {int(below.sum())} of {len(vals)} kNN edges have negative similarity "
+                         "(a pre-ReLU layer?); pass negative='keep' or 'clip'.")
+    return rows[~below], cols[~below], vals[~below]
