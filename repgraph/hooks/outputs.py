@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .._warnings import warn_user
+
 
 def per_layer(option, layers: list[str], what: str, default):
     """``{layer: value}`` for an option given once for all layers or as a dict ``{name or glob
@@ -88,14 +90,35 @@ def module_input(args: tuple, kwargs: dict, layer: str) -> torch.Tensor:
     return found
 
 
-def batch_first(t: torch.Tensor, axis: int, n_samples: int | None, layer: str) -> torch.Tensor:
+def declared_batch_first(module) -> bool | None:
+    """The sample layout a module declares: its ``batch_first`` (RNNs, ``nn.MultiheadAttention``)
+    or its attention's (``nn.TransformerEncoderLayer``/``DecoderLayer``), True for channel-first
+    modules (convolutions, batch and instance norms: samples first), else None (unknown)."""
+    flag = getattr(module, "batch_first", None)
+    if flag is None:
+        flag = getattr(getattr(module, "self_attn", None), "batch_first", None)
+    if isinstance(flag, bool):
+        return flag
+    return True if hasattr(module, "in_channels") or hasattr(module, "num_features") else None
+
+
+def batch_first(t: torch.Tensor, axis: int, n_samples: int | None, layer: str, *,
+                declared: bool | None = None, confirmed: bool = False, warned: set | None = None) -> torch.Tensor:
     """``t`` with its sample axis ``axis`` moved to the front, checked against ``n_samples`` (the
-    batch's sample count, when known)."""
+    batch's sample count, when known).
+
+    A 3-D output whose axes 0 and 1 both have ``n_samples`` entries (a (T, N, D) output with T = N)
+    cannot show by its shape where the samples are. Then the default ``axis`` 0 is trusted only when
+    ``confirmed`` (given per layer by the user) or when the module ``declared`` that it is batch
+    first; a module declared ``batch_first=False`` raises ``ValueError``, and an undeclared one
+    warns once per layer (``warned`` holds the layers already warned about).
+    """
     if t.ndim == 0:
         raise ValueError(f"Layer {layer!r} produced a scalar (shape ()); a captured output needs a sample "
                          "axis: hook a module that returns one value per sample.")
     if not -t.ndim <= axis < t.ndim:
         raise ValueError(f"Layer {layer!r}: batch_axis={axis} but its output has shape {tuple(t.shape)}.")
+    shape = tuple(t.shape)
     if axis not in (0, -t.ndim):
         t = t.movedim(axis, 0)
     if n_samples is not None and t.shape[0] != n_samples:
@@ -103,4 +126,19 @@ def batch_first(t: torch.Tensor, axis: int, n_samples: int | None, layer: str) -
                          f"batch holds {n_samples} samples: its samples are not on axis {axis}. Pass "
                          f"batch_axis={{'{layer}': k}} (or batch_axis=k for every layer) with k the axis of "
                          "the samples, e.g. 1 for a (T, N, D) output of a batch_first=False transformer.")
+    ambiguous = (n_samples is not None and axis in (0, -t.ndim) and len(shape) == 3 and shape[1] == n_samples
+                 and not confirmed and declared is not True)
+    if ambiguous and declared is False:
+        raise ValueError(f"Layer {layer!r} is batch_first=False, so its output {shape} is (T, N, ...) with the "
+                         f"samples on axis 1, but batch_axis=0; with T = N = {n_samples} the shape cannot show it. "
+                         f"Pass batch_axis={{'{layer}': 1}} (or {{'{layer}': 0}} if this output really is "
+                         "sample-first).")
+    if ambiguous and (warned is None or layer not in warned):
+        if warned is not None:
+            warned.add(layer)
+        warn_user(f"Layer {layer!r} output has shape {shape}: axes 0 and 1 both have the batch's {n_samples} "
+                  "entries, so its shape cannot show where the samples are; axis 0 is taken. If it is a "
+                  f"sequence-first (T, N, D) output, pass batch_axis={{'{layer}': 1}}; pass "
+                  f"batch_axis={{'{layer}': 0}} to confirm axis 0 (or use a batch size other than the "
+                  "sequence length).")
     return t

@@ -1,12 +1,14 @@
 """ActivationRecorder: forward hooks that copy selected modules' outputs (and inputs)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from .._warnings import warn_user
 from .layers import select_layers
-from .outputs import batch_first, module_input, per_layer, select_output
+from .outputs import batch_first, declared_batch_first, module_input, per_layer, select_output
 from .reducers import resolve_reducer
 
 
@@ -94,6 +96,10 @@ class ActivationRecorder:
         self.inputs = bool(inputs)
         self._output = per_layer(output, self.layers, "output", None)
         self._axis = per_layer(batch_axis, self.layers, "batch_axis", 0)
+        named = per_layer(batch_axis, self.layers, "batch_axis", None) if isinstance(batch_axis, Mapping) else {}
+        self._confirmed_axis = {name for name, axis in named.items() if axis is not None}  # set per layer
+        modules = dict(model.named_modules())
+        self._declared = {name: declared_batch_first(modules[name]) for name in self.layers}
         for name, axis in self._axis.items():
             if isinstance(axis, bool) or not isinstance(axis, int):
                 raise TypeError(f"batch_axis for layer {name!r} must be an int, got {axis!r}.")
@@ -105,10 +111,12 @@ class ActivationRecorder:
         self._calls: dict[str, int] = {}
         self._input_calls: dict[str, int] = {}
         self._warned: set[str] = set()
+        self._warned_axis: set[str] = set()  # outputs whose sample axis was ambiguous
         self._handles: list = []
 
     def _record(self, layer: str, key: str, tensor: torch.Tensor):
-        t = batch_first(tensor, self._axis[layer], self.n_samples, key)
+        t = batch_first(tensor, self._axis[layer], self.n_samples, key, declared=self._declared[layer],
+                        confirmed=layer in self._confirmed_axis, warned=self._warned_axis)
         value = self.reducer(t, self.attention_mask, key)
         self.fired.append(key)
         if self._sink is not None:
