@@ -6,7 +6,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .._arrays import as_features, power_of_two_scaled, row_chunk
+from .._arrays import as_features, is_constant_rows, power_of_two_scaled, row_chunk
 from .._results import described
 from .._warnings import warn_user
 from ..builders.knn import knn_graph
@@ -101,8 +101,15 @@ def _row_normalised(A, name: str):
 
 
 def _normalised_graph(X, k, metric, name, device):
-    graph = _full_graph(X, metric, name, device) if k is None else sample_graph(
-        X, k, metric=metric, name=name, device=device)
+    """The row-normalised sample graph of one layer, with a warning naming ``name`` when the
+    layer is constant (every sample alike: a graph in which every pair is the same)."""
+    Xt = as_features(X, name=name, device=device, check_finite=False)
+    graph = _full_graph(Xt, metric, name, device) if k is None else sample_graph(
+        Xt, k, metric=metric, name=name, device=device)  # refuses NaN/Inf first
+    if is_constant_rows(Xt):
+        warn_user(f"GBS: {name} is constant (every sample has the same features): its sample graph gives "
+                  "every pair the same weight (or none), so its GBS reflects no representation; leave the "
+                  "layer out.")
     return _row_normalised(graph, name)
 
 
@@ -139,7 +146,8 @@ def gbs(X, Y, *, k: int | None = None, metric: str = "cosine", device=None) -> f
     Warns
     -----
     UserWarning
-        When some sample's adjacency row is all zero (e.g. an all-zero sample).
+        When some sample's adjacency row is all zero (e.g. an all-zero sample); when ``X`` or
+        ``Y`` is constant (every sample alike).
 
     References
     ----------
@@ -241,6 +249,12 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
         If ``acts`` or ``acts2`` is not a non-empty mapping.
     ValueError
         For layers with different N, NaN/Inf features, or N ≤ k.
+
+    Warns
+    -----
+    UserWarning
+        When a layer is constant (every sample alike; naming it), and when some sample's
+        adjacency row is all zero.
 
     References
     ----------

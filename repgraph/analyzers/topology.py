@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._arrays import as_feature_maps, check_feature_map_shape
+from .._arrays import as_feature_maps, as_label_classes, check_feature_map_shape
 from .._results import described
+from .._warnings import warn_user
 from ..execution.row_sums import row_ranges
 from ..execution.runner import planning
 from ..execution.sources import array_source
@@ -34,6 +35,19 @@ def edge_levels(maps: np.ndarray):
     levels = np.empty_like(dense)
     np.put_along_axis(levels, order, dense, axis=1)
     return u, v, levels.reshape(values.shape)
+
+
+def check_filtration(max_level, max_edge_density) -> None:
+    """``ValueError`` unless ``max_level`` is an integer ≥ 1 (level 0 holds only the largest value,
+    where no 1-cycle can be born, so every birth point would be 0) and ``max_edge_density`` a
+    fraction in (0, 1]."""
+    if isinstance(max_level, bool) or not isinstance(max_level, (int, np.integer)) or max_level < 1:
+        raise ValueError(f"max_level must be an integer >= 1 (the highest level at which a birth counts), "
+                         f"got {max_level!r}.")
+    if isinstance(max_edge_density, bool) or not isinstance(max_edge_density, (int, float, np.integer, np.floating)) \
+            or not 0.0 < max_edge_density <= 1.0:
+        raise ValueError(f"max_edge_density must be a fraction in (0, 1] (of the C(H, 2) edges that may enter the "
+                         f"filtration), got {max_edge_density!r}.")
 
 
 def level_limit(h: int, max_level: int, max_edge_density: float) -> int:
@@ -110,6 +124,7 @@ def birth_point_of_map(M: np.ndarray, max_level: int = 50, max_edge_density: flo
     triangle is found once, when its last edge arrives, so a 1-cycle born and filled at the same
     level (a zero-length bar) never counts.
     """
+    check_filtration(max_level, max_edge_density)
     M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
         raise ValueError(f"A birth point needs a square H×H map, got shape {M.shape}.")
@@ -154,7 +169,8 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     Raises
     ------
     ValueError
-        For maps that are not square 2-D (including 1-D maps), smaller than 3×3, or not finite.
+        For maps that are not square 2-D (including 1-D maps), smaller than 3×3, or not finite;
+        for ``max_level`` not an integer ≥ 1 or ``max_edge_density`` not in (0, 1].
 
     References
     ----------
@@ -169,6 +185,7 @@ def birth_points(fmaps, *, max_level: int = 50, max_edge_density: float = 0.8, n
     >>> birth_points(M[None, None])
     array([[3]])
     """
+    check_filtration(max_level, max_edge_density)
     with planning(client) as runner:
         source = array_source("fmaps", "fmaps", fmaps, runner)
         check_feature_map_shape(tuple(source.shape), name=source.name, square=True)
@@ -202,10 +219,15 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
     """Per unit (column) of an (N, C) birth-point array from the images of one class:
     ``selective_rate`` = fraction of zero birth points; p = distribution of the non-zero ones;
     ``entropy`` = −Σ p ln p; ``ineffectiveness`` = entropy/(1 − selective_rate) (= entropy when the
-    rate is 1). Lower ineffectiveness = a more effective unit."""
+    rate is 1). Lower ineffectiveness = a more effective unit. ``points`` must be nonnegative
+    integers (``birth_points``); ``ValueError`` otherwise."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[0] < 1:
         raise ValueError(f"birth points must be an (N, C) array with N >= 1, got shape {points.shape}.")
+    if points.dtype.kind not in "biuf" or not (np.isfinite(points).all() and (points >= 0).all()
+                                                and (points == np.round(points)).all()):
+        raise ValueError("birth points must be nonnegative integers (levels, as birth_points gives); got values "
+                         "that are negative, fractional or not finite. Pass birth_points(fmaps), or the maps.")
     rows = []
     for unit in range(points.shape[1]):
         column = points[:, unit]
@@ -214,7 +236,7 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
         if nonzero.size:
             _, counts = np.unique(nonzero, return_counts=True)
             p = counts / counts.sum()
-            entropy = float(-(p * np.log(p)).sum())
+            entropy = max(0.0, float(-(p * np.log(p)).sum()))  # one value: 0, not −0.0
         else:
             entropy = 0.0
         rows.append({"unit": unit, "entropy": entropy, "selective_rate": rate,
@@ -223,8 +245,12 @@ def entropy_of_birth_points(points: np.ndarray) -> pd.DataFrame:
 
 
 def entropy_table(points) -> pd.DataFrame:
-    """``feature_entropy`` of (N, C) birth points."""
+    """``feature_entropy`` of (N, C) birth points, N ≥ 2 (one image has no distribution of birth
+    points: its entropy would be 0 and its rate 0 or 1 whatever the unit)."""
     points = np.asarray(points)
+    if points.ndim == 2 and points.shape[0] == 1:
+        raise ValueError("feature_entropy got 1 image: the entropy of one birth point per unit is 0 whatever the "
+                         "unit. Pass the maps (or birth points) of several images of the class.")
     out = entropy_of_birth_points(points)
     return described(out, "feature entropy", REFERENCE, n_images=int(points.shape[0]))
 
@@ -251,7 +277,8 @@ def feature_entropy(fmaps_or_birth_points, *, client=None, **birth_kwargs) -> pd
     Raises
     ------
     ValueError
-        For maps that ``birth_points`` refuses, or birth points that are not (N, C).
+        For maps that ``birth_points`` refuses, birth points that are not (N, C) nonnegative
+        integers, or a single image (N = 1).
 
     References
     ----------
@@ -285,7 +312,7 @@ def class_feature_entropy(points, labels=None) -> pd.DataFrame:
     points : array (N, C) of int
         Birth points of N images and C units (``birth_points``); not feature maps.
     labels : array (N,), optional
-        The class of each image (numbers or strings).
+        The class of each image (numbers or strings; not NaN/None, not a mix of both).
 
     Returns
     -------
@@ -296,8 +323,13 @@ def class_feature_entropy(points, labels=None) -> pd.DataFrame:
     Raises
     ------
     ValueError
-        If ``labels`` does not hold one label per row, or ``points`` is not a 2-D (N, C) array
-        with N ≥ 1.
+        If ``labels`` does not hold one label per row or holds NaN/None, or ``points`` is not a
+        2-D (N, C) array of nonnegative integers with N ≥ 1.
+
+    Warns
+    -----
+    UserWarning
+        When a class holds a single image (its entropy is 0 whatever the unit).
 
     References
     ----------
@@ -316,13 +348,18 @@ def class_feature_entropy(points, labels=None) -> pd.DataFrame:
     [[0.0, 0.3466, 0.25, 0.3466], [1.0, 0.0, 0.5, 0.0]]
     """
     points = np.asarray(points)
+    if points.ndim < 1:
+        raise ValueError(f"birth points must be an (N, C) array, got shape {points.shape}.")
     if labels is None:
         labels = np.zeros(len(points), dtype=np.int64)
-    labels = np.asarray(labels)
-    if labels.shape != (len(points),):
-        raise ValueError(f"labels has shape {labels.shape} but there are {len(points)} rows of birth "
-                         "points; pass one label per image.")
-    per_class = [entropy_of_birth_points(points[labels == c]) for c in np.unique(labels)]
+    classes, codes = as_label_classes(labels, len(points), name="labels (one per row of birth points)")
+    sizes = np.bincount(codes, minlength=len(classes))
+    if (sizes == 1).any():
+        single = classes[sizes == 1].tolist()
+        warn_user(f"class_feature_entropy: {len(single)} class(es) hold a single image ({single[:5]}"
+                  f"{' ...' if len(single) > 5 else ''}): their entropy is 0 whatever the unit, and they "
+                  "count as much as any class in the mean. Pass more images per class.")
+    per_class = [entropy_of_birth_points(points[codes == c]) for c in range(len(classes))]
     out = pd.concat(per_class).groupby("unit", as_index=False).mean()
     return described(out, "feature entropy, mean over classes", REFERENCE, n_images=int(len(points)),
                      n_classes=len(per_class))
