@@ -379,7 +379,7 @@ def test_file_size_limit_like_a_full_disk(tmp_path):
 def test_saved_store_and_foreign_folder_are_not_reused(tmp_path):
     X, _ = _data()
     Activations({"lin": np.zeros((40, 8))}).save(tmp_path / "saved")
-    with pytest.raises(ValueError, match="another capture"):
+    with pytest.raises(ValueError, match="saved with Activations.save"):
         _capture(Lin(), X, tmp_path / "saved")
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..storage.store import LABELS, StoreLock, StoreWriter, check_files, partial_path, read_manifest
+from ..storage.store import (LABELS, StoreLock, StoreWriter, check_files, partial_path, read_manifest,
+                             store_folder)
 
 
 def _to_numpy(name, value):
@@ -142,7 +143,10 @@ class Activations(Mapping):
         Raises
         ------
         ValueError
-            When ``path`` is a non-empty folder that is not an activation store.
+            When ``path`` is a non-empty folder that is not an activation store, a file, under a
+            file, or the current folder (or one above it).
+        TypeError
+            When ``meta`` holds a value JSON cannot hold (the message names it).
 
         Examples
         --------
@@ -153,8 +157,8 @@ class Activations(Mapping):
         >>> back["a"][2].tolist(), back.labels.tolist()
         ([4.0, 5.0], ['x', 'y', 'x'])
         """
-        folder = Path(path)
-        if folder.exists() and read_manifest(folder) is None and (not folder.is_dir() or any(folder.iterdir())):
+        folder = store_folder(path, "path")
+        if read_manifest(folder) is None and folder.is_dir() and any(folder.iterdir()):
             raise ValueError(f"{folder} is a non-empty folder that is not an activation store; pass an "
                              "empty or new folder.")
         lock = StoreLock(folder)
@@ -195,7 +199,8 @@ class Activations(Mapping):
         Raises
         ------
         ValueError
-            When ``path`` holds no complete store (e.g. an interrupted capture), or
+            When ``path`` does not exist, is a file, holds no store or an incomplete one (an
+            interrupted capture), or
             ``DamagedStoreError`` (a ValueError) naming the store, the layer and the file when a
             file is missing, truncated, of another shape, or (``verify``) corrupted, or when the
             manifest is damaged.
@@ -209,11 +214,18 @@ class Activations(Mapping):
         >>> type(acts["a"]).__name__, acts.files["a"].name
         ('memmap', 'layer_0000.npy')
         """
-        folder = Path(path)
+        folder = store_folder(path, "path", write=False)
+        if not folder.exists():
+            raise ValueError(f"path={str(path)!r} holds no complete repgraph activation store: it does not "
+                             f"exist (looked for {str(folder)!r}); pass the folder a store was saved or captured "
+                             "into.")
         manifest = read_manifest(folder)
-        if manifest is None or not manifest.get("complete"):
-            raise ValueError(f"{folder} holds no complete repgraph activation store (no complete manifest.json); "
-                             "it may be from an interrupted capture: capture again.")
+        if manifest is None:
+            raise ValueError(f"path={str(path)!r} holds no complete repgraph activation store: it is a folder "
+                             "without a manifest.json; pass the folder a store was saved or captured into.")
+        if not manifest.get("complete"):
+            raise ValueError(f"path={str(path)!r} holds no complete repgraph activation store: its manifest is "
+                             "incomplete (an interrupted capture); capture again.")
         check_files(folder, manifest, verify=verify)
         mode = "r" if mmap else None
         arrays = {e["name"]: np.load(folder / e["file"], mmap_mode=mode) for e in manifest["layers"]}

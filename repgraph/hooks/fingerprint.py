@@ -10,14 +10,20 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import os
 import pickle
+import sys
+import sysconfig
 import types
 
 import numpy as np
 import torch
 from torch import nn
 
-_MAX_DEPTH = 3  # functions followed through closures and globals before a name stands for the rest
+# installed code (the standard library, site-packages): a function there stands for itself by its
+# name and code, its globals not followed
+_INSTALLED = tuple(sorted({os.path.realpath(p) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                           if (p := sysconfig.get_paths().get(key))}))
 
 
 def _tensor_bytes(t) -> tuple[str, tuple, memoryview]:
@@ -44,25 +50,26 @@ def model_digest(model: nn.Module) -> str:
 
 
 def _code_token(code: types.CodeType) -> list:
-    consts = [_code_token(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    # constants through value_token: a set literal compiles to a frozenset whose repr order changes
+    # from process to process (string hashing is randomised)
+    consts = [_code_token(c) if isinstance(c, types.CodeType) else value_token(c) for c in code.co_consts]
     return [code.co_code.hex(), consts, code.co_names, code.co_varnames, code.co_argcount,
             code.co_kwonlyargcount]
 
 
-def value_token(value, _seen=None) -> str:
+def value_token(value, _walk=None) -> str:
     """A text that changes whenever ``value`` does, for the values a reducer can close over:
     numbers, strings, containers, arrays and tensors (hashed), functions (their code, defaults,
     closure and the globals they read), modules (their weights) and picklable objects. An
     object none of these cover gives its ``repr``, which may hold its address: such a store is then
     never reused across processes (refused, not stale)."""
-    seen = frozenset() if _seen is None else _seen
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
         return repr(value)
     if isinstance(value, (tuple, list, set, frozenset)):
         items = sorted(map(repr, value)) if isinstance(value, (set, frozenset)) else value
-        return f"{type(value).__name__}(" + ",".join(value_token(v, seen) for v in items) + ")"
+        return f"{type(value).__name__}(" + ",".join(value_token(v, _walk) for v in items) + ")"
     if isinstance(value, dict):
-        return "dict(" + ",".join(f"{k!r}:{value_token(v, seen)}" for k, v in value.items()) + ")"
+        return "dict(" + ",".join(f"{k!r}:{value_token(v, _walk)}" for k, v in value.items()) + ")"
     if isinstance(value, (np.ndarray, torch.Tensor)):
         dtype, shape, raw = _tensor_bytes(value)
         return f"array({dtype},{shape},{hashlib.sha256(raw).hexdigest()})"
@@ -73,23 +80,47 @@ def value_token(value, _seen=None) -> str:
     if isinstance(value, type):
         return f"class({value.__module__}.{value.__qualname__})"
     if callable(value):
-        return callable_token(value, seen)
+        return callable_token(value, _walk)
     try:
         return f"pickle({hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest()})"
     except Exception:  # noqa: BLE001 - any object that will not pickle falls back to its repr
         return f"repr({type(value).__qualname__}:{value!r})"
 
 
-def _cell_token(cell, seen) -> str:
+def _cell_token(cell, walk) -> str:
     try:
-        return value_token(cell.cell_contents, seen)
+        return value_token(cell.cell_contents, walk)
     except ValueError:  # a cell not yet filled
         return "empty"
 
 
-def callable_token(fn, _seen=None) -> str:
+def _installed(fn) -> bool:
+    """Whether ``fn`` is defined in installed code (standard library, site-packages), not in the
+    user's notebook, script or project."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    path = getattr(module, "__file__", None)
+    return path is not None and os.path.realpath(path).startswith(_INSTALLED)
+
+
+def _object_state(obj) -> dict:
+    """The attributes of an object: its ``__dict__`` and its ``__slots__`` (a slotted class has no
+    ``__dict__``)."""
+    state = dict(getattr(obj, "__dict__", {}))
+    for kind in type(obj).__mro__:
+        slots = kind.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                state[f"{kind.__qualname__}.{name}"] = getattr(obj, name)
+    return state
+
+
+def callable_token(fn, _walk=None) -> str:
     """The identity of a callable for the fingerprint: its code, defaults, closure and the globals
     it reads, never its name alone (two lambdas differ by their code and captured values).
+
+    The user's own functions are followed to any depth (a constant read three calls down is part
+    of the identity); a function of installed code (the standard library, site-packages) stands
+    for itself by its module, name and code.
 
     Examples
     --------
@@ -100,33 +131,37 @@ def callable_token(fn, _seen=None) -> str:
     >>> callable_token(make(2)) == callable_token(make(2)), callable_token(make(2)) == callable_token(make(3))
     (True, False)
     """
-    seen = frozenset() if _seen is None else _seen
-    if id(fn) in seen:
+    path, memo = (frozenset(), {}) if _walk is None else _walk  # the callables being followed; done ones
+    if id(fn) in path:
         return "recursive"
-    if len(seen) >= _MAX_DEPTH:  # deep inside library code: its name and code stand for it
-        code = getattr(fn, "__code__", None)
-        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}" + (
-            f"#{hashlib.sha256(code.co_code).hexdigest()[:16]}" if code is not None else "")
-    seen = seen | {id(fn)}
+    if id(fn) not in memo:  # each callable followed once however many paths lead to it
+        memo[id(fn)] = (fn, _callable_token(fn, (path | {id(fn)}, memo)))
+    return memo[id(fn)][1]
+
+
+def _callable_token(fn, walk) -> str:
     if isinstance(fn, functools.partial):
-        return (f"partial({callable_token(fn.func, seen)},{value_token(fn.args, seen)},"
-                f"{value_token(fn.keywords, seen)})")
+        return (f"partial({callable_token(fn.func, walk)},{value_token(fn.args, walk)},"
+                f"{value_token(fn.keywords, walk)})")
     if isinstance(fn, types.MethodType):
-        return f"method({callable_token(fn.__func__, seen)},{value_token(fn.__self__, seen)})"
+        return f"method({callable_token(fn.__func__, walk)},{value_token(fn.__self__, walk)})"
     if isinstance(fn, types.FunctionType):
         code = fn.__code__
-        cells = [_cell_token(c, seen) for c in (fn.__closure__ or ())]
-        globals_read = {name: value_token(fn.__globals__[name], seen)
+        if _installed(fn):
+            return f"{fn.__module__}.{fn.__qualname__}#{hashlib.sha256(code.co_code).hexdigest()[:16]}"
+        cells = [_cell_token(c, walk) for c in (fn.__closure__ or ())]
+        globals_read = {name: value_token(fn.__globals__[name], walk)
                         for name in code.co_names if name in fn.__globals__}
         return repr(["function", fn.__module__, fn.__qualname__, _code_token(code),
-                     value_token(fn.__defaults__, seen), value_token(fn.__kwdefaults__, seen), cells,
+                     value_token(fn.__defaults__, walk), value_token(fn.__kwdefaults__, walk), cells,
                      globals_read])
-    if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType)) or not hasattr(fn, "__dict__"):
-        return f"builtin({getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))})"
     kind = type(fn)
     call = getattr(kind, "__call__", None)
-    state = value_token(vars(fn), seen)
-    return f"object({kind.__module__}.{kind.__qualname__},{callable_token(call, seen)},{state})"
+    if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType)) or not isinstance(
+            call, types.FunctionType):  # implemented in C (a builtin, a ufunc, operator.itemgetter, ...)
+        return f"builtin({getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))})"
+    return (f"object({kind.__module__}.{kind.__qualname__},{callable_token(call, walk)},"
+            f"{value_token(_object_state(fn), walk)})")
 
 
 class DataDigest:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 from ..execution.runner import task_rows
 from ..storage.npy_stream import HEADER_BYTES, NpyStreamWriter, crc32_of, npy_header
 from ..storage.store import (LABELS, DamagedStoreError, capture_folder, check_files, complete_manifest, file_entry,
-                             layer_filename, publish, write_manifest)
+                             layer_filename, publish, store_folder, write_manifest)
 from .activations import Activations
 from .batches import _is_pair, _slice, iter_batches
 from .in_process_capture import capture_in_process, check_materialised, check_options
@@ -225,7 +225,7 @@ def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten",
         raise ValueError("data is empty: no batch to run through the model.")
     n = total if max_samples is None else min(total, max_samples)
     config = capture_config(model, rec, output, batch_axis, label_key, max_samples)
-    folder = Path(store)
+    folder = store_folder(store)
     reused, lock = reuse_or_lock(folder, config, data, batch_size=batch_size, label_key=label_key,
                                  max_samples=max_samples, progress=progress)
     if reused is not None:

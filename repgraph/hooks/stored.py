@@ -3,10 +3,13 @@ model), otherwise take the lock, resume or start the capture in the private fold
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .activations import Activations
 from .batches import iter_batches
@@ -14,19 +17,28 @@ from .fingerprint import DataDigest, callable_token, model_digest, value_token
 from .forward import DataChanged, forward_all
 from .recorder import ActivationRecorder
 from ..storage.store import (StoreLock, StoreWriter, partial_path, read_manifest, remove_abandoned_folders,
-                             resumable)
+                             resumable, store_folder)
 from .writer_thread import StoreWriterThread
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+def _as_json(value):
+    """A value JSON cannot hold, as JSON: a numpy number as the Python number, anything else as
+    its ``value_token``."""
+    return value.item() if isinstance(value, (np.integer, np.floating, np.bool_)) else value_token(value)
+
+
 def capture_config(model, rec: ActivationRecorder, output, batch_axis, label_key, max_samples) -> dict:
-    """Everything but the data that identifies a capture (the data hash is added when it is known)."""
+    """Everything but the data that identifies a capture (the data hash is added when it is known),
+    in the form the manifest gives back (JSON: a tuple as a list, ``numpy.int64(3)`` as 3), so that a
+    store of the same capture compares equal."""
     spec = rec.reducer.spec
-    return {"model": model_digest(model), "layers": rec.layers,
-            "reduce": spec if spec is None or isinstance(spec, str) else callable_token(spec),
-            "output": value_token(output), "batch_axis": value_token(batch_axis), "inputs": rec.inputs,
-            "label_key": label_key, "max_samples": max_samples, "dtype": "float32"}
+    config = {"model": model_digest(model), "layers": rec.layers,
+              "reduce": spec if spec is None or isinstance(spec, str) else callable_token(spec),
+              "output": value_token(output), "batch_axis": value_token(batch_axis), "inputs": rec.inputs,
+              "label_key": label_key, "max_samples": max_samples, "dtype": "float32"}
+    return json.loads(json.dumps(config, default=_as_json))
 
 
 def _hash_data(batches, max_samples) -> dict:
@@ -56,7 +68,12 @@ def _reuse(folder: Path, manifest: dict, config: dict, batches, max_samples) -> 
     hash, intact files); else a ValueError saying what differs."""
     if not manifest.get("complete"):
         raise ValueError(f"store={str(folder)!r} holds an incomplete manifest; delete the folder.")
-    stored = manifest.get("fingerprint") or {}
+    if manifest.get("fingerprint") is None:
+        raise ValueError(
+            f"store={str(folder)!r} holds activations saved with Activations.save: nothing records which "
+            "model, layers and data made them, so they are never taken for this capture's. To keep them, pass "
+            f"another folder as store=; to capture here, delete it (shutil.rmtree({str(folder)!r})).")
+    stored = manifest["fingerprint"]
     differ = [key for key in config if stored.get(key) != config[key]]
     if differ:
         raise _other_capture(folder, differ)
@@ -68,7 +85,7 @@ def _reuse(folder: Path, manifest: dict, config: dict, batches, max_samples) -> 
 
 def _published(folder: Path) -> dict | None:
     manifest = read_manifest(folder)
-    if manifest is None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    if manifest is None and folder.is_dir() and any(folder.iterdir()):
         raise ValueError(f"store={str(folder)!r} is a non-empty folder that is not a repgraph activation "
                          "store; pass an empty or new folder.")
     return manifest
@@ -112,7 +129,7 @@ def reuse_or_lock(folder: Path, config: dict, data, *, batch_size, label_key, ma
     checksums), else ``(None, lock)`` with the folder's lock held, for the caller to write, publish
     and release; the folders of abandoned captures by several writers are deleted then
     (``remove_abandoned_folders``). A published store is never rewritten, so it is read without
-    the lock."""
+    the lock. ``folder`` must be ``store_folder``'s (checked, absolute: one lock for every spelling)."""
     manifest = _published(folder)
     if manifest is None:
         lock = StoreLock(folder)
@@ -128,6 +145,7 @@ def reuse_or_lock(folder: Path, config: dict, data, *, batch_size, label_key, ma
 def capture_to_store(model, data, rec, folder: Path, *, config, device, total, batch_size, label_key,
                      max_samples, progress, meta) -> Activations:
     """``capture_activations(store=folder)``: reuse, wait, resume or write, then publish."""
+    folder = store_folder(folder)
     reused, lock = reuse_or_lock(folder, config, data, batch_size=batch_size, label_key=label_key,
                                  max_samples=max_samples, progress=progress)
     if reused is not None:

@@ -60,6 +60,37 @@ def lock_path(store: Path) -> Path:
     return store.with_name(store.name + ".lock")
 
 
+def store_folder(path, argument: str = "store", write: bool = True) -> Path:
+    """``path`` (``~`` expanded) as the absolute folder of a store, after checking it can be one:
+    not a file, not under a file and, to ``write`` it, not the current folder or one above it (a
+    store is published by renaming a folder onto it). ``argument`` names the parameter in the
+    ``ValueError``; an absolute path also gives every spelling of a folder one lock."""
+    folder = Path(os.path.abspath(Path(path).expanduser()))
+    if folder.is_file():
+        raise ValueError(f"{argument}={str(path)!r} is a file, not a folder; a store is a folder (pass the "
+                         "folder that holds manifest.json, or a new folder's path).")
+    for above in folder.parents:
+        if above.exists() and not above.is_dir():
+            raise ValueError(f"{argument}={str(path)!r} lies under {str(above)!r}, which is a file, not a "
+                             "folder; pass a path under a folder.")
+    if write and (folder == Path.cwd() or folder in Path.cwd().parents):
+        raise ValueError(f"{argument}={str(path)!r} is the current folder or one above it; a store is "
+                         "published by renaming a folder onto its path: pass a folder of its own, e.g. "
+                         f"{argument}='acts'.")
+    return folder
+
+
+def _json_problem(value, where: str) -> str | None:
+    """Where in ``value`` a value JSON cannot hold is, and its type; None when there is none."""
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _json_problem(v, f"{where}[{k!r}]"))), None)
+    if isinstance(value, (list, tuple)):
+        return next((p for i, v in enumerate(value) if (p := _json_problem(v, f"{where}[{i}]"))), None)
+    if value is None or isinstance(value, (str, int, float, np.integer, np.floating, np.bool_)):
+        return None
+    return f"{where} holds a value of type {type(value).__name__}"
+
+
 def _manifest_crc(manifest: dict) -> int:
     body = {k: v for k, v in manifest.items() if k != "manifest_crc32"}
     return zlib.crc32(json.dumps(body, sort_keys=True).encode())
@@ -67,7 +98,12 @@ def _manifest_crc(manifest: dict) -> int:
 
 def write_manifest(folder: Path, manifest: dict):
     """Write the manifest (with its own checksum) atomically: temporary file + rename."""
-    manifest = json.loads(json.dumps(manifest))  # the form it will be read back in
+    problem = _json_problem(manifest, "manifest")
+    if problem is not None:
+        raise TypeError(f"{problem}, which a store's JSON manifest cannot hold; keep to numbers, strings, "
+                        "lists and dicts (e.g. meta={'epochs': 3}, str(...) for anything else).")
+    # the form it will be read back in (numpy scalars as the Python numbers they hold)
+    manifest = json.loads(json.dumps(manifest, default=lambda v: v.item()))
     manifest["manifest_crc32"] = _manifest_crc(manifest)
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -160,6 +196,16 @@ class StoreLock:
         self._handle = None
 
     def acquire(self, blocking: bool = True) -> bool:
+        try:
+            return self._acquire(blocking)
+        except OSError as err:
+            if isinstance(err, BlockingIOError):
+                raise
+            raise type(err)(err.errno, f"cannot create the store's lock file {str(self.path)!r} "
+                                       f"({err.strerror}); the folder the store is in must be writable "
+                                       "and the lock path free: pass another store folder.") from err
+
+    def _acquire(self, blocking: bool) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             import fcntl
