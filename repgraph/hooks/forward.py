@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from .batches import input_dtype
