@@ -17,6 +17,9 @@ def _is_dask_client(client) -> bool:
 
 
 def _cluster_runner(client):
+    if client.status in ("closing", "closed"):
+        raise ValueError(f"client= is a dask Client that is {client.status}; open a new one (Client(...)) or drop "
+                         "client= (and leave any repgraph.parallel block) to run in this process.")
     from .runner import ClusterRunner  # imports dask: only once a client is in use
     return ClusterRunner(client)
 

@@ -27,12 +27,19 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     ----------
     model : nn.Module
         Any model; its weights must be materialised (not on the meta device).
-    data : tensor, array, tuple, list, dict, Dataset, DataLoader or iterable
-        A tensor/array of inputs; ``(X, y)`` or ``[X, y]``; a dict of per-sample arrays, passed to
-        the model as keyword arguments (e.g. ``input_ids``, ``attention_mask``); a Dataset (not
-        shuffled); a DataLoader or any iterable of batches (tensors, ``(x, y, ...)`` or dicts).
-        Floating inputs are cast to the model's dtype (float64 numpy arrays included); labels
-        may be numbers or strings.
+    data : tensor, array, DataFrame, tuple, list, dict, Dataset, DataLoader or iterable
+        A tensor/array of inputs, samples on the first axis, or a pandas DataFrame of numeric
+        feature columns (its ``to_numpy()``; a ``label``/``labels`` column is refused: pass
+        ``(df.drop(columns="label"), df["label"])``); ``(X,)``, ``(X, y)`` or ``[X, y]``, where
+        ``X`` may be a tuple of the model's positional inputs, ``((X1, X2), y)`` calling
+        ``model(x1, x2)``; a dict of per-sample arrays, passed to the model as keyword arguments
+        (e.g. ``input_ids``, ``attention_mask``); a Dataset, map-style or iterable, which yields
+        samples and is batched by a DataLoader of ``batch_size`` (not shuffled); a DataLoader or
+        any other iterable (list, generator) of batches: tensors, ``(x, y, ...)`` (entries after
+        the labels are not used) or dicts. An item that is plainly a single sample (a scalar
+        label, a 0-d tensor) is refused, saying how to batch samples. Floating inputs are cast
+        to the model's dtype (float64 numpy arrays included); integer and bool inputs are passed
+        as they are (token ids); labels may be numbers or strings.
     layers : str, list of str or callable
         Module names, glob patterns (``"layer1.*"``), a predicate ``(name, module) -> bool`` or a
         preset: ``"blocks"`` (residual blocks; for transformers the stack of repeated blocks,
@@ -58,7 +65,8 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         ``hidden_states`` keyword) under ``f"{name}:input"``, with the same reducer and batch axis.
     label_key : str or None
         The key of the labels in dict batches (not passed to the model); ``"auto"`` takes
-        ``"labels"`` or ``"label"`` when present; None keeps no labels.
+        ``"labels"`` or ``"label"`` when present (a batch with both is an error: say which);
+        None keeps no labels.
     max_samples : int, optional
         Stop after this many samples.
     device : str or torch.device, optional
@@ -79,7 +87,8 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     client : distributed.Client, optional
         Capture on this Dask cluster, whose workers write their shards of ``store`` (required with
         a client). Default: an enclosing ``repgraph.parallel`` block's client when ``store`` is
-        given; a capture without ``store`` inside such a block runs here, in memory.
+        given; a capture without ``store`` inside such a block runs here, in memory. A closed
+        client is a ValueError saying to open one or drop ``client=``.
 
     Returns
     -------
@@ -90,12 +99,17 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     Raises
     ------
     ValueError
-        For a bad ``batch_size`` or ``max_samples``, an unknown layer, a layer that never fires,
+        For a bad ``batch_size`` or ``max_samples``, an unknown layer or an empty ``layers``
+        list, a layer that never fires,
         an output whose sample axis does not hold the batch's samples, a model on the meta device
         or on another device, a CUDA device without a GPU, a store of another capture or a
         damaged store.
     TypeError
-        For a module output or data form that holds no tensor to capture.
+        For a module output or data form that holds no tensor to capture, complex activations
+        (name the layer; a ``reduce`` callable must make them real) or a ``store`` that is not a
+        path. An error the model raises on the first batch keeps its type and gains a line on
+        what the batch held when the data form may be its cause (integer inputs to a floating
+        model; single samples given as batches).
     OSError
         When the disk fills up while writing a store (its partial files are deleted).
 

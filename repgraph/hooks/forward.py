@@ -6,24 +6,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .batches import input_dtype
 from .fingerprint import DataDigest
 from .modes import evaluating
 from .recorder import ActivationRecorder
 from .transfer import HostTransfer
-
-
-def _input_dtype(model: nn.Module) -> torch.dtype | None:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-
-
-def _to_model(value, device: torch.device, dtype: torch.dtype | None):
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.is_floating_point() and dtype is not None and value.dtype != dtype:
-        return value.to(device=device, dtype=dtype)
-    return value.to(device)
 
 
 class _Labels:
@@ -69,7 +56,7 @@ def forward_all(model, rec, batches, target, device, *, total, max_samples, prog
     """Run every batch through ``model`` with ``rec`` writing into ``target``; the first ``skip``
     samples (committed by an interrupted capture) are only hashed and their labels kept, and
     their hash must equal ``prefix``. Returns ``(labels, n_samples)``."""
-    dtype = _input_dtype(model)
+    dtype = input_dtype(model)
     transfer = HostTransfer(target, device)
     rec._sink = transfer.stage
     labels = _Labels()
@@ -94,8 +81,14 @@ def forward_all(model, rec, batches, target, device, *, total, max_samples, prog
                 labels.add(batch.labels)
                 rec.n_samples = batch.n
                 transfer.begin(seen)
-                model(*(_to_model(a, device, dtype) for a in batch.args),
-                      **{k: _to_model(v, device, dtype) for k, v in batch.kwargs.items()})
+                args, kwargs = batch.arguments(device, dtype)
+                try:
+                    model(*args, **kwargs)
+                except Exception as err:
+                    explained = batch.explained(err, dtype) if index == 0 else err
+                    if explained is err:
+                        raise
+                    raise explained from err
                 keys = _check_fired(rec, keys, index)
                 seen += batch.n
                 snapshot = digest.snapshot() if digest is not None else None

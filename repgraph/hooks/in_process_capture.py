@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import os
 from pathlib import Path
 
 import torch
@@ -18,7 +19,10 @@ from .recorder import ActivationRecorder
 from .stored import capture_config, capture_to_store
 
 
-def check_options(batch_size, max_samples):
+def check_options(batch_size, max_samples, store=None):
+    """Refuse a ``batch_size``, ``max_samples`` or ``store`` of the wrong kind, naming it."""
+    if store is not None and not isinstance(store, (str, os.PathLike)):
+        raise TypeError(f"store must be a folder path (str or pathlib.Path) or None, got {type(store).__name__}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer (samples per forward pass), got {batch_size!r}.")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, numbers.Integral)
@@ -58,7 +62,7 @@ def capture_in_process(model: nn.Module, data, layers="blocks", *, reduce="flatt
     """``capture_activations`` in this process (its parameters but ``client``): the batches run
     through the model one after another; each layer's rows go to growing in-memory arrays, or
     stream into ``store`` (``capture_to_store``: resumable, reused when complete)."""
-    check_options(batch_size, max_samples)
+    check_options(batch_size, max_samples, store)
     device = run_device(model, device)
     rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
     _, total = iter_batches(data, batch_size, label_key)  # checks the data form before anything runs

@@ -11,7 +11,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._arrays import resolve_device
 from .._results import described
+from .batches import example_batch, input_dtype
 from .presets import PRESETS
 from .trace import run_with_hooks
 
@@ -131,7 +133,8 @@ def select_layers(model: nn.Module, layers) -> list[str]:
     Raises
     ------
     ValueError
-        For an unknown name (listing close matches) or a selection that matches nothing.
+        For an unknown name (listing close matches), an empty list or a selection that matches
+        nothing.
     TypeError
         For a specification of another type.
 
@@ -163,6 +166,9 @@ def select_layers(model: nn.Module, layers) -> list[str]:
     if not isinstance(layers, (list, tuple)) or not all(isinstance(x, str) for x in layers):
         raise TypeError(f"layers must be a preset {tuple(PRESETS)}, a name, a glob pattern, a list of those, "
                         f"or a predicate (name, module) -> bool; got {type(layers).__name__}.")
+    if not layers:
+        raise ValueError(f"layers={layers!r} selects no layer; pass at least one name, glob pattern or preset "
+                         f"{tuple(PRESETS)} (list_layers(model, x) shows every name).")
     chosen: list[str] = []
     for spec in layers:
         if any(ch in spec for ch in "*?["):
@@ -192,15 +198,18 @@ def _shape_of(output) -> str | tuple:
 def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
     """The model's hook points: one row per submodule, from one traced forward.
 
-    Runs ``model(example_input)`` (``model(**example_input)`` for a dict) once in eval mode under
-    no_grad and restores the model's modes.
+    Runs the model once on ``example_input``, in eval mode under no_grad, and restores the
+    model's modes. The input is taken as ``capture_activations`` takes its data: moved to the
+    model's device, floating inputs cast to the model's dtype.
 
     Parameters
     ----------
     model : nn.Module
         Any model.
-    example_input : tensor or dict
-        An input batch (one sample is enough); a dict is passed as keyword arguments.
+    example_input : tensor, array, DataFrame, tuple, dict, Dataset, DataLoader or iterable
+        Any data form of ``capture_activations``: a tensor, array or DataFrame of inputs, ``(X,
+        y)`` and a dict of per-sample arrays (keyword inputs) are run whole; a Dataset gives one
+        sample, a DataLoader or iterable its first batch. One sample is enough.
 
     Returns
     -------
@@ -211,9 +220,14 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
 
     Raises
     ------
+    ValueError, TypeError
+        For an input form ``capture_activations`` refuses, empty data, or several positional
+        inputs (``((X1, X2), y)``: the traced forward takes one input or keyword inputs).
     Exception
-        Whatever ``model(example_input)`` raises (e.g. a ``RuntimeError`` for an input of the
-        wrong shape) propagates unchanged; the hooks are removed and the modes restored first.
+        Whatever the model raises on the input (e.g. a ``RuntimeError`` for an input of the
+        wrong shape), a plain ``ValueError``, ``TypeError`` or ``RuntimeError`` with a line on what
+        the input held when the data form may be the cause (integer inputs to a floating model);
+        the hooks are removed and the modes restored first.
 
     References
     ----------
@@ -239,7 +253,20 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
             row["calls"] += 1
         return hook
 
-    run_with_hooks(model, example_input, [(m, make_hook(n, m)) for n, m in model.named_modules() if n])
+    batch = example_batch(example_input)
+    dtype = input_dtype(model)
+    args, kwargs = batch.arguments(resolve_device(None, like=model), dtype)
+    if len(args) > 1:
+        raise TypeError(f"example_input holds {len(args)} positional inputs; list_layers runs model(x) or "
+                        "model(**inputs): pass a dict of the model's keyword inputs instead.")
+    hooks = [(m, make_hook(n, m)) for n, m in model.named_modules() if n]
+    try:
+        run_with_hooks(model, args[0] if args else kwargs, hooks)
+    except Exception as err:
+        explained = batch.explained(err, dtype)
+        if explained is err:
+            raise
+        raise explained from err
     table = [rows.get(n, {"name": n, "type": type(m).__name__, "output_shape": None,
                           "params": sum(p.numel() for p in m.parameters()), "calls": 0})
              for n, m in model.named_modules() if n]

@@ -209,6 +209,9 @@ def _takes_mask(fn) -> bool:
 class Reducer:
     """A resolved ``reduce=`` choice: ``reducer(output, attention_mask)`` -> (N, ...) tensor.
 
+    A complex result (e.g. of a module computing an FFT) is refused, naming the layer: the
+    captured arrays are float32, so a reducer must make the values real.
+
     ``spec`` is what the user passed (a name, a callable or None), used in the fingerprint.
     """
 
@@ -234,8 +237,16 @@ class Reducer:
 
     def __call__(self, output: torch.Tensor, attention_mask=None, layer: str = "?") -> torch.Tensor:
         if self._fn is None:
-            return output
-        value = self._fn(output, attention_mask=attention_mask) if self._mask else self._fn(output)
+            value = output
+        else:
+            value = self._fn(output, attention_mask=attention_mask) if self._mask else self._fn(output)
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            raise TypeError(f"Layer {layer!r} gives complex values ({value.dtype}); activations are stored as "
+                            "float32 and would lose the imaginary part. Pass reduce= a callable that makes them "
+                            "real, e.g. lambda t: torch.view_as_real(t).flatten(1) (real and imaginary parts) or "
+                            "lambda t: t.abs().flatten(1), or hook a module whose output is real.")
+        if self._fn is None:
+            return value
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"Layer {layer!r}: reduce={self.name} returned {type(value).__name__}, not a tensor.")
         if value.ndim < 1 or value.shape[0] != output.shape[0]:

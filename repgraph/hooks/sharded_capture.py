@@ -74,7 +74,12 @@ def _shard_view(data, start: int, stop: int, n_data: int):
     if isinstance(data, Dataset):
         return Subset(data, range(start, stop))
     if _is_pair(data):
-        return type(data)((data[0][start:stop], data[1][start:stop]))
+        inputs = data[0]  # one array, or a tuple of the model's positional inputs
+        if isinstance(inputs, (tuple, list)):
+            inputs = type(inputs)(x[start:stop] for x in inputs)
+        else:
+            inputs = inputs[start:stop]
+        return type(data)((inputs, *(None if y is None else y[start:stop] for y in data[1:])))
     if isinstance(data, Mapping):
         return {key: _slice(value, start, stop, n_data) for key, value in data.items()}
     return data[start:stop]
@@ -216,7 +221,7 @@ def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten",
         raise ValueError("capture on a cluster writes a store: pass store=PATH, a folder the workers can "
                          "write under the same path (or capture without client= to keep the activations "
                          "in memory here).")
-    check_options(batch_size, max_samples)
+    check_options(batch_size, max_samples, store)
     check_materialised(model)
     rec = ActivationRecorder(model, layers, reducer=reduce, inputs=inputs, output=output, batch_axis=batch_axis)
     batch = _shard_batch_size(data, batch_size)
