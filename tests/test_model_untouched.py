@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,8 +20,10 @@ from torch.utils.hooks import RemovableHandle
 
 import repgraph
 import repgraph.hooks
+import repgraph.hooks.trace
 import repgraph.pruning
 import repgraph.workflows
+from repgraph.hooks.handles import TemporaryHooks
 from repgraph.hooks.modes import evaluating
 from repgraph.models import resnet20
 from repgraph.models.byte_gpt import byte_gpt
@@ -88,6 +91,19 @@ def test_hooks_of_a_model_loaded_in_a_fresh_process_run_during_a_capture_and_sta
     done = subprocess.run([sys.executable, "-c", LOAD, str(path)], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_temporary_hooks_remove_only_entries_that_still_hold_their_hook():
+    model = nn.Sequential(nn.Linear(1, 1))
+    added = TemporaryHooks(model)
+    ours, theirs, kept = CountCalls(), CountCalls(), CountCalls()
+    added.forward(model[0], ours)
+    added.pre(model, kept, with_kwargs=True)
+    (key,) = model[0]._forward_hooks
+    model[0]._forward_hooks[key] = theirs  # replaced since: no longer ours to remove
+    added.remove()
+    assert dict(model[0]._forward_hooks) == {key: theirs}
+    assert not model._forward_pre_hooks and not model._forward_pre_hooks_with_kwargs
 
 
 # --- every public function that takes a model -------------------------------------------------
@@ -225,6 +241,12 @@ CASES = {
         model=m, convs=["conv1"], example_input=X1, ratio=0.5, seed=0), False),
     "select_layers": ("cnn", lambda m, tmp: repgraph.hooks.select_layers(m, "blocks"), False),
     "block_stack": ("lm", lambda m, tmp: repgraph.hooks.block_stack(m), False),
+    "run_with_hooks": ("cnn", lambda m, tmp: repgraph.hooks.trace.run_with_hooks(m, X1, [(m.fc, CountCalls())]),
+                       True),
+    "execution_order": ("cnn", lambda m, tmp: repgraph.hooks.trace.execution_order(m, X1), True),
+    "conv_bn_pairs": ("cnn", lambda m, tmp: repgraph.hooks.trace.conv_bn_pairs(m, X1), True),
+    "producing_conv": ("cnn", lambda m, tmp: repgraph.hooks.trace.producing_conv(m, "layer1.0.relu1", X1), True),
+    "following_relu": ("cnn", lambda m, tmp: repgraph.hooks.trace.following_relu(m, "layer1.0.conv1", X1), True),
 }
 # Functions that change the model they are given by design, and are tested for what they
 # promise instead (test_training_changes_weights_and_modes_only).
@@ -248,10 +270,19 @@ def _model(kind: str) -> nn.Module:
     return resnet20() if kind == "cnn" else byte_gpt(n_layer=2, n_embd=16, n_head=2, n_positions=16)
 
 
+def public_names(module) -> list[str]:
+    """``__all__``, or for a module without one (the traced queries of ``repgraph.hooks.trace``)
+    the names it defines without a leading underscore."""
+    if hasattr(module, "__all__"):
+        return module.__all__
+    return [name for name, obj in vars(module).items()
+            if not name.startswith("_") and getattr(obj, "__module__", None) == module.__name__]
+
+
 def test_every_public_function_taking_a_model_is_covered():
     found = set()
-    for module in (repgraph, repgraph.workflows, repgraph.pruning, repgraph.hooks):
-        for name in module.__all__:
+    for module in (repgraph, repgraph.workflows, repgraph.pruning, repgraph.hooks, repgraph.hooks.trace):
+        for name in public_names(module):
             obj = getattr(module, name)
             try:
                 parameters = inspect.signature(obj).parameters
@@ -292,3 +323,44 @@ def test_training_changes_weights_and_modes_only(kind, fit, user_hooks):
     assert not any(training for _, training in after["training"])  # left in eval mode, as documented
     assert any(not torch.equal(after["values"][k], v) for k, v in before["values"].items())
     assert all(c.calls > 0 for c in counters)
+
+
+def _add_ten(module, args):
+    return (args[0] + 10,)
+
+
+def _double(module, args, output):
+    return output * 2
+
+
+def _add_one(module, args, kwargs, output):
+    return output + 1
+
+
+def test_hooks_of_a_model_shipped_to_a_fresh_dask_worker_run_during_the_capture(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    cloudpickle = pytest.importorskip("cloudpickle")
+    # The model of the fresh-process test, its hooks under ids 0, 1, 2: the ids a fresh worker's
+    # recorder is given first (its model pre-hook, the forward hooks of "0" and "1").
+    monkeypatch.setattr(RemovableHandle, "next_id", 0)
+    model = nn.Sequential(nn.Linear(1, 1), nn.ReLU())
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    model.register_forward_pre_hook(_add_ten)
+    model[0].register_forward_hook(_double)
+    model[1].register_forward_hook(_add_one, with_kwargs=True)
+    monkeypatch.undo()
+    x = torch.ones(4, 1)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
+    try:
+        with distributed.LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None,
+                                      silence_logs=40) as local, distributed.Client(local) as client:
+            counters = client.run(lambda: __import__("torch.utils.hooks").utils.hooks.RemovableHandle.next_id)
+            assert list(counters.values()) == [0], "the worker has hooked before: no collision to test"
+            acts = repgraph.capture_activations(model, x, layers=["0", "1"], store=tmp_path / "store",
+                                                client=client, progress=False)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert np.asarray(acts["0"]).ravel().tolist() == [22.0] * 4
+    assert np.asarray(acts["1"]).ravel().tolist() == [23.0] * 4
