@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .._warnings import warn_user
+from .handles import TemporaryHooks
 from .layers import select_layers
 from .outputs import batch_first, declared_batch_first, module_input, per_layer, select_output
 from .reducers import resolve_reducer
@@ -20,6 +21,10 @@ class ActivationRecorder:
     ``device`` as ``dtype``. A module called several times in one forward is recorded per call as
     ``name``, ``name:1``, … with a warning. Every hook is removed on exit, also when the forward
     raises.
+
+    The model's own hooks stay and run as in a bare forward, before the recorder's: its hooks get
+    ids no hook of the model holds, also in a process that unpickled the model
+    (``repgraph.hooks.handles.TemporaryHooks``), and only they are removed.
 
     Parameters
     ----------
@@ -112,7 +117,7 @@ class ActivationRecorder:
         self._input_calls: dict[str, int] = {}
         self._warned: set[str] = set()
         self._warned_axis: set[str] = set()  # outputs whose sample axis was ambiguous
-        self._handles: list = []
+        self._hooks: TemporaryHooks | None = None
 
     def _record(self, layer: str, key: str, tensor: torch.Tensor):
         t = batch_first(tensor, self._axis[layer], self.n_samples, key, declared=self._declared[layer],
@@ -156,13 +161,13 @@ class ActivationRecorder:
 
     def __enter__(self):
         modules = dict(self.model.named_modules())
+        self._hooks = TemporaryHooks(self.model)
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._start, with_kwargs=True))
+            self._hooks.pre(self.model, self._start, with_kwargs=True)
             for name in self.layers:
                 if self.inputs:
-                    self._handles.append(modules[name].register_forward_pre_hook(self._input_hook(name),
-                                                                                 with_kwargs=True))
-                self._handles.append(modules[name].register_forward_hook(self._output_hook(name)))
+                    self._hooks.pre(modules[name], self._input_hook(name), with_kwargs=True)
+                self._hooks.forward(modules[name], self._output_hook(name))
         except Exception:
             self.remove()
             raise
@@ -173,10 +178,10 @@ class ActivationRecorder:
         return False
 
     def remove(self):
-        """Remove every hook this recorder registered."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        """Remove every hook this recorder registered (and no other)."""
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
 
     def clear(self):
         """Forget every recorded output."""

@@ -6,25 +6,25 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .handles import TemporaryHooks
 from .modes import evaluating
 
 
 def run_with_hooks(model: nn.Module, example_input, hooks) -> object:
     """Run ``model(example_input)`` (``model(**example_input)`` for a dict) once (eval mode,
     no_grad, modes restored) with each ``(module, hook)`` of ``hooks`` registered as a forward
-    hook; every hook is removed afterwards, also when the forward raises. Returns the model's
-    output."""
-    handles = []
+    hook; the model's own hooks run too and stay (``TemporaryHooks``), and every hook added here
+    is removed afterwards, also when the forward raises. Returns the model's output."""
+    added = TemporaryHooks(model)
     try:
         for module, hook in hooks:
-            handles.append(module.register_forward_hook(hook))
+            added.forward(module, hook)
         with evaluating(model), torch.no_grad():
             if isinstance(example_input, Mapping):
                 return model(**example_input)
             return model(example_input)
     finally:
-        for handle in handles:
-            handle.remove()
+        added.remove()
 
 
 def execution_order(model: nn.Module, example_input) -> list[str]:

@@ -6,17 +6,24 @@ import numpy as np
 import torch_pruning as tp
 from torch import nn
 
+from ..hooks.handles import reserve_hook_ids
+from ..hooks.modes import evaluating
+
 CONV = nn.modules.conv._ConvNd
 
 
 def dependency_graph(model: nn.Module, example_input) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model`` traced on ``example_input``, with a clear error
-    when tracing fails."""
+    when tracing fails. The model is left as it was: Torch-Pruning's tracer puts it in eval mode
+    (each submodule's flag is restored) and adds forward hooks (given ids none of the model's own
+    hooks holds, so those stay and run)."""
     # Built without ignored_layers: with the classifier ignored there, Torch-Pruning 1.6 routes the
     # residual group through the classifier's transposed weight and duplicates indices. Ignored
     # modules are excluded when the groups are chosen instead.
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        with evaluating(model):
+            reserve_hook_ids(model)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
     except Exception as err:  # Torch-Pruning raises many types while tracing
         raise ValueError(f"Torch-Pruning could not trace {type(model).__name__}: {type(err).__name__}: "
                          f"{err}. Check that forward() runs on example_input and uses standard modules.") from err

@@ -24,7 +24,12 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
     ``max_grad_norm`` and follows the learning-rate ``schedule``: ``"cosine"`` decays from ``lr``
     at step 1 to 0 after the last step, ``"constant"`` keeps ``lr``. Dropout draws from the global
     RNG seeded by ``seed`` inside a forked RNG state, so the global RNG is untouched and the same
-    inputs give bit-identical weights on CPU. The model is left in eval mode, as ``train`` leaves it.
+    inputs give bit-identical weights on CPU.
+
+    What changes, in place: the parameters with ``requires_grad``; every submodule is left in eval
+    mode (``model.eval()``, as ``train`` leaves it), whatever mode it was in before. The
+    ``requires_grad`` flags, the module structure and the model's hooks are not touched (its own
+    hooks run in every step's forward).
 
     Parameters
     ----------

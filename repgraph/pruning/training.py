@@ -90,7 +90,12 @@ def train(model: nn.Module, data, *, epochs: int = 20, lr: float = 0.05, optimiz
     ``on_epoch_end(epoch, model)``, if given, is called after each epoch (1-based, after its
     evaluation), e.g. to save snapshots for training dynamics. It runs on a forked random state,
     so random numbers drawn in it do not change the training; it must not change the model itself
-    (weights, BatchNorm statistics). The model is left in eval mode.
+    (weights, BatchNorm statistics).
+
+    What changes, in place: the parameters with ``requires_grad`` and the BatchNorm running
+    statistics; every submodule is left in eval mode (``model.eval()``), whatever mode it was in
+    before. The ``requires_grad`` flags, the module structure and the model's hooks are not
+    touched (its own hooks run in every forward, as in the user's loop).
 
     Parameters
     ----------
