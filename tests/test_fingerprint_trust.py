@@ -193,3 +193,204 @@ def test_a_lock_path_taken_by_a_folder_is_named(tmp_path):
     (tmp_path / "acts.lock").mkdir()
     with pytest.raises(OSError, match=r"lock file .*acts\.lock.*pass another store folder"):
         _capture(tmp_path / "acts")
+
+
+# --- the model's identity: what it computes, not only its weights ----------------------------
+# Each change keeps the weights (the conv is seeded the same whatever its padding or activation);
+# the oracle is the changed model's layer run by hand, in memory.
+
+class ConvNet(nn.Module):
+    def __init__(self, act=None, padding=0, scale=1.0):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 3, padding=padding)
+        self.act = nn.ReLU() if act is None else act
+        self.scale = scale
+
+    def forward(self, x):
+        return self.act(self.conv(x * self.scale)).flatten(1)
+
+
+IMAGES = torch.randn(200, 1, 14, 14, generator=torch.Generator().manual_seed(0))
+
+
+def _by_hand(model):
+    with torch.no_grad():
+        return model.act(model.conv(IMAGES * model.scale)).flatten(1).numpy()
+
+
+def _capture_net(model, store):
+    return capture_activations(model, IMAGES, layers=["act"], store=store, progress=False, batch_size=64)
+
+
+def _times(k):
+    return lambda _module, _args, out: out * k
+
+
+def _add_hook(model, hook=_times(2.0), pre=False):
+    if pre:
+        model.conv.register_forward_pre_hook(lambda _module, args: (args[0] + 1,))
+    else:
+        model.act.register_forward_hook(hook)
+    return model
+
+
+CHANGES = {
+    "ReLU -> GELU": lambda: ConvNet(act=nn.GELU()),
+    "ReLU -> Tanh": lambda: ConvNet(act=nn.Tanh()),
+    "LeakyReLU slope": lambda: ConvNet(act=nn.LeakyReLU(0.3)),
+    "conv padding 0 -> 1": lambda: ConvNet(padding=1),
+    "forward hook added": lambda: _add_hook(ConvNet()),
+    "forward hook changed": lambda: _add_hook(ConvNet(), _times(3.0)),
+    "forward pre-hook added": lambda: _add_hook(ConvNet(), pre=True),
+    "input scale 1 -> 3": lambda: ConvNet(scale=3.0),
+}
+BEFORE = {"LeakyReLU slope": lambda: ConvNet(act=nn.LeakyReLU(0.01)),
+          "forward hook changed": lambda: _add_hook(ConvNet())}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_model_that_computes_otherwise_is_refused_not_stale(tmp_path, change):
+    before, after = BEFORE.get(change, ConvNet)(), CHANGES[change]()
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    first = _capture_net(before, tmp_path / "s")
+    np.testing.assert_array_equal(first["act"], _by_hand(before))
+    assert first["act"].shape != _by_hand(after).shape or not np.array_equal(first["act"], _by_hand(after))
+    with pytest.raises(ValueError, match=r"holds activations of another capture; they differ in: modules \("):
+        _capture_net(after, tmp_path / "s")  # before: the old activations came back
+    np.testing.assert_array_equal(_capture_net(after, tmp_path / "t")["act"], _by_hand(after))
+
+
+def _mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_the_same_model_built_again_reuses_its_store(tmp_path):
+    first = _capture_net(_add_hook(ConvNet(act=nn.LeakyReLU(0.3), padding=1)), tmp_path / "s")
+    written = _mtimes(tmp_path / "s")
+    again = _capture_net(_add_hook(ConvNet(act=nn.LeakyReLU(0.3), padding=1)), tmp_path / "s")
+    assert _mtimes(tmp_path / "s") == written
+    np.testing.assert_array_equal(again["act"], first["act"])
+
+
+class Counting(nn.Module):
+    """Writes ``self.calls`` in its forward: running state, not configuration."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(5, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x)
+
+
+def test_an_attribute_the_forward_writes_does_not_stop_reuse(tmp_path):
+    model = Counting()
+    first = capture_activations(model, X, layers=["lin"], store=tmp_path / "s", progress=False, batch_size=4)
+    assert model.calls == 2
+    written = _mtimes(tmp_path / "s")
+    again = capture_activations(model, X, layers=["lin"], store=tmp_path / "s", progress=False, batch_size=4)
+    assert model.calls == 2 and _mtimes(tmp_path / "s") == written
+    np.testing.assert_array_equal(again["lin"], first["lin"])
+
+
+_PROCESS_SCRIPT = """
+import sys
+import torch
+from torch import nn
+from repgraph import capture_activations
+
+MODES = {"mean", "max", "min", "sum", "std"}
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.act = nn.LeakyReLU(0.3)
+        self.options = {"modes": {"a", "b", "c", "d"}, "scale": 2.0}
+
+    def forward(self, x):
+        return self.act(self.conv(x * self.options["scale"])) * (2 if "mean" in MODES else 1)
+
+model = Net()
+model.act.register_forward_hook(lambda _m, _a, out: out + 1)
+x = torch.randn(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+acts = capture_activations(model, x, layers=["act"], store=sys.argv[1], progress=False, batch_size=8)
+print(float(acts["act"].sum()))
+"""
+
+
+def test_the_same_model_reuses_its_store_in_another_process(tmp_path):
+    """String hashing is randomised per process: sets and dicts must not show through."""
+    store, sums = tmp_path / "s", set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", _PROCESS_SCRIPT, str(store)], env=env, capture_output=True,
+                             text=True)
+        assert run.returncode == 0, run.stderr
+        sums.add(run.stdout.strip())
+        if seed == "1":
+            written = _mtimes(store)
+    assert _mtimes(store) == written and len(sums) == 1
+
+
+# --- the manifest's checksum covers the order of the layers -------------------------------------
+
+def test_two_layer_entries_swapped_without_a_new_checksum_are_refused(tmp_path):
+    from repgraph.storage.store import DamagedStoreError
+    store = tmp_path / "s"
+    capture_activations(ConvNet(), IMAGES, layers=["conv", "act"], store=store, progress=False)
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["layers"].reverse()
+    (store / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for use in (Activations.load, lambda s: capture_activations(ConvNet(), IMAGES, layers=["conv", "act"],
+                                                                store=s, progress=False)):
+        with pytest.raises(DamagedStoreError, match="does not match its checksum"):
+            use(store)
+
+
+class Interrupted(ConvNet):
+    """``ConvNet`` that raises on its third call while ``fail`` is set (a killed capture)."""
+
+    fail = True
+
+    def forward(self, x):
+        self.calls = getattr(self, "calls", 0) + 1
+        if Interrupted.fail and self.calls == 3:
+            raise KeyboardInterrupt("simulated interruption")
+        return super().forward(x)
+
+
+def test_a_changed_model_does_not_resume_the_old_ones_interrupted_capture(tmp_path, monkeypatch):
+    with pytest.raises(KeyboardInterrupt):
+        _capture_net(Interrupted(), tmp_path / "s")  # two batches of 64 committed
+    monkeypatch.setattr(Interrupted, "fail", False)
+    after = Interrupted(scale=3.0)
+    got = _capture_net(after, tmp_path / "s")  # before: rows 0:128 of the x1 model, the rest x3
+    assert after.calls == 4  # started again
+    np.testing.assert_array_equal(got["act"], _by_hand(after))
+
+
+def test_a_hugging_face_config_is_part_of_the_model_identity(tmp_path):
+    transformers = pytest.importorskip("transformers")
+
+    def bert(**change):
+        torch.manual_seed(0)
+        config = transformers.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=16, max_position_embeddings=16, **change)
+        return transformers.BertModel(config).eval()
+
+    ids = torch.randint(0, 50, (6, 5), generator=torch.Generator().manual_seed(0))
+    run = {"layers": ["encoder.layer.0"], "store": tmp_path / "s", "progress": False}
+    capture_activations(bert(), ids, **run)
+    written = _mtimes(tmp_path / "s")
+    capture_activations(bert(), ids, **run)  # the same config: reused
+    assert _mtimes(tmp_path / "s") == written
+    changed = bert()
+    changed.config.output_hidden_states = True  # read from the config at forward time: another output
+    with pytest.raises(ValueError, match="differ in: modules"):
+        capture_activations(changed, ids, **run)

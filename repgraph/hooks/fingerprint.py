@@ -1,4 +1,5 @@
-"""What identifies a capture: the model's weights, the reducer's code, the options, and a
+"""What identifies a capture: the model's weights, what the model computes with them (its module
+tree, each module's settings and code, the hooks on it), the reducer's code, the options, and a
 streaming hash of every input and label.
 
 The data hash is independent of the batch size: each field (the input tensor, each key of a
@@ -7,6 +8,7 @@ samples hash the same however they are batched.
 """
 from __future__ import annotations
 
+import dis
 import functools
 import hashlib
 import itertools
@@ -49,6 +51,77 @@ def model_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+# what nn.Module keeps in every instance's __dict__ besides the module's own settings: its tensors
+# and submodules (hashed on their own), its hook tables (the forward ones hashed on their own) and
+# ``training`` (a capture always runs the model in eval mode)
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__)
+# each forward hook table with the tables of its flags, as register_forward_(pre_)hook fills them
+_HOOK_TABLES = (("_forward_pre_hooks", ("_forward_pre_hooks_with_kwargs",)),
+                ("_forward_hooks", ("_forward_hooks_with_kwargs", "_forward_hooks_always_called")))
+
+
+def _methods(kind: type) -> list:
+    """The functions a module class and its bases below ``nn.Module`` define (methods, static and
+    class methods, property accessors), in definition order."""
+    found = []
+    for base in kind.__mro__[:kind.__mro__.index(nn.Module)]:
+        for member in vars(base).values():
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            accessors = (member.fget, member.fset) if isinstance(member, property) else (member,)
+            found += [f for f in accessors if isinstance(f, types.FunctionType)]
+    return found
+
+
+def _written_by_forward(kind: type) -> frozenset:
+    """The attribute names the class's ``forward`` assigns or deletes (a call counter, a cache)."""
+    names, codes = set(), [getattr(kind.forward, "__code__", None)]
+    while codes:
+        code = codes.pop()
+        if code is not None:
+            names |= {i.argval for i in dis.get_instructions(code) if i.opname in ("STORE_ATTR", "DELETE_ATTR")}
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return frozenset(names)
+
+
+def _module_token(name: str, module: nn.Module, classes: dict, walk) -> list:
+    kind = type(module)
+    if kind not in classes:  # each class's code hashed once however many modules share it
+        classes[kind] = [f"{kind.__module__}.{kind.__qualname__}",
+                         [callable_token(f, walk) for f in _methods(kind)], _written_by_forward(kind)]
+    class_token, code, running_state = classes[kind]
+    settings = {key: value_token(value, walk) for key, value in vars(module).items()
+                if key not in _MODULE_INTERNALS and key not in running_state}
+    hooks = [[table, [key in getattr(module, flag) for flag in flags], callable_token(hook, walk)]
+             for table, flags in _HOOK_TABLES for key, hook in getattr(module, table).items()]
+    return [name, class_token, code, module.extra_repr(), settings, hooks]
+
+
+def modules_digest(model: nn.Module) -> str:
+    """SHA-256 of what the model computes besides its weights: for every module of its tree, its
+    qualified name, its class and the code of the class's methods (user code followed as the
+    reducer's is, see ``callable_token``), its ``extra_repr()`` and the settings in its
+    ``__dict__`` (``negative_slope``, ``padding``, a Hugging Face ``config``, a plain ``scale``;
+    not the attributes its ``forward`` itself writes, such as a call counter), and the forward
+    hooks and pre-hooks registered on it (their code and flags, in order).
+
+    Examples
+    --------
+    >>> modules_digest(nn.LeakyReLU(0.01)) == modules_digest(nn.LeakyReLU(0.3))
+    False
+    >>> modules_digest(nn.Conv2d(1, 2, 3)) == modules_digest(nn.Conv2d(1, 2, 3))  # other weights
+    True
+    """
+    walk, classes = (frozenset(), {}), {}
+    tokens = [_module_token(name, module, classes, walk) for name, module in model.named_modules()]
+    return hashlib.sha256(repr(tokens).encode()).hexdigest()
+
+
+def _config_token(config) -> str:
+    """A Hugging Face ``PretrainedConfig`` by its full content, keys sorted."""
+    return f"config({hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()})"
+
+
 def _code_token(code: types.CodeType) -> list:
     # constants through value_token: a set literal compiles to a frozenset whose repr order changes
     # from process to process (string hashing is randomised)
@@ -60,7 +133,8 @@ def _code_token(code: types.CodeType) -> list:
 def value_token(value, _walk=None) -> str:
     """A text that changes whenever ``value`` does, for the values a reducer can close over:
     numbers, strings, containers, arrays and tensors (hashed), functions (their code, defaults,
-    closure and the globals they read), modules (their weights) and picklable objects. An
+    closure and the globals they read), modules (their weights and ``modules_digest``), Hugging
+    Face configs (their content) and picklable objects. An
     object none of these cover gives its ``repr``, which may hold its address: such a store is then
     never reused across processes (refused, not stale)."""
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
@@ -76,7 +150,10 @@ def value_token(value, _walk=None) -> str:
     if isinstance(value, types.ModuleType):
         return f"module({value.__name__})"
     if isinstance(value, nn.Module):
-        return f"nn.Module({model_digest(value)})"
+        return f"nn.Module({model_digest(value)},{modules_digest(value)})"
+    if any(f"{k.__module__}.{k.__name__}" == "transformers.configuration_utils.PretrainedConfig"
+           for k in type(value).__mro__):
+        return _config_token(value)
     if isinstance(value, type):
         return f"class({value.__module__}.{value.__qualname__})"
     if callable(value):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .activations import Activations
 from .batches import iter_batches
-from .fingerprint import DataDigest, callable_token, model_digest, value_token
+from .fingerprint import DataDigest, callable_token, model_digest, modules_digest, value_token
 from .forward import DataChanged, forward_all
 from .recorder import ActivationRecorder
 from ..storage.store import (StoreLock, StoreWriter, partial_path, read_manifest, remove_abandoned_folders,
@@ -34,7 +34,7 @@ def capture_config(model, rec: ActivationRecorder, output, batch_axis, label_key
     in the form the manifest gives back (JSON: a tuple as a list, ``numpy.int64(3)`` as 3), so that a
     store of the same capture compares equal."""
     spec = rec.reducer.spec
-    config = {"model": model_digest(model), "layers": rec.layers,
+    config = {"model": model_digest(model), "modules": modules_digest(model), "layers": rec.layers,
               "reduce": spec if spec is None or isinstance(spec, str) else callable_token(spec),
               "output": value_token(output), "batch_axis": value_token(batch_axis), "inputs": rec.inputs,
               "label_key": label_key, "max_samples": max_samples, "dtype": "float32"}
@@ -54,13 +54,17 @@ def _hash_data(batches, max_samples) -> dict:
 
 def _other_capture(folder: Path, differ: list[str]) -> ValueError:
     why = {"model": "model (its weights: an unseeded model gets new random weights on every run)",
+           "modules": "modules (what the model computes with its weights: its module tree, a module's "
+                      "settings such as an activation's slope or a conv's padding, an attribute its forward "
+                      "reads, the code of its methods, or the forward hooks and pre-hooks on it)",
            "data": "data (inputs or labels)"}
     listed = ", ".join(why.get(d, d) for d in differ)
     return ValueError(
         f"store={str(folder)!r} holds activations of another capture; they differ in: {listed}. A store "
         "never hands back another capture's activations. To keep both, pass another folder as store=; to "
-        f"replace it, delete it (shutil.rmtree({str(folder)!r})); to reuse it, capture the same model on the "
-        "same data (seed the model with torch.manual_seed before building it, or load its saved weights).")
+        f"replace it, delete it (shutil.rmtree({str(folder)!r})); to reuse it, capture the same model, built "
+        "the same way and with the same hooks, on the same data (seed the model with torch.manual_seed "
+        "before building it, or load its saved weights).")
 
 
 def _reuse(folder: Path, manifest: dict, config: dict, batches, max_samples) -> Activations:
