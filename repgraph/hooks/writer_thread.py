@@ -73,6 +73,8 @@ class StoreWriterThread:
     def __exit__(self, kind, exc, tb):
         self._queue.put(_STOP)
         self._join()
+        self._buffers.clear()  # not held while the store is published and loaded
+        self._batch = []
         if self._error is not None and not self._raised:
             self._raised = True
             raise self._error  # the block's own exception, if any, is its __context__
