@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from repgraph import capture_activations, models
-from repgraph.hooks import capture as capture_module
+from repgraph.hooks import reducers as reducers_module
 from timing import timed
 
 CONTENDERS = {"forward": "bare forward", "memory": "capture, in memory", "store": "capture, to a store"}
@@ -50,7 +50,7 @@ MODELS = ("resnet20", "resnet32", "resnet56")
 
 def default_reducing() -> str:
     """The spatial-mean reducer under its current name (``spatial_mean``; ``mean`` before issue 15)."""
-    return "spatial_mean" if "spatial_mean" in getattr(capture_module, "REDUCERS", {}) else "mean"
+    return "spatial_mean" if "spatial_mean" in getattr(reducers_module, "NAMED", {}) else "mean"
 
 
 def setup(args):

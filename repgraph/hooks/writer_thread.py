@@ -73,9 +73,9 @@ class StoreWriterThread:
     def __exit__(self, kind, exc, tb):
         self._queue.put(_STOP)
         self._join()
-        if self._error is not None and not self._raised:
-            self._raised = True
-            raise self._error  # the block's own exception, if any, is its __context__
+        self._buffers.clear()  # not held while the store is published and loaded
+        self._batch = []
+        self._check()  # the block's own exception, if any, becomes the thread's error's __context__
         return False
 
     def _join(self):
