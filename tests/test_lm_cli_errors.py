@@ -135,3 +135,91 @@ def test_models_that_cannot_be_evaluated():
 
     with pytest.raises(TypeError, match="attention_mask"):
         evaluate_lm(NoMask(), {"input_ids": ids, "attention_mask": torch.ones(2, 5)}, progress=False)
+
+
+# --- heal_lm ------------------------------------------------------------------------------------
+
+TOKENS = torch.arange(2000) % V
+
+
+def _bigram(seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Embedding(V, 16), nn.Linear(16, V))
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _heal(model, **settings):
+    options = {"steps": 3, "lr": 1e-2, "batch_size": 2, "seq_len": 16, "schedule": "constant", "progress": False}
+    return heal_lm(model, settings.pop("tokens", TOKENS), **{**options, **settings})
+
+
+def test_heal_stops_on_a_non_finite_loss_and_keeps_the_last_finite_weights():
+    # lr 1e20: step 1 moves every weight by ~1e20 (Adam), so step 2's logits overflow and its loss
+    # is not finite; the weights must be those after step 1 (finite, unlike the start).
+    model = _bigram()
+    start = _weights(model)
+    with pytest.raises(FloatingPointError, match=r"step 2.*lr=1e\+20"):
+        _heal(model, lr=1e20, max_grad_norm=None)
+    after = _weights(model)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert not torch.equal(after["0.weight"], start["0.weight"])
+    # the reference: the same run stopped after its one finite step
+    reference = _bigram()
+    _heal(reference, lr=1e20, max_grad_norm=None, steps=1)
+    assert all(torch.equal(after[k], v) for k, v in _weights(reference).items())
+    assert not model.training
+
+
+def test_heal_restores_the_weights_when_a_step_makes_them_non_finite():
+    # lr·weight_decay = 1e38: AdamW's decay multiplies every weight by 1 − 1e38, so the N(0, 1)
+    # embedding overflows float32 in step 1 although its loss and gradients were finite.
+    model = _bigram()
+    start = _weights(model)
+    with pytest.raises(FloatingPointError, match="step 1"):
+        _heal(model, lr=1e19, weight_decay=1e19, max_grad_norm=None)
+    assert all(torch.equal(v, start[k]) for k, v in _weights(model).items())
+
+
+@pytest.mark.parametrize("settings, error, match", [
+    ({"max_grad_norm": 0}, ValueError, "max_grad_norm"),
+    ({"max_grad_norm": -1.0}, ValueError, "max_grad_norm"),
+    ({"max_grad_norm": float("nan")}, ValueError, "max_grad_norm"),
+    ({"lr": 0}, ValueError, "lr"),
+    ({"lr": -1e-3}, ValueError, "lr"),
+    ({"lr": float("nan")}, ValueError, "lr"),
+    ({"lr": float("inf")}, ValueError, "lr"),
+    ({"lr": "0.1"}, TypeError, "lr"),
+    ({"weight_decay": -1.0}, ValueError, "weight_decay"),
+    ({"weight_decay": float("nan")}, ValueError, "weight_decay"),
+    ({"steps": 2.5}, TypeError, "steps"),
+    ({"steps": 0}, ValueError, "steps"),
+    ({"batch_size": 2.0}, TypeError, "batch_size"),
+    ({"seq_len": 16.0}, TypeError, "seq_len"),
+    ({"seq_len": 1}, ValueError, "seq_len"),
+    ({"seed": None}, TypeError, "seed"),
+    ({"tokens": torch.ones(100, dtype=torch.bool)}, ValueError, "tokens"),
+    ({"tokens": torch.arange(-5, 95)}, ValueError, r"tokens.*\[0, 100\)"),
+    ({"tokens": torch.arange(2000) % 256}, ValueError, r"tokens.*\[0, 100\)"),
+])
+def test_heal_refuses_bad_settings_before_touching_the_model(settings, error, match):
+    model = _gpt2()
+    start = _weights(model)
+    with pytest.raises(error, match=match):
+        _heal(model, **settings)
+    assert all(torch.equal(v, start[k]) for k, v in _weights(model).items())
+
+
+def test_heal_refuses_a_frozen_model_and_windows_beyond_its_positions():
+    model = _gpt2()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="requires_grad"):
+        _heal(model)
+    with pytest.raises(ValueError, match=r"seq_len.*80 tokens.*64 positions"):
+        _heal(_gpt2(), seq_len=80)
+    history = _heal(_gpt2(), tokens=np.arange(2000, dtype=np.int32) % V, max_grad_norm=0.5)
+    assert len(history) == 3 and history["loss"].map(math.isfinite).all()

@@ -136,9 +136,12 @@ def token_batches(data, batch_size: int):
 
 def check_token_ids(ids: torch.Tensor, vocab: int, where: str) -> None:
     """A ``ValueError`` naming ``where`` for token ids outside ``[0, vocab)``."""
-    if ids.numel() and (ids.min() < 0 or ids.max() >= vocab):
+    if not ids.numel():
+        return
+    low, high = int(ids.min()), int(ids.max())  # Python ints: a uint8 stream must not wrap 256 to 0
+    if low < 0 or high >= vocab:
         raise ValueError(f"{where}: token ids must lie in [0, {vocab}) (the model's vocabulary); got "
-                         f"[{int(ids.min())}, {int(ids.max())}].")
+                         f"[{low}, {high}].")
 
 
 def context_length(model: nn.Module) -> tuple[int, str] | None:
