@@ -223,3 +223,11 @@ def test_heal_refuses_a_frozen_model_and_windows_beyond_its_positions():
         _heal(_gpt2(), seq_len=80)
     history = _heal(_gpt2(), tokens=np.arange(2000, dtype=np.int32) % V, max_grad_norm=0.5)
     assert len(history) == 3 and history["loss"].map(math.isfinite).all()
+
+
+# --- remove_layers ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names", [1, None, [1], ["transformer.h.0", 2], b"transformer.h.0"])
+def test_remove_layers_names_must_be_strings(names):
+    with pytest.raises(TypeError, match="names"):
+        remove_layers(_gpt2(), names)
