@@ -231,3 +231,82 @@ def test_heal_refuses_a_frozen_model_and_windows_beyond_its_positions():
 def test_remove_layers_names_must_be_strings(names):
     with pytest.raises(TypeError, match="names"):
         remove_layers(_gpt2(), names)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def _parse_error(argv, capsys):
+    """argparse's exit code and its one error line for ``argv``."""
+    from repgraph.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return exit_.value.code, err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["prune", "--finetune-epochs", "-1"], "--finetune-epochs"),
+    (["prune", "--epochs", "0"], "--epochs"),
+    (["prune", "--ratio", "1.5"], "--ratio"),
+    (["prune", "--ratio", "nan"], "--ratio"),
+    (["prune", "--tol", "nan"], "--tol"),
+    (["demo", "--tol", "inf"], "--tol"),
+    (["demo", "--k", "0"], "--k"),
+    (["demo", "--k", "2.5"], "--k"),
+    (["demo", "--batch-size", "1"], "--batch-size"),
+    (["demo", "--size", "4"], "--size"),
+    (["report", "--seed", "-1"], "--seed"),
+    (["train", "--out", "m.pt", "--epochs", "0"], "--epochs"),
+    (["layers", "--size", "0"], "--size"),
+    (["layers", "--in-channels", "0"], "--in-channels"),
+])
+def test_cli_refuses_bad_numbers_at_parse_time(argv, option, capsys):
+    code, line = _parse_error(argv, capsys)
+    assert code == 2 and f"argument {option}:" in line
+
+
+def test_cli_refuses_output_paths_that_cannot_be_made(tmp_path, capsys):
+    plain = tmp_path / "afile"
+    plain.write_text("not a folder")
+    cases = [(["demo", "--out", str(plain)], "--out"), (["demo", "--store", str(plain)], "--store"),
+             (["report", "--store", str(plain / "sub")], "--store"), (["prune", "--out", str(plain)], "--out"),
+             (["train", "--out", str(plain / "x.pt")], "--out"), (["train", "--out", str(tmp_path)], "--out"),
+             (["train", "--out", ""], "--out")]
+    for argv, option in cases:
+        code, line = _parse_error(argv, capsys)
+        assert code == 2 and f"argument {option}:" in line, argv
+    assert plain.read_text() == "not a folder"
+
+
+def test_cli_runs_as_a_program_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    plain = tmp_path / "afile"
+    plain.write_text("")
+    done = subprocess.run([sys.executable, "-m", "repgraph.cli", "train", "--out", str(plain / "x"), "--epochs", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("repgraph train: error: argument --out:")
+
+
+def test_layers_of_a_sequence_model_at_other_lengths(capsys):
+    from repgraph.cli import main
+
+    assert main(["layers", "--model", "cnn1d", "--size", "10"]) == 0  # the classifier is built for 10
+    assert "fc" in capsys.readouterr().out
+    for size in ("1", "2"):
+        assert main(["layers", "--model", "cnn1d", "--size", size]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("repgraph layers: error: --size") and "Traceback" not in err[0]
+
+
+def test_train_refuses_a_sequence_model_on_the_image_digits(tmp_path, capsys):
+    from repgraph.cli import main
+
+    assert main(["train", "--model", "cnn1d", "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cnn1d" in err[0] and "resnet20" in err[0]
+    assert not (tmp_path / "m.pt").exists()

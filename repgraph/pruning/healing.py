@@ -71,9 +71,9 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
     RNG seeded by ``seed`` inside a forked RNG state, so the global RNG is untouched and the same
     inputs give bit-identical weights on CPU. The model is left in eval mode, as ``train`` leaves it.
 
-A step whose loss or gradient norm is not finite is not applied, and a step that makes a weight
-non-finite is undone: either way heal_lm stops with a ``FloatingPointError`` and the model keeps
-the weights of its last finite step (never NaN weights).
+    A step whose loss or gradient norm is not finite is not applied, and a step that makes a weight
+    non-finite is undone: either way heal_lm stops with a ``FloatingPointError`` and the model keeps
+    the weights of its last finite step (never NaN weights).
 
     Parameters
     ----------
