@@ -14,6 +14,7 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+from repgraph.models import example_input, get_model  # noqa: E402
 from repgraph.pruning import evaluate_lm, heal_lm, remove_layers  # noqa: E402
 from repgraph.pruning.language_model import next_token_nll  # noqa: E402
 
@@ -310,3 +311,20 @@ def test_train_refuses_a_sequence_model_on_the_image_digits(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cnn1d" in err[0] and "resnet20" in err[0]
     assert not (tmp_path / "m.pt").exists()
+
+
+# --- get_model, example_input -------------------------------------------------------------------
+
+@pytest.mark.parametrize("factory, args, kwargs, error, name", [
+    (get_model, (123,), {}, TypeError, "name"),
+    (get_model, ("resnet20",), {"num_classes": 0}, ValueError, "num_classes"),
+    (get_model, ("resnet20",), {"in_channels": 0}, ValueError, "in_channels"),
+    (get_model, ("resnet20",), {"num_classes": 2.5}, TypeError, "num_classes"),
+    (example_input, (None,), {}, TypeError, "name"),
+    (example_input, ("resnet20",), {"size": -1}, ValueError, "size"),
+    (example_input, ("resnet20",), {"batch_size": 0}, ValueError, "batch_size"),
+    (example_input, ("cnn1d",), {"in_channels": 2.5}, TypeError, "in_channels"),
+])
+def test_model_factories_name_the_bad_argument(factory, args, kwargs, error, name):
+    with pytest.raises(error, match=name):
+        factory(*args, **kwargs)
