@@ -5,6 +5,7 @@ is unambiguous); and ``byte_gpt``, a byte-level Hugging Face GPT-2 built from a 
 from __future__ import annotations
 
 import difflib
+import numbers
 
 import torch
 
@@ -22,7 +23,18 @@ SEQUENCE_MODELS = {"cnn1d": cnn1d, "resnet1d": resnet1d}  # input (N, C, L)
 MODELS = {**IMAGE_MODELS, **SEQUENCE_MODELS}
 
 
+def _count(value, name: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``, else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
 def _lookup(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a model name (str), one of {sorted(MODELS)}; got {name!r}.")
     key = name.lower()
     if key not in MODELS:
         close = difflib.get_close_matches(key, MODELS, n=3)
@@ -32,8 +44,10 @@ def _lookup(name: str) -> str:
 
 
 def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs):
-    """Build a model by name (one of ``MODELS``)."""
-    return MODELS[_lookup(name)](num_classes=num_classes, in_channels=in_channels, **kwargs)
+    """Build a model by name (one of ``MODELS``); ``num_classes`` and ``in_channels`` are integers >= 1."""
+    key = _lookup(name)
+    return MODELS[key](num_classes=_count(num_classes, "num_classes"), in_channels=_count(in_channels, "in_channels"),
+                       **kwargs)
 
 
 def example_input(name: str, *, batch_size: int = 1, in_channels: int = 3, size: int | None = None) -> torch.Tensor:
@@ -57,8 +71,10 @@ def example_input(name: str, *, batch_size: int = 1, in_channels: int = 3, size:
 
     Raises
     ------
+    TypeError
+        If ``name`` is not a string, or ``batch_size``, ``in_channels`` or ``size`` not an integer.
     ValueError
-        If ``name`` is not a known model.
+        If ``name`` is not a known model, or ``batch_size``, ``in_channels`` or ``size`` is < 1.
 
     Examples
     --------
@@ -67,9 +83,11 @@ def example_input(name: str, *, batch_size: int = 1, in_channels: int = 3, size:
     >>> tuple(example_input("cnn1d", batch_size=2, in_channels=1).shape)
     (2, 1, 40)
     """
-    if _lookup(name) in SEQUENCE_MODELS:
-        return torch.zeros(batch_size, in_channels, 40 if size is None else size)
-    side = 32 if size is None else size
+    key = _lookup(name)
+    batch_size, in_channels = _count(batch_size, "batch_size"), _count(in_channels, "in_channels")
+    if key in SEQUENCE_MODELS:
+        return torch.zeros(batch_size, in_channels, 40 if size is None else _count(size, "size"))
+    side = 32 if size is None else _count(size, "size")
     return torch.zeros(batch_size, in_channels, side, side)
 
 

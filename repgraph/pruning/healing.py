@@ -1,15 +1,60 @@
 """Healing a pruned language model: a short, seeded next-token fine-tune."""
 from __future__ import annotations
 
+import math
+import numbers
+
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .language_model import next_token_nll
+from .language_model import check_context, check_count, check_token_ids, next_token_nll
 from .._arrays import resolve_device
 
 SCHEDULES = ("cosine", "constant")
+
+
+def _check_real(value, name: str, *, positive: bool, hint: str = "") -> float:
+    """``value`` as a float if it is a finite real number ``> 0`` (``>= 0`` unless ``positive``),
+    else an error naming ``name``."""
+    bound = "> 0" if positive else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number {bound}, got {value!r} ({type(value).__name__}){hint}.")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}{hint}.")
+    return float(value)
+
+
+def _token_stream(tokens, model: nn.Module, seq_len: int) -> torch.Tensor:
+    """The training stream as a 1-D integer tensor, checked against ``seq_len``, the model's
+    vocabulary and its positions before any step runs."""
+    if isinstance(tokens, torch.Tensor):
+        stream = tokens
+    else:
+        try:
+            stream = torch.as_tensor(np.asarray(tokens))
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"tokens must be a 1-D integer tensor or array, got {type(tokens).__name__}.") from None
+    if stream.dim() != 1 or stream.dtype.is_floating_point or stream.dtype.is_complex or stream.dtype == torch.bool:
+        raise ValueError(f"tokens must be a 1-D integer token stream, got {stream.dtype} of shape "
+                         f"{tuple(stream.shape)}; flatten (N, T) windows with tokens.reshape(-1).")
+    if len(stream) < seq_len:
+        raise ValueError(f"tokens holds {len(stream)} tokens, fewer than seq_len={seq_len}; pass a longer "
+                         "stream or a smaller seq_len.")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(vocab, int):
+        check_token_ids(stream, vocab, "tokens")
+    check_context(model, seq_len, f"seq_len={seq_len}", "pass a seq_len of at most that many tokens.")
+    return stream
+
+
+def _diverged(step: int, what: str, history: list, lr: float, weights: str) -> FloatingPointError:
+    """The error that stops a diverging heal: which step, why, the last finite loss and the fix."""
+    last = f"; the last finite loss was {history[-1]['loss']:.4g} (step {history[-1]['step']})" if history else ""
+    return FloatingPointError(f"heal_lm diverged at step {step}: {what}{last}. The model's weights {weights}. "
+                              f"Lower lr (lr={lr:g}) or clip the gradients (max_grad_norm).")
 
 
 def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, batch_size: int = 16,
@@ -31,29 +76,35 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
     ``requires_grad`` flags, the module structure and the model's hooks are not touched (its own
     hooks run in every step's forward).
 
+    A step whose loss or gradient norm is not finite is not applied, and a step that makes a weight
+    non-finite is undone: either way heal_lm stops with a ``FloatingPointError`` and the model keeps
+    the weights of its last finite step (never NaN weights).
+
     Parameters
     ----------
     model : nn.Module
         A Hugging Face causal LM (returns ``.logits``) or a module mapping ids (B, T) to logits
         (B, T, V); only parameters with ``requires_grad`` are trained.
-    tokens : 1-D integer tensor or array
-        The training token stream (e.g. ``byte_corpus("train")``); any integer dtype.
+    tokens : 1-D integer tensor, array or list
+        The training token stream (e.g. ``byte_corpus("train")``); any integer dtype, every id
+        within the model's ``config.vocab_size`` when it has one.
     steps : int, default 200
         Optimiser steps.
     lr : float, default 3e-4
-        Peak learning rate.
+        Peak learning rate, finite and > 0.
     batch_size : int, default 16
         Windows per step.
     seq_len : int, default 128
-        Tokens per window (``seq_len − 1`` predicted tokens); at most the model's context length.
+        Tokens per window (``seq_len − 1`` predicted tokens); at most the model's context length
+        (``config.n_positions`` or ``config.max_position_embeddings``).
     weight_decay : float, default 0.0
-        AdamW's decoupled weight decay.
+        AdamW's decoupled weight decay, finite and >= 0.
     schedule : {"cosine", "constant"}, default "cosine"
         Learning-rate schedule over the steps.
     max_grad_norm : float or None, default 1.0
-        Clip the gradients' global L2 norm to this value; None disables clipping.
+        Clip the gradients' global L2 norm to this value (finite and > 0); None disables clipping.
     seed : int, default 0
-        Seeds the window offsets and dropout.
+        Seeds the window offsets and dropout; >= 0.
     device : str or torch.device, optional
         Where batches go; default the device of the model's first parameter.
     progress : bool, default True
@@ -67,9 +118,18 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
 
     Raises
     ------
+    TypeError
+        For ``steps``, ``batch_size``, ``seq_len`` or ``seed`` that is not an integer, ``lr``,
+        ``weight_decay`` or ``max_grad_norm`` that is not a number, or a model that does not
+        return logits.
     ValueError
-        For a ``tokens`` stream that is not 1-D or shorter than ``seq_len``, ``seq_len < 2``,
-        ``steps < 1``, ``batch_size < 1`` or an unknown ``schedule``.
+        For a ``tokens`` stream that is not 1-D integers, is shorter than ``seq_len`` or holds ids
+        outside the vocabulary; ``seq_len < 2`` or beyond the model's positions; ``steps < 1``,
+        ``batch_size < 1``, ``seed < 0``; ``lr <= 0``, ``max_grad_norm <= 0``,
+        ``weight_decay < 0`` or any of them not finite; an unknown ``schedule``; a model without a
+        parameter that requires a gradient. All are raised before the first step.
+    FloatingPointError
+        When training diverges (see above); the message names the step and the last finite loss.
 
     References
     ----------
@@ -86,27 +146,29 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
     >>> list(history.columns), len(history)
     (['step', 'loss', 'lr'], 5)
     """
-    tokens = torch.as_tensor(tokens)
-    if tokens.dim() != 1 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
-        raise ValueError(f"tokens must be a 1-D integer token stream, got {tokens.dtype} of shape "
-                         f"{tuple(tokens.shape)}; flatten (N, T) windows with tokens.reshape(-1).")
-    if seq_len < 2:
-        raise ValueError(f"seq_len must be >= 2 (one context token and one predicted token), got {seq_len}.")
-    if len(tokens) < seq_len:
-        raise ValueError(f"tokens holds {len(tokens)} tokens, fewer than seq_len={seq_len}; pass a longer "
-                         "stream or a smaller seq_len.")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}.")
+    steps, batch_size = check_count(steps, "steps"), check_count(batch_size, "batch_size")
+    seq_len = check_count(seq_len, "seq_len", minimum=2)  # one context token and one predicted token
+    lr = _check_real(lr, "lr", positive=True)
+    weight_decay = _check_real(weight_decay, "weight_decay", positive=False)
+    if max_grad_norm is not None:
+        max_grad_norm = _check_real(max_grad_norm, "max_grad_norm", positive=True,
+                                    hint="; pass None for no clipping")
+    seed = check_count(seed, "seed", minimum=0)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
-    device = resolve_device(device, like=model)
+    tokens = _token_stream(tokens, model, seq_len)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no parameter with requires_grad=True, so heal_lm would "
+                         "train nothing; unfreeze the parameters to fine-tune (p.requires_grad_(True)).")
+    device = resolve_device(device, like=model)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine"
                  else None)
     generator = torch.Generator().manual_seed(seed)
     window = torch.arange(seq_len)
     history = []
+    last_finite = [p.detach().clone() for p in params]  # the weights before the current step
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()
@@ -118,9 +180,23 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
             opt.zero_grad(set_to_none=True)
             loss = next_token_nll(model, ids).mean()
             loss.backward()
-            if max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(params, max_grad_norm)
+            # the global gradient norm (clipped to max_grad_norm; an infinite bound only measures it)
+            norm = nn.utils.clip_grad_norm_(params, math.inf if max_grad_norm is None else max_grad_norm)
+            if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
+                model.eval()
+                raise _diverged(step, f"its loss is {loss.item()} and its gradient norm {norm.item()}",
+                                history, lr, "are those after the last finite step, untouched by it")
             opt.step()
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                with torch.no_grad():
+                    for p, kept in zip(params, last_finite):
+                        p.copy_(kept)
+                model.eval()
+                raise _diverged(step, "its update made weights non-finite", history, lr,
+                                "were restored to those before it")
+            with torch.no_grad():
+                for p, kept in zip(params, last_finite):
+                    kept.copy_(p)
             if scheduler is not None:
                 scheduler.step()
             history.append({"step": step, "loss": loss.item(), "lr": step_lr})

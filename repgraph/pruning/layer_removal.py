@@ -60,6 +60,22 @@ def _removal_plan(model: nn.Module, example_input) -> tuple[tuple[str, list[str]
     return None, _identity_shortcut_blocks(model)
 
 
+def _block_names(names) -> list[str]:
+    """``names`` (one string or an iterable of strings) as a list, else a ``TypeError``."""
+    if isinstance(names, str):
+        return [names]
+    if not isinstance(names, (bytes, bytearray)):
+        try:
+            names = list(names)
+        except TypeError:
+            pass
+        else:
+            if all(isinstance(name, str) for name in names):
+                return names
+    raise TypeError(f"names must be a block name or a list of block names (str), as removable_layers gives "
+                    f"them, e.g. ['layer1.1']; got {names!r}.")
+
+
 def removable_layers(model: nn.Module, example_input=None) -> list[str]:
     """The blocks ``remove_layers`` accepts, in order.
 
@@ -138,6 +154,8 @@ def remove_layers(model: nn.Module, names, *, example_input=None) -> nn.Module:
 
     Raises
     ------
+    TypeError
+        For ``names`` that is neither a string nor an iterable of strings.
     ValueError
         For a name that is not a module of ``model``; for a module that is not a removable block
         (a transformer sub-layer, a CNN block that changes the shape); for removing every block
@@ -160,7 +178,7 @@ def remove_layers(model: nn.Module, names, *, example_input=None) -> nn.Module:
     >>> smaller(torch.zeros(1, 3, 32, 32)).shape
     torch.Size([1, 10])
     """
-    names = [names] if isinstance(names, str) else list(names)
+    names = _block_names(names)
     stack, allowed = _removal_plan(model, example_input)
     modules = dict(model.named_modules())
     for name in names:

@@ -15,7 +15,7 @@ from ..analyzers import birth_points, central_filters, cka_matrix, gbs_matrix, m
 from ..builders import filter_similarity
 from ..datasets import digits
 from ..hooks import capture_activations
-from ..models import get_model
+from ..models import IMAGE_MODELS, SEQUENCE_MODELS, get_model
 from ..models.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
 from ..pruning import (evaluate, prune_filters, redundant_layers, removable_layers, remove_layers, train,
                        uncoupled_convs)
@@ -36,7 +36,11 @@ def digits_splits(size: int = 16, seed: int = 0):
 def train_digits_model(model_name: str = DEMO_MODEL, *, size: int = 16, epochs: int = 30, seed: int = 0,
                        device=None, progress: bool = True):
     """``(model, test accuracy)`` of ``model_name`` trained on the digits train split (seeded), on
-    ``device``."""
+    ``device``. ``model_name`` must be an image model (``repgraph.models.IMAGE_MODELS``): digits are
+    images (N, 1, size, size)."""
+    if isinstance(model_name, str) and model_name.lower() in SEQUENCE_MODELS:
+        raise ValueError(f"model {model_name!r} takes sequences (N, C, L), but digits are images (N, 1, H, W); "
+                         f"choose an image model: {', '.join(sorted(IMAGE_MODELS))}.")
     torch.manual_seed(seed)
     model = get_model(model_name, num_classes=DIGITS_CLASSES, in_channels=1).to(resolve_device(device))
     train_set, test_set = digits_splits(size, seed)
