@@ -41,6 +41,15 @@ def resolve_device(device=None, like=None) -> torch.device:
     return resolved
 
 
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= minimum``, else an error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
 def row_chunk(n_rows: int, bytes_per_row: int) -> int:
     """Rows per chunk so that one chunk of ``bytes_per_row``-byte rows stays within the
     working-memory budget (``repgraph.get_config()["working_memory"]`` MiB); at least 1."""

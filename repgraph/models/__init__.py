@@ -5,10 +5,10 @@ is unambiguous); and ``byte_gpt``, a byte-level Hugging Face GPT-2 built from a 
 from __future__ import annotations
 
 import difflib
-import numbers
 
 import torch
 
+from .._arrays import check_count
 from .byte_gpt import byte_gpt
 from .cnn1d import CNN1d, cnn1d
 from .resnet import BasicBlock, BasicBlock1d, ResNet, ResNet1d, resnet1d, resnet20, resnet32, resnet56, resnet110
@@ -21,15 +21,6 @@ IMAGE_MODELS = {  # input (N, C, H, W)
 }
 SEQUENCE_MODELS = {"cnn1d": cnn1d, "resnet1d": resnet1d}  # input (N, C, L)
 MODELS = {**IMAGE_MODELS, **SEQUENCE_MODELS}
-
-
-def _count(value, name: str, minimum: int = 1) -> int:
-    """``value`` if it is an integer (not a bool) ``>= minimum``, else an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return int(value)
 
 
 def _lookup(name: str) -> str:
@@ -46,7 +37,7 @@ def _lookup(name: str) -> str:
 def get_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs):
     """Build a model by name (one of ``MODELS``); ``num_classes`` and ``in_channels`` are integers >= 1."""
     key = _lookup(name)
-    return MODELS[key](num_classes=_count(num_classes, "num_classes"), in_channels=_count(in_channels, "in_channels"),
+    return MODELS[key](num_classes=check_count(num_classes, "num_classes"), in_channels=check_count(in_channels, "in_channels"),
                        **kwargs)
 
 
@@ -84,10 +75,10 @@ def example_input(name: str, *, batch_size: int = 1, in_channels: int = 3, size:
     (2, 1, 40)
     """
     key = _lookup(name)
-    batch_size, in_channels = _count(batch_size, "batch_size"), _count(in_channels, "in_channels")
+    batch_size, in_channels = check_count(batch_size, "batch_size"), check_count(in_channels, "in_channels")
     if key in SEQUENCE_MODELS:
-        return torch.zeros(batch_size, in_channels, 40 if size is None else _count(size, "size"))
-    side = 32 if size is None else _count(size, "size")
+        return torch.zeros(batch_size, in_channels, 40 if size is None else check_count(size, "size"))
+    side = 32 if size is None else check_count(size, "size")
     return torch.zeros(batch_size, in_channels, side, side)
 
 

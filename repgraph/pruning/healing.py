@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .language_model import check_context, check_count, check_token_ids, next_token_nll
+from .._arrays import check_count
+from .language_model import check_context, check_token_ids, next_token_nll
 from .._arrays import resolve_device
 
 SCHEDULES = ("cosine", "constant")

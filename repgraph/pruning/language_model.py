@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..hooks.modes import evaluating
-from .._arrays import resolve_device
+from .._arrays import check_count, resolve_device
 
 # Config attributes that bound a model's sequence length (GPT-2's; most other transformers').
 CONTEXT_ATTRIBUTES = ("n_positions", "max_position_embeddings")
@@ -53,15 +52,6 @@ class LMEvaluation(NamedTuple):
     perplexity: float
     nll: float
     n_tokens: int
-
-
-def check_count(value, name: str, minimum: int = 1) -> int:
-    """``value`` if it is an integer (not a bool) ``>= minimum``, else an error naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return int(value)
 
 
 def _as_tensor(value):
