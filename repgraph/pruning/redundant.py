@@ -142,25 +142,30 @@ def redundant_by_similarity(matrix: pd.DataFrame, *, threshold: float = 0.95, re
 
 
 def blocks_to_remove(table: pd.DataFrame, n: int, *, by: str = "block_influence", removable=None) -> list[str]:
-    """The ``n`` blocks a criterion of a ``layer_redundancy`` table would remove, in depth order.
+    """The ``n`` blocks a criterion of a block table would remove, in depth order.
 
     ``by="angular_distance"`` (Gromov et al. 2024): the span of n consecutive blocks whose
-    ``angular_distance_n`` is smallest (ties: the earlier start). Any other criterion column (the
-    table's ``attrs["redundant_when"]``: ``block_influence``, ``relative_update_norm`` and
-    ``delta_q``, low = redundant; ``gbs_in_out`` and ``cka_in_out``, high = redundant; a single
-    span column such as ``angular_distance_1``): the n blocks with the most redundant values (ties:
+    ``angular_distance_n`` is smallest (ties: the earlier start). ``by="last"``: the last n
+    candidate blocks, the reverse-order baseline (no criterion; any table with a ``block``
+    column in depth order). Any other criterion column (the table's ``attrs["redundant_when"]``:
+    ``block_influence``, ``relative_update_norm`` and ``delta_q``, low = redundant; ``gbs_in_out``
+    and ``cka_in_out``, high = redundant; a single span column such as ``angular_distance_1``;
+    ``loss``/``perplexity`` of ``block_removal_loss``, ``taylor``/``magnitude`` of
+    ``block_taylor_scores``, low = redundant): the n blocks with the most redundant values (ties:
     the earlier block), as ShortGPT removes the n blocks of lowest Block Influence. Blocks outside
-    ``removable`` (default: every block) and blocks whose value is NaN are never chosen; a span
-    must lie wholly inside ``removable``.
+    ``removable`` (default: every block), blocks whose ``removable`` column is False (the "+" rule
+    of ``block_taylor_scores(plus=True)``) and blocks whose value is NaN are never chosen; a span
+    must lie wholly inside the candidates.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        The output of ``layer_redundancy``.
+        The output of ``layer_redundancy``, ``block_removal_loss`` or ``block_taylor_scores``, one
+        row per block in depth order.
     n : int
         How many blocks to remove (≥ 1).
     by : str, default "block_influence"
-        ``"angular_distance"`` or a criterion column of ``table``.
+        ``"angular_distance"``, ``"last"`` or a criterion column of ``table``.
     removable : list of str, optional
         The blocks that may be removed (e.g. ``removable_layers(model, x)``).
 
@@ -176,7 +181,8 @@ def blocks_to_remove(table: pd.DataFrame, n: int, *, by: str = "block_influence"
 
     References
     ----------
-    Men et al. 2024 (ShortGPT); Gromov et al. 2024.
+    Men et al. 2024 (ShortGPT; its reverse-order baseline removes the last blocks); Gromov et al.
+    2024; Kim et al. 2024 (Shortened LLaMA).
 
     Examples
     --------
@@ -186,22 +192,32 @@ def blocks_to_remove(table: pd.DataFrame, n: int, *, by: str = "block_influence"
     >>> table.attrs["redundant_when"] = {"block_influence": "low", "angular_distance_2": "low"}
     >>> blocks_to_remove(table, 2), blocks_to_remove(table, 2, by="angular_distance")
     (['h.1', 'h.2'], ['h.1', 'h.2'])
+    >>> blocks_to_remove(table, 2, by="last"), blocks_to_remove(table, 1, by="last", removable=["h.0", "h.1"])
+    (['h.1', 'h.2'], ['h.1'])
     """
     orientation = table.attrs.get("redundant_when")
-    if "block" not in table.columns or not isinstance(orientation, dict):
-        raise ValueError("table must be the output of layer_redundancy (a 'block' column and "
-                         "attrs['redundant_when']).")
+    if "block" not in table.columns or (by != "last" and not isinstance(orientation, dict)):
+        raise ValueError("table must be the output of layer_redundancy, block_removal_loss or block_taylor_scores "
+                         "(a 'block' column and attrs['redundant_when']).")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}.")
     names = table["block"].astype(str).tolist()
     allowed = set(names) if removable is None else set(removable)
+    if "removable" in table.columns:
+        allowed &= {name for name, ok in zip(names, table["removable"].astype(bool)) if ok}
+    if by == "last":
+        candidates = [name for name in names if name in allowed]
+        if len(candidates) < n:
+            raise ValueError(f"Only {len(candidates)} removable blocks; cannot choose the last {n}.")
+        return candidates[len(candidates) - n:]
     span = by == "angular_distance"
     column = f"angular_distance_{n}" if span else by
     if column not in orientation or column not in table.columns:
         if span:
             raise ValueError(f"The table has no {column!r}: its spans go up to n_max="
                              f"{table.attrs.get('n_max')}; recompute layer_redundancy with n_max >= {n}.")
-        raise ValueError(f"Unknown criterion {by!r}; choose 'angular_distance' or one of {sorted(orientation)}.")
+        raise ValueError(f"Unknown criterion {by!r}; choose 'angular_distance', 'last' or one of "
+                         f"{sorted(orientation)}.")
     values = table[column].to_numpy(dtype=np.float64)
     if span:
         starts = [i for i in range(len(names) - n + 1)
