@@ -131,10 +131,13 @@ def remove_layers(model: nn.Module, names, *, example_input=None) -> nn.Module:
       ``bert.encoder.layer.N``, GPT-2 ``transformer.h.N``, LLaMA ``model.layers.N``): the entries are
       deleted — not replaced by ``nn.Identity``, since a block takes and returns more than one
       tensor — and everything that counts layers follows: the config's ``num_hidden_layers``
-      (GPT-2's ``n_layer`` through its alias) and per-layer lists (``layer_types``,
-      ``mlp_layer_types``), and each kept block's ``layer_idx`` / ``layer_id`` (the KV cache's layer
+      (GPT-2's ``n_layer`` through its alias), per-layer lists (``layer_types``,
+      ``mlp_layer_types``, ``no_rope_layers``) and MoE placement (Qwen-MoE's ``decoder_sparse_step``
+      becomes the explicit ``mlp_only_layers``; DeepSeek's ``first_k_dense_replace`` counts the kept
+      dense blocks), and each kept block's ``layer_idx`` / ``layer_id`` (the KV cache's layer
       index) becomes its new position 0..L'−1. The copy runs forward and, for causal LMs, cached
-      ``generate``.
+      ``generate``; ``save_pretrained`` then ``from_pretrained`` gives it back unless a warning
+      says otherwise (see Warns).
     - **CNNs**: each named shape-preserving residual block is replaced by ``nn.Identity``.
 
     Parameters
@@ -161,6 +164,17 @@ def remove_layers(model: nn.Module, names, *, example_input=None) -> nn.Module:
         (a transformer sub-layer, a CNN block that changes the shape); for removing every block
         of a stack; for a Hugging Face config whose layer count does not match the stack (shared
         layers) or that cannot be renumbered (per-layer overrides, computed ``layer_types``).
+
+    Warns
+    -----
+    UserWarning
+        For a Hugging Face model that ``from_pretrained`` would rebuild otherwise than the pruned
+        copy (a model built from the copy's config is compared with it, module by module): now,
+        naming the differences and the config setting behind them, and again at each
+        ``save_pretrained`` of the copy. GPT-2 with ``scale_attn_by_inverse_layer_idx=True`` is
+        one: its blocks keep the attention scale 1/(i + 1) of their original index i in memory,
+        but a reload sets it from the new index, so the reloaded outputs differ; save the whole
+        module with ``torch.save`` instead.
 
     References
     ----------
