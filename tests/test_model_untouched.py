@@ -222,6 +222,10 @@ CASES = {
     "count_params_flops": ("cnn", lambda m, tmp: repgraph.count_params_flops(m, X1), True),
     "evaluate": ("cnn", lambda m, tmp: repgraph.evaluate(m, (X, Y), progress=False), True),
     "evaluate_lm": ("lm", lambda m, tmp: repgraph.evaluate_lm(m, TOKENS, progress=False), True),
+    "block_removal_loss": ("lm", lambda m, tmp: repgraph.block_removal_loss(m, TOKENS, progress=False), True),
+    # the test's model has 2 blocks: without the first-block barrier one may go
+    "sleb_removal": ("lm", lambda m, tmp: repgraph.sleb_removal(m, TOKENS, 1, keep_first=0, progress=False), True),
+    "block_taylor_scores": ("lm", lambda m, tmp: repgraph.block_taylor_scores(m, TOKENS, progress=False), True),
     "prune_filters": ("cnn", lambda m, tmp: repgraph.prune_filters(m, _scores(m), ratio=0.5, example_input=X1),
                       True),
     "removable_layers": ("cnn", lambda m, tmp: repgraph.removable_layers(m, X1), True),
