@@ -221,6 +221,34 @@ def relative_update_norm(X_in, X_out, *, feature_axis=None, mask=None, device=No
     return float(total[0] / total[1])
 
 
+def default_reductions(ndim: int) -> tuple[str, str]:
+    """The default ``(angular, similarity)`` reductions for arrays of ``ndim`` axes: for (N, T, D)
+    hidden states the last (real) token for the angular distance (Gromov et al.) and the mean over
+    the real tokens for GBS, CKA and modularity (one D-vector per sample, whatever T); for feature
+    maps (any rank >= 4) and (N, D) vectors the spatial mean for the angle and the flattened map
+    for the sample similarities (Lu et al.'s and Chen et al.'s features)."""
+    return ("last_token", "token_mean") if ndim == 3 else ("token_mean", "flatten")
+
+
+def reduce_tokens(U: torch.Tensor, m: torch.Tensor | None, reduce: str) -> torch.Tensor:
+    """One float32 vector per sample from token vectors ``U`` (N, P, D) and their mask ``m``
+    (bool (N, P) or None), as ``token_vectors`` and ``token_mask`` give them; ``reduce`` as in
+    ``sample_vectors``."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
+    if reduce == "last_token":
+        if m is None:  # a copy: a view would keep all of U alive
+            return U[:, -1].to(torch.float32, copy=True)
+        last = U.shape[1] - 1 - m.flip(1).int().argmax(dim=1)
+        return U[torch.arange(U.shape[0], device=U.device), last].float()
+    if m is not None:
+        U = U * m[..., None]
+    if reduce == "token_mean":
+        count = U.shape[1] if m is None else m.sum(dim=1, keepdim=True)
+        return (U.double().sum(dim=1) / count).float()
+    return U.reshape(U.shape[0], -1).float()
+
+
 def sample_vectors(X, reduce: str = "flatten", *, feature_axis=None, mask=None, name: str = "X",
                    device=None) -> torch.Tensor:
     """One float32 vector per sample from ``X`` (N, ...): ``"last_token"`` the last (real) token's
@@ -231,17 +259,7 @@ def sample_vectors(X, reduce: str = "flatten", *, feature_axis=None, mask=None, 
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
     U = token_vectors(X, feature_axis=feature_axis, name=name, device=device)
     m = token_mask(mask, X, feature_axis=feature_axis, name=name, device=U.device)
-    if reduce == "last_token":
-        if m is None:
-            return U[:, -1]
-        last = U.shape[1] - 1 - m.flip(1).int().argmax(dim=1)
-        return U[torch.arange(U.shape[0], device=U.device), last]
-    if m is not None:
-        U = U * m[..., None]
-    if reduce == "token_mean":
-        count = U.shape[1] if m is None else m.sum(dim=1, keepdim=True)
-        return (U.double().sum(dim=1) / count).float()
-    return U.reshape(U.shape[0], -1)
+    return reduce_tokens(U, m, reduce)
 
 
 def angular_distance(X, Y, *, reduce: str = "last_token", feature_axis=None, mask=None, device=None) -> float:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .._results import described
-from .block_criteria import REDUCTIONS, angles, block_influence, relative_update_norm, sample_vectors
+from .block_criteria import (REDUCTIONS, angles, block_influence, default_reductions, relative_update_norm,
+                             sample_vectors)
 from .cka import cka
 from .gbs import gbs
 from .modularity import modularity_curve
@@ -55,6 +58,149 @@ def _span_column(n: int) -> str:
     return f"angular_distance_{n}"
 
 
+@dataclass(frozen=True)
+class BlockEvidence:
+    """What the table needs of one block, however it was obtained (from whole arrays by
+    ``layer_redundancy``, batch by batch by ``repgraph.analyzers.block_accumulators``).
+
+    ``block_influence`` and ``relative_update_norm`` are NaN for a block that changes the shape
+    (``shape_preserving`` False), whose ``angular_out`` is then None. ``angular_in`` /
+    ``angular_out`` are the (N, D) sample vectors (``angular_reduce``) of the block's input and
+    output that the spans compare; ``similarity_in`` / ``similarity_out`` those (``similarity_reduce``)
+    of GBS, CKA and modularity."""
+    name: str
+    shape_preserving: bool
+    block_influence: float
+    relative_update_norm: float
+    angular_reduce: str
+    angular_in: torch.Tensor
+    angular_out: torch.Tensor | None
+    similarity_reduce: str
+    similarity_in: torch.Tensor
+    similarity_out: torch.Tensor
+
+
+def check_n_max(n_max, n_blocks: int) -> int:
+    """``n_max`` (None: min(4, ``n_blocks``)) checked to be an integer in 1 … ``n_blocks``."""
+    if n_max is None:
+        return min(4, n_blocks)
+    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or not 1 <= n_max <= n_blocks:
+        raise ValueError(f"n_max must be an integer in 1..{n_blocks} (the number of blocks), got {n_max!r}.")
+    return int(n_max)
+
+
+def check_reductions(angular_reduce, similarity_reduce) -> None:
+    """Refuse an ``angular_reduce`` or ``similarity_reduce`` that is neither None (the default by
+    the arrays' rank, ``default_reductions``) nor one of ``REDUCTIONS``, naming both."""
+    if any(r is not None and r not in REDUCTIONS for r in (angular_reduce, similarity_reduce)):
+        raise ValueError(f"angular_reduce and similarity_reduce must be one of {REDUCTIONS} (or None for the "
+                         f"default); got angular_reduce={angular_reduce!r}, similarity_reduce={similarity_reduce!r}.")
+
+
+def _one_or_all(names) -> str | list[str]:
+    used = sorted(set(names))
+    return used[0] if len(used) == 1 else used
+
+
+def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | None = None, gbs_k: int | None = None,
+                    cka_debiased: bool = True, modularity_k: int = 3, modularity_batch_size: int = 500,
+                    modularity_n_batches: int | None = None, feature_axis=None, masked: bool = False, device=None,
+                    progress: bool = True) -> pd.DataFrame:
+    """The ``layer_redundancy`` table from each block's ``BlockEvidence``, in depth order.
+
+    The spans' angular distances (from ``angular_in`` of the first block and ``angular_out`` of
+    the last), GBS and CKA (from ``similarity_in`` and ``similarity_out``), with ``labels`` the
+    modularity and ΔQ, the rank correlations and the best spans; ``feature_axis`` and ``masked``
+    are recorded in ``attrs``. Parameters and the table: see ``layer_redundancy``.
+
+    Parameters
+    ----------
+    evidence : list of BlockEvidence
+        One per block, consecutive in depth order, all of the same N samples.
+    labels : array (N,), optional
+        Class labels for ΔQ (none: no ΔQ columns).
+    n_max, gbs_k, cka_debiased, modularity_k, modularity_batch_size, modularity_n_batches
+        As in ``layer_redundancy``.
+    feature_axis : int, optional
+        Recorded in ``attrs``.
+    masked : bool, default False
+        Recorded in ``attrs``: whether padding was left out.
+    device : str or torch.device, optional
+        Where GBS, CKA and modularity are computed.
+    progress : bool, default True
+        Show a tqdm bar over the blocks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table of ``layer_redundancy``; ``attrs["reductions"]`` names, per criterion column,
+        what it compares: ``"every_token"`` (BI and the update norm: each real token's vector) or
+        the per-sample reduction.
+
+    Raises
+    ------
+    ValueError
+        For no block or ``n_max`` outside 1 … L.
+    """
+    if not evidence:
+        raise ValueError("No block to analyse: evidence is empty.")
+    n_blocks = len(evidence)
+    n_max = check_n_max(n_max, n_blocks)
+    rows, sims = [], {}
+    for depth, block in enumerate(tqdm(evidence, desc="block redundancy", disable=not progress, leave=False)):
+        sx, sy = block.similarity_in, block.similarity_out
+        rows.append({"block": block.name, "depth": depth, "shape_preserving": block.shape_preserving,
+                     "block_influence": block.block_influence, "relative_update_norm": block.relative_update_norm,
+                     "gbs_in_out": gbs(sx, sy, k=gbs_k, device=device),
+                     "cka_in_out": cka(sx, sy, debiased=cka_debiased, device=device)})
+        if labels is not None:
+            sims[block.name + INPUT_SUFFIX], sims[block.name] = sx, sy
+
+    for n in range(1, n_max + 1):
+        for start in range(n_blocks):
+            stop = start + n - 1
+            defined = stop < n_blocks and all(b.shape_preserving for b in evidence[start:stop + 1])
+            rows[start][_span_column(n)] = (
+                float(angles(evidence[start].angular_in, evidence[stop].angular_out).mean() / math.pi)
+                if defined else math.nan)
+
+    angular = _one_or_all(b.angular_reduce for b in evidence)
+    similarity = _one_or_all(b.similarity_reduce for b in evidence)
+    criteria = ["block_influence"] + [_span_column(n) for n in range(1, n_max + 1)] + [
+        "relative_update_norm", "gbs_in_out", "cka_in_out"]
+    redundant_when = {c: "high" if c in ("gbs_in_out", "cka_in_out") else "low" for c in criteria}
+    reductions = {c: "every_token" if c in ("block_influence", "relative_update_norm")
+                  else similarity if c in ("gbs_in_out", "cka_in_out") else angular for c in criteria}
+    columns = ["block", "depth", "shape_preserving"]
+    if labels is not None:
+        curve = modularity_curve(sims, labels, k=modularity_k, batch_size=modularity_batch_size,
+                                 n_batches=modularity_n_batches, device=device, progress=False)
+        q = dict(zip(curve["layer"], curve["modularity"]))
+        for row in rows:
+            row["modularity"] = q[row["block"]]
+            row["delta_q"] = q[row["block"]] - q[row["block"] + INPUT_SUFFIX]
+        columns += ["modularity", "delta_q"]
+        criteria = ["delta_q"] + criteria
+        redundant_when = {"delta_q": "low", **redundant_when}
+        reductions = {"modularity": similarity, "delta_q": similarity, **reductions}
+    table = pd.DataFrame(rows, columns=columns + [c for c in criteria if c != "delta_q"])
+    rho = table[criteria].astype(float).corr(method="spearman", min_periods=3)
+    best = {}
+    for n in range(1, n_max + 1):
+        column = table[_span_column(n)]
+        if column.notna().any():
+            start = int(column.idxmin())  # the first of equal minima
+            best[n] = {"start": table["block"][start], "blocks": table["block"][start:start + n].tolist(),
+                       "angular_distance": float(column[start])}
+    return described(table, "block redundancy: ΔQ, Block Influence, angular distance, update norm, GBS, CKA",
+                     "Lu et al. ECCV 2022; Men et al. 2024 (ShortGPT); Gromov et al. 2024; Chen et al. 2021; "
+                     "Kornblith et al. 2019", rank_correlation=rho.to_dict(), redundant_when=redundant_when,
+                     best_spans=best, n_max=n_max, angular_reduce=sorted({b.angular_reduce for b in evidence}),
+                     similarity_reduce=similarity, reductions=reductions, gbs_k=gbs_k, cka_debiased=cka_debiased,
+                     modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
+                     masked=masked)
+
+
 def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None, feature_axis=None, mask=None,
                      angular_reduce: str | None = None, similarity_reduce: str = "flatten", gbs_k: int | None = None,
                      cka_debiased: bool = True, modularity_k: int = 3, modularity_batch_size: int = 500,
@@ -88,11 +234,15 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     default for (N, T, D)) or the token mean (``"token_mean"``: encoders; the default for feature
     maps, where it is the spatial mean). GBS, CKA and modularity compare samples through one
     vector each (``similarity_reduce``): the flattened representation by default, as in
-    DESIGN §4.1–4.3.
+    DESIGN §4.1–4.3 (``None``: ``block_redundancy``'s default, the token mean of (N, T, D)
+    hidden states and the flattened map otherwise; ``repgraph.analyzers.block_criteria.default_reductions``).
 
     ``attrs``: ``rank_correlation`` (Spearman ρ between every two criterion columns over the
     blocks where both are defined; NaN with fewer than 3 such blocks), ``redundant_when``
-    (``"low"`` or ``"high"`` for each criterion column), ``best_spans``, and the parameters.
+    (``"low"`` or ``"high"`` for each criterion column), ``best_spans``, ``reductions`` (per
+    criterion column what it compares: ``"every_token"`` for BI and the update norm, else the
+    per-sample reduction), and the parameters (``angular_reduce``: the sorted reductions used;
+    ``similarity_reduce``: the one used, a sorted list if blocks of different ranks used several).
 
     Parameters
     ----------
@@ -112,8 +262,8 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
         ((N, T) for hidden states); applies to every block.
     angular_reduce : {"last_token", "token_mean", "flatten"}, optional
         Which vector per sample the angular distance compares (see above).
-    similarity_reduce : {"flatten", "last_token", "token_mean"}, default "flatten"
-        Which vector per sample GBS, CKA and modularity use.
+    similarity_reduce : {"flatten", "last_token", "token_mean"} or None, default "flatten"
+        Which vector per sample GBS, CKA and modularity use (None: by rank, see above).
     gbs_k : int, optional
         Neighbours of the GBS sample graphs; None (default) the full cosine graph.
     cka_debiased : bool, default True
@@ -162,74 +312,30 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     ['b1', 'b2']
     """
     pairs = block_pairs(acts, blocks)
-    n_blocks = len(pairs)
-    if n_max is None:
-        n_max = min(4, n_blocks)
-    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or not 1 <= n_max <= n_blocks:
-        raise ValueError(f"n_max must be an integer in 1..{n_blocks} (the number of blocks), got {n_max!r}.")
-    if similarity_reduce not in REDUCTIONS or (angular_reduce is not None and angular_reduce not in REDUCTIONS):
-        raise ValueError(f"angular_reduce and similarity_reduce must be one of {REDUCTIONS}; got "
-                         f"angular_reduce={angular_reduce!r}, similarity_reduce={similarity_reduce!r}.")
+    n_max = check_n_max(n_max, len(pairs))
+    check_reductions(angular_reduce, similarity_reduce)
     if labels is None:
         labels = getattr(acts, "labels", None)
     sizes = {name: len(a) for b, x, y in pairs for name, a in ((b + INPUT_SUFFIX, x), (b, y))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"All arrays must hold the same samples (same N); got {sizes}.")
 
-    rows, ends, sims, reductions = [], [], {}, []
-    for depth, (name, x, y) in enumerate(tqdm(pairs, desc="block redundancy", disable=not progress, leave=False)):
+    evidence = []
+    for name, x, y in pairs:
         keeps = tuple(np.shape(x)) == tuple(np.shape(y))
         opts = {"feature_axis": feature_axis, "mask": mask, "device": device}
-        row = {"block": name, "depth": depth, "shape_preserving": keeps,
-               "block_influence": block_influence(x, y, **opts) if keeps else math.nan,
-               "relative_update_norm": relative_update_norm(x, y, **opts) if keeps else math.nan}
-        reduce = angular_reduce or ("last_token" if np.ndim(x) == 3 else "token_mean")
-        reductions.append(reduce)
-        # the span ending here: this block's output against each earlier start's input
-        ends.append((sample_vectors(x, reduce, name=f"{name}:input", **opts),
-                     sample_vectors(y, reduce, name=name, **opts) if keeps else None))
-        sx = sample_vectors(x, similarity_reduce, name=f"{name}:input", **opts)
-        sy = sample_vectors(y, similarity_reduce, name=name, **opts)
-        if labels is not None:
-            sims[name + INPUT_SUFFIX], sims[name] = sx, sy
-        row["gbs_in_out"] = gbs(sx, sy, k=gbs_k, device=device)
-        row["cka_in_out"] = cka(sx, sy, debiased=cka_debiased, device=device)
-        rows.append(row)
-
-    for n in range(1, n_max + 1):
-        for start in range(n_blocks):
-            stop = start + n - 1
-            defined = stop < n_blocks and all(r["shape_preserving"] for r in rows[start:stop + 1])
-            rows[start][_span_column(n)] = (float(angles(ends[start][0], ends[stop][1]).mean() / math.pi)
-                                            if defined else math.nan)
-
-    criteria = ["block_influence"] + [_span_column(n) for n in range(1, n_max + 1)] + [
-        "relative_update_norm", "gbs_in_out", "cka_in_out"]
-    redundant_when = {c: "high" if c in ("gbs_in_out", "cka_in_out") else "low" for c in criteria}
-    columns = ["block", "depth", "shape_preserving"]
-    if labels is not None:
-        curve = modularity_curve(sims, labels, k=modularity_k, batch_size=modularity_batch_size,
-                                 n_batches=modularity_n_batches, device=device, progress=False)
-        q = dict(zip(curve["layer"], curve["modularity"]))
-        for row in rows:
-            row["modularity"] = q[row["block"]]
-            row["delta_q"] = q[row["block"]] - q[row["block"] + INPUT_SUFFIX]
-        columns += ["modularity", "delta_q"]
-        criteria = ["delta_q"] + criteria
-        redundant_when = {"delta_q": "low", **redundant_when}
-    table = pd.DataFrame(rows, columns=columns + [c for c in criteria if c != "delta_q"])
-    rho = table[criteria].astype(float).corr(method="spearman", min_periods=3)
-    best = {}
-    for n in range(1, n_max + 1):
-        column = table[_span_column(n)]
-        if column.notna().any():
-            start = int(column.idxmin())  # the first of equal minima
-            best[n] = {"start": table["block"][start], "blocks": table["block"][start:start + n].tolist(),
-                       "angular_distance": float(column[start])}
-    return described(table, "block redundancy: ΔQ, Block Influence, angular distance, update norm, GBS, CKA",
-                     "Lu et al. ECCV 2022; Men et al. 2024 (ShortGPT); Gromov et al. 2024; Chen et al. 2021; "
-                     "Kornblith et al. 2019", rank_correlation=rho.to_dict(), redundant_when=redundant_when,
-                     best_spans=best, n_max=n_max, angular_reduce=sorted(set(reductions)),
-                     similarity_reduce=similarity_reduce, gbs_k=gbs_k, cka_debiased=cka_debiased,
-                     modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
-                     masked=mask is not None)
+        reduce, similarity = (r or default for r, default in zip((angular_reduce, similarity_reduce),
+                                                                  default_reductions(np.ndim(x))))
+        evidence.append(BlockEvidence(
+            name=name, shape_preserving=keeps,
+            block_influence=block_influence(x, y, **opts) if keeps else math.nan,
+            relative_update_norm=relative_update_norm(x, y, **opts) if keeps else math.nan,
+            angular_reduce=reduce, angular_in=sample_vectors(x, reduce, name=f"{name}:input", **opts),
+            angular_out=sample_vectors(y, reduce, name=name, **opts) if keeps else None,
+            similarity_reduce=similarity,
+            similarity_in=sample_vectors(x, similarity, name=f"{name}:input", **opts),
+            similarity_out=sample_vectors(y, similarity, name=name, **opts)))
+    return tabulate_blocks(evidence, labels, n_max=n_max, gbs_k=gbs_k, cka_debiased=cka_debiased,
+                           modularity_k=modularity_k, modularity_batch_size=modularity_batch_size,
+                           modularity_n_batches=modularity_n_batches, feature_axis=feature_axis,
+                           masked=mask is not None, device=device, progress=progress)
