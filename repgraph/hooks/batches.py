@@ -142,6 +142,18 @@ class Batch:
         held = ", ".join(f"{k}={tuple(v.shape)} {v.dtype}" for k, v in tensors.items())
         return type(err)(f"{err}\n(The batch held {held}; " + "; ".join(hints) + ".)")
 
+    def run(self, model, device: torch.device, dtype: torch.dtype | None, *, first: bool):
+        """``model(*args, **kwargs)`` on this batch (``arguments``); an error of the ``first``
+        batch is re-raised ``explained``, with the original chained."""
+        args, kwargs = self.arguments(device, dtype)
+        try:
+            return model(*args, **kwargs)
+        except Exception as err:
+            explained = self.explained(err, dtype) if first else err
+            if explained is err:
+                raise
+            raise explained from err
+
     def part(self, start: int, stop: int) -> "Batch":
         """The samples ``start:stop`` of this batch."""
         return Batch(tuple(_slice(a, start, stop, self.n) for a in self.args),

@@ -81,14 +81,7 @@ def forward_all(model, rec, batches, target, device, *, total, max_samples, prog
                 labels.add(batch.labels)
                 rec.n_samples = batch.n
                 transfer.begin(seen)
-                args, kwargs = batch.arguments(device, dtype)
-                try:
-                    model(*args, **kwargs)
-                except Exception as err:
-                    explained = batch.explained(err, dtype) if index == 0 else err
-                    if explained is err:
-                        raise
-                    raise explained from err
+                batch.run(model, device, dtype, first=index == 0)
                 keys = _check_fired(rec, keys, index)
                 seen += batch.n
                 snapshot = digest.snapshot() if digest is not None else None

@@ -114,14 +114,7 @@ def stream_blocks(model: nn.Module, data, layers, accumulator, *, mask=None, max
                 rec.n_samples = batch.n
                 batch_mask = None if mask is None else _batch_mask(mask, seen, batch.n, run)
                 fired.clear()
-                args, kwargs = batch.arguments(run, dtype)
-                try:
-                    model(*args, **kwargs)
-                except Exception as err:
-                    explained = batch.explained(err, dtype) if index == 0 else err
-                    if explained is err:
-                        raise
-                    raise explained from err
+                batch.run(model, run, dtype, first=index == 0)
                 _check_fired(rec.layers, fired, list(accumulators), index)
                 seen += batch.n
                 bar.update(batch.n)
