@@ -9,6 +9,7 @@ import difflib
 import torch
 
 from .._arrays import check_count
+from .additive_lm import AdditiveLM
 from .byte_gpt import byte_gpt
 from .cnn1d import CNN1d, cnn1d
 from .resnet import BasicBlock, BasicBlock1d, ResNet, ResNet1d, resnet1d, resnet20, resnet32, resnet56, resnet110
@@ -84,4 +85,5 @@ def example_input(name: str, *, batch_size: int = 1, in_channels: int = 3, size:
 
 __all__ = ["MODELS", "IMAGE_MODELS", "SEQUENCE_MODELS", "get_model", "example_input", "BasicBlock",
            "BasicBlock1d", "ResNet", "ResNet1d", "VGG", "SmallCNN", "CNN1d", "resnet20", "resnet32",
-           "resnet56", "resnet110", "resnet1d", "vgg11", "vgg16", "vgg19", "small_cnn", "cnn1d", "byte_gpt"]
+           "resnet56", "resnet110", "resnet1d", "vgg11", "vgg16", "vgg19", "small_cnn", "cnn1d", "byte_gpt",
+           "AdditiveLM"]

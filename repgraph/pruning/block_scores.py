@@ -105,22 +105,7 @@ def block_removal_loss(model: nn.Module, tokens, *, plus: bool = False, batch_si
     it is ``log(1 + e^(−5))`` = 0.006715.
 
     >>> import torch
-    >>> from torch import nn
-    >>> class Shift(nn.Module):
-    ...     def __init__(self, a):
-    ...         super().__init__()
-    ...         self.weight = nn.Parameter(torch.tensor([a, 0.0]))
-    ...     def forward(self, h):
-    ...         return h + self.weight
-    >>> class Additive(nn.Module):
-    ...     def __init__(self, shifts):
-    ...         super().__init__()
-    ...         self.layers = nn.ModuleList(Shift(a) for a in shifts)
-    ...     def forward(self, ids):
-    ...         h = torch.zeros(*ids.shape, 2)
-    ...         for block in self.layers:
-    ...             h = block(h)
-    ...         return h
+    >>> from repgraph.models import AdditiveLM as Additive
     >>> table = block_removal_loss(Additive([1.0, 2.0, 3.0]), torch.zeros(4, 8, dtype=torch.long),
     ...                            progress=False)
     >>> table[["block", "loss"]].round(6)
@@ -235,22 +220,7 @@ def block_taylor_scores(model: nn.Module, tokens, *, plus: bool = False, batch_s
     ``∂L/∂w = (−σ(−A), σ(−A))`` for every block, so ``taylor = |a| σ(−A)`` and ``magnitude = |a|``.
 
     >>> import torch
-    >>> from torch import nn
-    >>> class Shift(nn.Module):
-    ...     def __init__(self, a):
-    ...         super().__init__()
-    ...         self.weight = nn.Parameter(torch.tensor([a, 0.0]))
-    ...     def forward(self, h):
-    ...         return h + self.weight
-    >>> class Additive(nn.Module):
-    ...     def __init__(self, shifts):
-    ...         super().__init__()
-    ...         self.layers = nn.ModuleList(Shift(a) for a in shifts)
-    ...     def forward(self, ids):
-    ...         h = torch.zeros(*ids.shape, 2)
-    ...         for block in self.layers:
-    ...             h = block(h)
-    ...         return h
+    >>> from repgraph.models import AdditiveLM as Additive
     >>> table = block_taylor_scores(Additive([1.0, -2.0, 3.0]), torch.zeros(4, 8, dtype=torch.long),
     ...                             progress=False)
     >>> table[["block", "taylor", "magnitude"]].round(6)

@@ -101,22 +101,7 @@ def sleb_removal(model: nn.Module, tokens, n: int, *, keep_first: int = 1, keep_
     increasing ``a`` (the first and the last are barriers).
 
     >>> import torch
-    >>> from torch import nn
-    >>> class Shift(nn.Module):
-    ...     def __init__(self, a):
-    ...         super().__init__()
-    ...         self.weight = nn.Parameter(torch.tensor([a, 0.0]))
-    ...     def forward(self, h):
-    ...         return h + self.weight
-    >>> class Additive(nn.Module):
-    ...     def __init__(self, shifts):
-    ...         super().__init__()
-    ...         self.layers = nn.ModuleList(Shift(a) for a in shifts)
-    ...     def forward(self, ids):
-    ...         h = torch.zeros(*ids.shape, 2)
-    ...         for block in self.layers:
-    ...             h = block(h)
-    ...         return h
+    >>> from repgraph.models import AdditiveLM as Additive
     >>> steps = sleb_removal(Additive([0.5, 3.0, 1.0, 2.0, 0.1]), torch.zeros(4, 8, dtype=torch.long), 2,
     ...                      progress=False)
     >>> steps[["step", "block", "loss"]].round(6)
