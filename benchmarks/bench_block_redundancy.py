@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 
 from repgraph import block_redundancy, capture_activations, layer_redundancy
+from peak_memory import extra_peak
 from timing import timed
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,36 +85,12 @@ def run_contender(name, model, ids, args):
     return layer_redundancy(acts, similarity_reduce="token_mean", progress=False)
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
 def child(args):
     """One contender's extra peak memory for ``--windows`` windows in this fresh process, as JSON."""
     model, vocab = load_model(args)
     ids = windows(args, args.windows, vocab)
     bare_forward(model, ids[:args.batch_size], args.batch_size, args.device)  # warm-up
-    cuda = torch.device(args.device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        gpu_base = torch.cuda.memory_allocated()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
-        exact = True
-    except OSError:
-        exact = False
-    base = _status_kib("VmRSS")
-    result = run_contender(args.child, model, ids, args)
-    if cuda:
-        torch.cuda.synchronize()
-    peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    del result
-    print(json.dumps({"host_bytes": (peak - base) * 1024, "exact": exact,
-                      "gpu_bytes": torch.cuda.max_memory_allocated() - gpu_base if cuda else None}))
+    print(json.dumps(extra_peak(lambda: run_contender(args.child, model, ids, args), args.device)))
 
 
 def measure_memory(args, name, n) -> dict:

@@ -42,6 +42,7 @@ import torch
 
 from repgraph import capture_activations, models
 from repgraph.hooks import reducers as reducers_module
+from peak_memory import extra_peak
 from timing import timed
 
 CONTENDERS = {"forward": "bare forward", "memory": "capture, in memory", "store": "capture, to a store"}
@@ -95,37 +96,11 @@ def checked_shapes(model, X, y, args, reduce) -> dict:
     return {layer: array.shape[1:] for layer, array in memory.items()}
 
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
 def child(args, reduce):
     """Measure one contender's extra peak memory in this fresh process; print it as JSON."""
-    import resource
-
     model, X, y = setup(args)
     bare_forward(model, X[:args.batch_size], args.batch_size, args.device)  # warm-up
-    cuda = torch.device(args.device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        gpu_base = torch.cuda.memory_allocated()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM)
-        exact = True
-    except OSError:
-        exact = False
-    base = _status_kib("VmRSS") if Path("/proc/self/status").exists() else 0
-    result = run_contender(args.child, model, X, y, args, reduce)
-    if cuda:
-        torch.cuda.synchronize()
-    peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    del result
-    print(json.dumps({"host_bytes": (peak - base) * 1024, "exact": exact,
-                      "gpu_bytes": torch.cuda.max_memory_allocated() - gpu_base if cuda else None}))
+    print(json.dumps(extra_peak(lambda: run_contender(args.child, model, X, y, args, reduce), args.device)))
 
 
 def measure_memory(args, reduce, name) -> dict:
