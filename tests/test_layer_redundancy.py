@@ -201,7 +201,7 @@ def test_similarity_reductions_respect_the_mask(rng):
     assert last["gbs_in_out"] == pytest.approx(naive_gbs(*ends, None), abs=1e-6)
 
 
-def test_rank_correlations_equal_scipy_spearman(rng):
+def test_rank_correlations_equal_scipy_spearman_oriented_by_which_end_is_redundant(rng):
     x = rng.normal(size=(16, 4, 6))
     blocks = [lambda v, a=a, s=s: rotate_pairs(v, a) * s + 0.2 * rng.normal(size=v.shape)
               for a, s in [(0.1, 1.0), (0.9, 1.2), (0.3, 0.7), (1.4, 1.0), (0.05, 2.0), (0.6, 0.9)]]
@@ -210,11 +210,14 @@ def test_rank_correlations_equal_scipy_spearman(rng):
     columns = ["block_influence", "angular_distance_1", "angular_distance_2", "angular_distance_3",
                "relative_update_norm", "gbs_in_out", "cka_in_out"]
     assert sorted(rho) == sorted(columns)
+    # +1 when a high value means redundant (GBS, CKA), -1 when a low one does (the rest)
+    sign = {c: 1 if c in ("gbs_in_out", "cka_in_out") else -1 for c in columns}
     for a in columns:
         for b in columns:
             both = table[[a, b]].dropna()
-            expected = scipy.stats.spearmanr(both[a], both[b]).statistic
+            expected = scipy.stats.spearmanr(both[a], both[b]).statistic * sign[a] * sign[b]
             assert rho[a][b] == pytest.approx(expected, abs=1e-12), (a, b)
+    assert rho["block_influence"]["cka_in_out"] > 0  # they agree here: both follow the rotation angle
 
 
 def test_pairing_and_bad_input(hidden):

@@ -66,7 +66,10 @@ def test_similarities_match_layer_redundancy_on_the_capture_reducers_vectors():
     table = block_redundancy(model, data, labels, n_max=2, batch_size=5, modularity_k=3, progress=False)
     # the capture's own token_mean reducer (mask-aware), one (N, D) vector per sample and block side
     reduced = capture_activations(model, data, "blocks", inputs=True, reduce="token_mean", progress=False)
-    oracle = layer_redundancy(reduced, labels, n_max=2, similarity_reduce="flatten", modularity_k=3, progress=False)
+    with pytest.warns(UserWarning, match="captured with reduce='token_mean'.*not every token"):
+        oracle = layer_redundancy(reduced, labels, n_max=2, similarity_reduce="flatten", modularity_k=3,
+                                  progress=False)
+    assert oracle.attrs["reductions"]["block_influence"] == "token_mean (at capture)"
     for column in ("gbs_in_out", "cka_in_out", "modularity", "delta_q"):
         np.testing.assert_allclose(table[column], oracle[column], atol=1e-5, rtol=0, err_msg=column)
     assert table.attrs["similarity_reduce"] == "token_mean"

@@ -5,6 +5,7 @@ from .cka import MinibatchCKA, cka, cka_matrix, hsic_matrix
 from .closeness import closeness_centrality
 from .communities import communities
 from .correspondence import layer_correspondence
+from .criterion_agreement import damage_correlation, oriented_rank_correlation
 from .criteria import chip_scores, clp_outliers, clp_upper_bounds, hrank_scores, l1_scores
 from .gbs import gbs, gbs_matrix, sample_graph
 from .layer_redundancy import layer_redundancy
@@ -15,6 +16,6 @@ from .topology import (birth_point_of_map, birth_points, class_feature_entropy, 
 __all__ = ["CentralFilters", "MinibatchCKA", "angular_distance", "birth_point_of_map", "birth_points",
            "block_influence", "central_filters", "chip_scores", "cka", "cka_matrix", "class_feature_entropy",
            "closeness_centrality", "clp_outliers", "clp_upper_bounds", "communities", "compensate_next_layer",
-           "entropy_ranking_scores", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "hsic_matrix",
+           "damage_correlation", "entropy_ranking_scores", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "hsic_matrix",
            "l1_scores", "layer_central_filters", "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve",
-           "persistence_entropy", "relative_update_norm", "sample_graph"]
+           "oriented_rank_correlation", "persistence_entropy", "relative_update_norm", "sample_graph"]

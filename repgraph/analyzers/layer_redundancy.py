@@ -12,9 +12,11 @@ import torch
 from tqdm import tqdm
 
 from .._results import described
+from .._warnings import warn_user
 from .block_criteria import (REDUCTIONS, angles, block_influence, default_reductions, relative_update_norm,
                              sample_vectors)
 from .cka import cka
+from .criterion_agreement import oriented_rank_correlation
 from .gbs import gbs
 from .modularity import modularity_curve
 
@@ -105,7 +107,7 @@ def _one_or_all(names) -> str | list[str]:
 def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | None = None, gbs_k: int | None = None,
                     cka_debiased: bool = True, modularity_k: int = 3, modularity_batch_size: int = 500,
                     modularity_n_batches: int | None = None, feature_axis=None, masked: bool = False, device=None,
-                    progress: bool = True) -> pd.DataFrame:
+                    progress: bool = True, token_vectors: str = "every_token") -> pd.DataFrame:
     """The ``layer_redundancy`` table from each block's ``BlockEvidence``, in depth order.
 
     The spans' angular distances (from ``angular_in`` of the first block and ``angular_out`` of
@@ -129,13 +131,16 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
         Where GBS, CKA and modularity are computed.
     progress : bool, default True
         Show a tqdm bar over the blocks.
+    token_vectors : str, default "every_token"
+        What BI and the update norm compared, for ``attrs["reductions"]``: each real token's
+        vector, or what the arrays were reduced to before (e.g. ``"last_token (at capture)"``).
 
     Returns
     -------
     pandas.DataFrame
         The table of ``layer_redundancy``; ``attrs["reductions"]`` names, per criterion column,
-        what it compares: ``"every_token"`` (BI and the update norm: each real token's vector) or
-        the per-sample reduction.
+        what it compares: ``token_vectors`` for BI and the update norm, else the per-sample
+        reduction.
 
     Raises
     ------
@@ -169,7 +174,7 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
     criteria = ["block_influence"] + [_span_column(n) for n in range(1, n_max + 1)] + [
         "relative_update_norm", "gbs_in_out", "cka_in_out"]
     redundant_when = {c: "high" if c in ("gbs_in_out", "cka_in_out") else "low" for c in criteria}
-    reductions = {c: "every_token" if c in ("block_influence", "relative_update_norm")
+    reductions = {c: token_vectors if c in ("block_influence", "relative_update_norm")
                   else similarity if c in ("gbs_in_out", "cka_in_out") else angular for c in criteria}
     columns = ["block", "depth", "shape_preserving"]
     if labels is not None:
@@ -184,7 +189,7 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
         redundant_when = {"delta_q": "low", **redundant_when}
         reductions = {"modularity": similarity, "delta_q": similarity, **reductions}
     table = pd.DataFrame(rows, columns=columns + [c for c in criteria if c != "delta_q"])
-    rho = table[criteria].astype(float).corr(method="spearman", min_periods=3)
+    rho = oriented_rank_correlation(table, redundant_when, columns=criteria)
     best = {}
     for n in range(1, n_max + 1):
         column = table[_span_column(n)]
@@ -225,6 +230,12 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     - with labels, ``modularity`` (Q of ``y_ℓ``) and ``delta_q = Q(y_ℓ) − Q(x_ℓ)`` (Lu et al.,
       ECCV 2022; ``modularity_curve`` with the ``modularity_*`` settings; low = redundant).
 
+    BI and the update norm are ShortGPT's token-level numbers only on unreduced hidden states
+    (``capture_activations(..., reduce=None)``, or ``block_redundancy``, which streams them): on
+    arrays captured with a reduction (``acts.meta["reduce"]`` other than None, e.g.
+    ``"last_token"``) they compare one vector per sample, so a warning says so and
+    ``attrs["reductions"]`` records it.
+
     BI, the angular distance and the update norm compare vectors token by token, so they need a
     block that keeps the shape; for a block that does not (a downsampling residual block)
     they are NaN, ``shape_preserving`` is False, and no span containing it is scored. Array forms
@@ -238,7 +249,10 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     hidden states and the flattened map otherwise; ``repgraph.analyzers.block_criteria.default_reductions``).
 
     ``attrs``: ``rank_correlation`` (Spearman ρ between every two criterion columns over the
-    blocks where both are defined; NaN with fewer than 3 such blocks), ``redundant_when``
+    blocks where both are defined, NaN with fewer than 3 such blocks, *oriented* by
+    ``redundant_when`` so that +1 means the two name the same blocks redundant —
+    ``oriented_rank_correlation``; changed in issue 20: it was the plain ρ, which reads −1 for
+    Block Influence against CKA when they agree), ``redundant_when``
     (``"low"`` or ``"high"`` for each criterion column), ``best_spans``, ``reductions`` (per
     criterion column what it compares: ``"every_token"`` for BI and the update norm, else the
     per-sample reduction), and the parameters (``angular_reduce``: the sorted reductions used;
@@ -316,6 +330,14 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     check_reductions(angular_reduce, similarity_reduce)
     if labels is None:
         labels = getattr(acts, "labels", None)
+    captured = (getattr(acts, "meta", None) or {}).get("reduce")
+    token_vectors = "every_token"
+    if captured not in (None, "None"):
+        token_vectors = f"{captured} (at capture)"
+        warn_user(f"layer_redundancy: acts were captured with reduce={captured!r}, so block_influence and "
+                  "relative_update_norm compare one vector per sample, not every token as ShortGPT's Block "
+                  "Influence does; capture with reduce=None (inputs=True) or call block_redundancy(model, data) "
+                  "for the token-level numbers.")
     sizes = {name: len(a) for b, x, y in pairs for name, a in ((b + INPUT_SUFFIX, x), (b, y))}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"All arrays must hold the same samples (same N); got {sizes}.")
@@ -338,4 +360,4 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     return tabulate_blocks(evidence, labels, n_max=n_max, gbs_k=gbs_k, cka_debiased=cka_debiased,
                            modularity_k=modularity_k, modularity_batch_size=modularity_batch_size,
                            modularity_n_batches=modularity_n_batches, feature_axis=feature_axis,
-                           masked=mask is not None, device=device, progress=progress)
+                           masked=mask is not None, device=device, progress=progress, token_vectors=token_vectors)
