@@ -6,9 +6,67 @@ import pandas as pd
 from torch import nn
 
 from ..analyzers.block_accumulators import BlockAccumulator
+from ..analyzers.criterion_agreement import damage_correlation
 from ..analyzers.layer_redundancy import check_n_max, check_reductions, tabulate_blocks
 from ..hooks.layers import select_layers
+from ..pruning.block_scores import block_removal_loss
 from .streamed_blocks import stream_blocks
+
+# Where Hugging Face decoders keep the norm applied after the last block (LLaMA/Mistral/Qwen
+# ``model.norm``, GPT-2 ``transformer.ln_f``, OPT ``decoder.final_layer_norm``, Phi ``final_layernorm``).
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
+LAST_BLOCK_OUTPUTS = ("block", "final_norm")
+
+
+def final_norm(model: nn.Module, last_block: str) -> nn.Module:
+    """The norm a decoder applies to its last block's output: the first of ``FINAL_NORM_NAMES``
+    among the children of the modules that hold the block stack, nearest first."""
+    parts = last_block.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        owner = model.get_submodule(".".join(parts[:depth])) if depth else model
+        for name in FINAL_NORM_NAMES:
+            child = getattr(owner, name, None)
+            if isinstance(child, nn.Module):
+                return child
+    raise ValueError(f"last_block_output='final_norm': found no final norm ({', '.join(FINAL_NORM_NAMES)}) next to "
+                     f"the block {last_block!r} of {type(model).__name__}; pass last_block_output='block'.")
+
+
+class _NormedOutput:
+    """An accumulator fed the block's output after ``norm`` (in the norm's dtype, as the model
+    applies it), for the last block under ``last_block_output="final_norm"``."""
+
+    def __init__(self, accumulator: BlockAccumulator, norm: nn.Module):
+        self.accumulator, self.norm = accumulator, norm
+        self.dtype = next((p.dtype for p in norm.parameters()), None)
+
+    def update(self, x_in, x_out, mask=None):
+        normed = self.norm(x_out if self.dtype is None else x_out.to(self.dtype))
+        self.accumulator.update(x_in, normed.float(), mask)
+
+    def __getattr__(self, name):
+        return getattr(self.accumulator, name)
+
+
+def _add_damage(table: pd.DataFrame, model: nn.Module, tokens, batch_size: int, device, progress: bool) -> None:
+    """The ``damage_loss`` and ``damage_perplexity`` columns (``block_removal_loss`` on ``tokens``)
+    and ``attrs["damage_correlation"]``, in place."""
+    removal = block_removal_loss(model, tokens, batch_size=batch_size, device=device, progress=progress)
+    scored = set(removal["block"]) & set(table["block"])
+    if not scored:
+        raise ValueError(f"damage=: none of the table's blocks {table['block'].tolist()} is a removable block of "
+                         f"{type(model).__name__} ({removal['block'].tolist()}); the damage is the loss without "
+                         "each block of the model's block stack.")
+    by_block = removal.set_index("block")
+    table["damage_loss"] = table["block"].map(by_block["loss"]).astype(float)
+    table["damage_perplexity"] = table["block"].map(by_block["perplexity"]).astype(float)
+    redundant_when = table.attrs["redundant_when"]
+    table.attrs["damage_correlation"] = damage_correlation(table, "damage_loss", redundant_when,
+                                                           columns=list(redundant_when))
+    table.attrs["damage"] = {"measure": "loss of the model without the block alone (block_removal_loss)",
+                             "full_loss": removal.attrs["full_loss"],
+                             "full_perplexity": removal.attrs["full_perplexity"],
+                             "n_tokens": removal.attrs["n_tokens"]}
 
 
 def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", mask=None,
@@ -16,7 +74,8 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
                      blocks=None, n_max: int | None = None, feature_axis=None, angular_reduce: str | None = None,
                      similarity_reduce: str | None = None, gbs_k: int | None = None, cka_debiased: bool = True,
                      modularity_k: int = 3, modularity_batch_size: int = 500,
-                     modularity_n_batches: int | None = None) -> pd.DataFrame:
+                     modularity_n_batches: int | None = None, last_block_output: str = "block", damage=None,
+                     damage_batch_size: int = 8) -> pd.DataFrame:
     """The ``layer_redundancy`` table of a model's blocks on ``data``: ΔQ (with labels), Block
     Influence, the angular distance of spans, the relative update norm, GBS and CKA between each
     block's input and output — computed in one streamed pass.
@@ -90,6 +149,22 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         The unbiased HSIC estimator (needs N ≥ 4) or the biased one.
     modularity_k, modularity_batch_size, modularity_n_batches : int
         ``modularity_curve``'s ``k``, ``batch_size`` and ``n_batches`` (only with labels).
+    last_block_output : {"block", "final_norm"}, default "block"
+        What counts as the last block's output, for every criterion of its row (and the spans
+        that end there): the block's own output (repgraph's convention: every row compares a
+        block's input with its output), or that output after the decoder's final norm
+        (``model.norm``, ``ln_f``, ...), which is what ShortGPT's reference compares, since
+        Hugging Face's ``hidden_states[-1]`` is taken after that norm.
+    damage : token ids, optional
+        Evaluation tokens (any form ``evaluate_lm`` accepts). Adds ``damage_loss`` and
+        ``damage_perplexity``: the loss and perplexity on them of the model without each block
+        alone (``block_removal_loss``; NaN for a row that is not a removable block), and
+        ``attrs["damage_correlation"]``: for every criterion, the Spearman correlation with the
+        damage signed so that +1 means it ranks the blocks as their damage does
+        (``damage_correlation``); ``attrs["damage"]`` holds the intact model's loss. Costs one
+        evaluation per block.
+    damage_batch_size : int, default 8
+        Sequences per forward of the damage's evaluations.
 
     Returns
     -------
@@ -99,8 +174,9 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
     Raises
     ------
     ValueError
-        For an unknown reduction, ``n_max`` outside 1 … L, ``blocks`` naming a block that did not
-        run; from the pass (unknown layers, blocks that never fire, NaN/Inf, a bad mask) and from
+        For an unknown reduction or ``last_block_output``, ``n_max`` outside 1 … L, ``blocks``
+        naming a block that did not run, no final norm found for ``"final_norm"``, ``damage`` for a
+        model none of whose tabulated blocks is removable; from the pass (unknown layers, blocks that never fire, NaN/Inf, a bad mask) and from
         the table.
 
     References
@@ -120,13 +196,21 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
     ('token_mean', 'last_token')
     """
     check_reductions(angular_reduce, similarity_reduce)
+    if last_block_output not in LAST_BLOCK_OUTPUTS:
+        raise ValueError(f"last_block_output must be one of {LAST_BLOCK_OUTPUTS}, got {last_block_output!r}.")
     chosen = None if blocks is None else [blocks] if isinstance(blocks, str) else list(blocks)
-    check_n_max(n_max, len(select_layers(model, layers)) if chosen is None else len(chosen))
-    accumulators, carried, n = stream_blocks(
-        model, data, layers, lambda key: BlockAccumulator(key, angular_reduce=angular_reduce,
-                                                          similarity_reduce=similarity_reduce,
-                                                          feature_axis=feature_axis),
-        mask=mask, max_samples=max_samples, batch_size=batch_size, device=device, progress=progress)
+    selected = select_layers(model, layers)
+    check_n_max(n_max, len(selected) if chosen is None else len(chosen))
+    last = (chosen or selected)[-1]
+    norm = final_norm(model, last) if last_block_output == "final_norm" else None
+
+    def accumulator(key):
+        block = BlockAccumulator(key, angular_reduce=angular_reduce, similarity_reduce=similarity_reduce,
+                                 feature_axis=feature_axis)
+        return block if norm is None or key != last else _NormedOutput(block, norm)
+
+    accumulators, carried, n = stream_blocks(model, data, layers, accumulator, mask=mask, max_samples=max_samples,
+                                             batch_size=batch_size, device=device, progress=progress)
     if chosen is None:
         chosen = list(accumulators)
     missing = [b for b in chosen if b not in accumulators]
@@ -134,8 +218,12 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         raise ValueError(f"blocks={chosen!r}: {missing or 'no block'} did not run; choose among the blocks that "
                          f"ran, {list(accumulators)}.")
     labels = carried if labels is None else labels[:n]
-    return tabulate_blocks([accumulators[b].compute() for b in chosen], labels, n_max=n_max, gbs_k=gbs_k,
+    table = tabulate_blocks([accumulators[b].compute() for b in chosen], labels, n_max=n_max, gbs_k=gbs_k,
                            cka_debiased=cka_debiased, modularity_k=modularity_k,
                            modularity_batch_size=modularity_batch_size, modularity_n_batches=modularity_n_batches,
                            feature_axis=feature_axis, masked=any(a.masked for a in accumulators.values()), device=device,
                            progress=progress)
+    table.attrs["last_block_output"] = last_block_output
+    if damage is not None:
+        _add_damage(table, model, damage, damage_batch_size, device, progress)
+    return table
