@@ -1,6 +1,7 @@
 """Healing a pruned language model: a short, seeded next-token fine-tune."""
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from .._arrays import check_count
 from .language_model import check_context, check_token_ids, next_token_nll
+from .lora_adapters import lora_adapters, lora_config
 from .._arrays import resolve_device
 
 SCHEDULES = ("cosine", "constant")
@@ -58,10 +60,57 @@ def _diverged(step: int, what: str, history: list, lr: float, weights: str) -> F
                               f"Lower lr (lr={lr:g}) or clip the gradients (max_grad_norm).")
 
 
+def _train(model: nn.Module, params: list, tokens: torch.Tensor, *, steps: int, lr: float, weight_decay: float,
+           schedule: str, max_grad_norm, batch_size: int, seq_len: int, seed: int, device, progress: bool) -> list:
+    """heal_lm's steps on ``params`` (checked arguments); the history rows. The model ends in eval
+    mode, also after a divergence."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine"
+                 else None)
+    generator = torch.Generator().manual_seed(seed)
+    window = torch.arange(seq_len)
+    history = []
+    last_finite = [p.detach().clone() for p in params]  # the weights before the current step
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        bar = tqdm(range(1, steps + 1), desc="heal", disable=not progress, leave=False)
+        for step in bar:
+            offsets = torch.randint(0, len(tokens) - seq_len + 1, (batch_size,), generator=generator)
+            ids = tokens[offsets[:, None] + window].long().to(device)
+            step_lr = opt.param_groups[0]["lr"]
+            opt.zero_grad(set_to_none=True)
+            loss = next_token_nll(model, ids).mean()
+            loss.backward()
+            # the global gradient norm (clipped to max_grad_norm; an infinite bound only measures it)
+            norm = nn.utils.clip_grad_norm_(params, math.inf if max_grad_norm is None else max_grad_norm)
+            if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
+                model.eval()
+                raise _diverged(step, f"its loss is {loss.item()} and its gradient norm {norm.item()}",
+                                history, lr, "are those after the last finite step, untouched by it")
+            opt.step()
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                with torch.no_grad():
+                    for p, kept in zip(params, last_finite):
+                        p.copy_(kept)
+                model.eval()
+                raise _diverged(step, "its update made weights non-finite", history, lr,
+                                "were restored to those before it")
+            with torch.no_grad():
+                for p, kept in zip(params, last_finite):
+                    kept.copy_(p)
+            if scheduler is not None:
+                scheduler.step()
+            history.append({"step": step, "loss": loss.item(), "lr": step_lr})
+            bar.set_postfix(loss=round(history[-1]["loss"], 4))
+    model.eval()
+    return history
+
+
 def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, batch_size: int = 16,
             seq_len: int = 128, weight_decay: float = 0.0, schedule: str = "cosine",
             max_grad_norm: float | None = 1.0, seed: int = 0, device=None,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, lora=None) -> pd.DataFrame:
     """Fine-tune a language model in place on next-token prediction for a few hundred steps.
 
     Each step draws ``batch_size`` windows of ``seq_len`` consecutive tokens at random offsets of
@@ -110,6 +159,14 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
         Where batches go; default the device of the model's first parameter.
     progress : bool, default True
         Show a tqdm bar over the steps.
+    lora : None, True, int, dict or peft.LoraConfig, optional
+        None (default): a full fine-tune of the parameters with ``requires_grad``. Otherwise heal
+        through LoRA adapters (Hu et al. 2022; the optional ``peft`` package, ``repgraph[lora]``):
+        True for rank 8 on every linear layer (α = 16, no dropout; a Hugging Face LM's output head
+        excluded), an int for that rank (α = 2r), a dict of ``peft.LoraConfig`` arguments over
+        those, or a ``LoraConfig``. Only the adapters train (AdamW state for them alone); at the
+        end, also after an error, they are merged into the weights, ``W ← W + (α/r)·B·A``, and
+        the model's own layers (their hooks and ``requires_grad`` flags) are back in place.
 
     Returns
     -------
@@ -158,53 +215,24 @@ def heal_lm(model: nn.Module, tokens, *, steps: int = 200, lr: float = 3e-4, bat
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
     tokens = _token_stream(tokens, model, seq_len)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if lora is None and not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameter with requires_grad=True, so heal_lm would "
-                         "train nothing; unfreeze the parameters to fine-tune (p.requires_grad_(True)).")
+                         "train nothing; unfreeze the parameters to fine-tune (p.requires_grad_(True)), or pass "
+                         "lora=True to train adapters.")
     device = resolve_device(device, like=model)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine"
-                 else None)
-    generator = torch.Generator().manual_seed(seed)
-    window = torch.arange(seq_len)
-    history = []
-    last_finite = [p.detach().clone() for p in params]  # the weights before the current step
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.train()
-        bar = tqdm(range(1, steps + 1), desc="heal", disable=not progress, leave=False)
-        for step in bar:
-            offsets = torch.randint(0, len(tokens) - seq_len + 1, (batch_size,), generator=generator)
-            ids = tokens[offsets[:, None] + window].long().to(device)
-            step_lr = opt.param_groups[0]["lr"]
-            opt.zero_grad(set_to_none=True)
-            loss = next_token_nll(model, ids).mean()
-            loss.backward()
-            # the global gradient norm (clipped to max_grad_norm; an infinite bound only measures it)
-            norm = nn.utils.clip_grad_norm_(params, math.inf if max_grad_norm is None else max_grad_norm)
-            if not (math.isfinite(loss.item()) and math.isfinite(norm.item())):
-                model.eval()
-                raise _diverged(step, f"its loss is {loss.item()} and its gradient norm {norm.item()}",
-                                history, lr, "are those after the last finite step, untouched by it")
-            opt.step()
-            if not all(bool(torch.isfinite(p).all()) for p in params):
-                with torch.no_grad():
-                    for p, kept in zip(params, last_finite):
-                        p.copy_(kept)
-                model.eval()
-                raise _diverged(step, "its update made weights non-finite", history, lr,
-                                "were restored to those before it")
-            with torch.no_grad():
-                for p, kept in zip(params, last_finite):
-                    kept.copy_(p)
-            if scheduler is not None:
-                scheduler.step()
-            history.append({"step": step, "loss": loss.item(), "lr": step_lr})
-            bar.set_postfix(loss=round(history[-1]["loss"], 4))
-    model.eval()
+    config = None if lora is None else lora_config(lora)
+    with contextlib.nullcontext() if config is None else lora_adapters(model, config) as lora_params:
+        params = [p for p in model.parameters() if p.requires_grad] if config is None else lora_params
+        trained_with = None if config is None else {
+            "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+            "target_modules": sorted(config.target_modules) if isinstance(config.target_modules, set)
+            else config.target_modules, "n_parameters": sum(p.numel() for p in lora_params)}
+        history = _train(model, params, tokens, steps=steps, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                         max_grad_norm=max_grad_norm, batch_size=batch_size, seq_len=seq_len, seed=seed,
+                         device=device, progress=progress)
     out = pd.DataFrame(history)
     out.attrs.update({"optimizer": "AdamW", "lr": lr, "schedule": schedule, "steps": steps,
                       "batch_size": batch_size, "seq_len": seq_len, "weight_decay": weight_decay,
-                      "max_grad_norm": max_grad_norm, "seed": seed})
+                      "max_grad_norm": max_grad_norm, "seed": seed,
+                      "lora": trained_with})
     return out
