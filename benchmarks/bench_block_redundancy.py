@@ -21,7 +21,11 @@ Models: ``byte_gpt`` (repgraph's random byte-level GPT-2, ``--n-layer``/``--n-em
 
     python benchmarks/bench_block_redundancy.py [--model byte_gpt|smollm2] [--windows 64]
         [--seq-len 256] [--batch-size 8] [--repeats 3] [--device cpu|cuda] [--dtype float32|bfloat16]
-        [--memory-n 16 32 64] [--unreduced] [--no-memory]
+        [--memory-n 16 32 64] [--unreduced] [--unreduced-max-n 128] [--no-memory] [--equality 32]
+
+``--equality N``: the streamed table and the unreduced one on the first N windows, compared column
+by column (Block Influence, the relative update norm and the angular distances: the largest absolute
+difference; issue 20 asks for ≤ 1e-6).
 """
 from __future__ import annotations
 
@@ -85,6 +89,17 @@ def run_contender(name, model, ids, args):
     return layer_redundancy(acts, similarity_reduce="token_mean", progress=False)
 
 
+def compare_tables(model, ids, args):
+    """Print the largest absolute difference, per token-level column, between the streamed table and
+    the unreduced one (both with the last-token angular distance and token-mean similarity vectors)."""
+    streamed = run_contender("streamed", model, ids, args)
+    unreduced = run_contender("unreduced", model, ids, args)
+    columns = ["block_influence", "relative_update_norm"] + [c for c in streamed if c.startswith("angular_distance")]
+    diffs = {c: float((streamed[c] - unreduced[c]).abs().max()) for c in columns}
+    print(f"streamed vs unreduced on N={len(ids)} windows of T={ids.shape[1]}: largest |difference| "
+          + ", ".join(f"{c} {d:.1e}" for c, d in diffs.items()) + f" (max {max(diffs.values()):.1e})", flush=True)
+
+
 def child(args):
     """One contender's extra peak memory for ``--windows`` windows in this fresh process, as JSON."""
     model, vocab = load_model(args)
@@ -122,7 +137,11 @@ def parse_args(argv=None):
     parser.add_argument("--n-head", type=int, default=4, help="byte_gpt only")
     parser.add_argument("--memory-n", type=int, nargs="+", default=[16, 32, 64], help="N for the peak memory")
     parser.add_argument("--unreduced", action="store_true", help="also measure the former unreduced path's memory")
+    parser.add_argument("--unreduced-max-n", type=int, default=128,
+                        help="measure the unreduced path's memory only up to this N (it holds N·T·D per block twice)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--equality", type=int, default=0, metavar="N",
+                        help="compare the streamed and the unreduced tables on the first N windows")
     parser.add_argument("--child", choices=("forward", "streamed", "unreduced"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -136,7 +155,10 @@ def main(argv=None):
     if args.child:
         return child(args)
     model, vocab = load_model(args)
-    ids = windows(args, args.windows, vocab)
+    ids = windows(args, max(args.windows, args.equality), vocab)
+    if args.equality:
+        compare_tables(model, ids[:args.equality], args)
+    ids = ids[:args.windows]
     run_contender("streamed", model, ids[:2 * args.batch_size], args)  # warm-up
     best = {"forward": float("inf"), "streamed": float("inf")}
     for _ in range(args.repeats):
@@ -150,11 +172,11 @@ def main(argv=None):
           "(goal <= 1.3)")
     if args.no_memory:
         return
-    names = ["forward", "streamed"] + (["unreduced"] if args.unreduced else [])
+    names = ["forward", "streamed"]
     print("peak memory above the loaded model (host RSS" + (", GPU allocated" if args.device != "cpu" else "") + ")")
     for n in args.memory_n:
         cells = []
-        for name in names:
+        for name in names + (["unreduced"] if args.unreduced and n <= args.unreduced_max_n else []):
             m = measure_memory(args, name, n)
             gpu = f" / GPU {mib(m['gpu_bytes'])}" if m["gpu_bytes"] is not None else ""
             cells.append(f"{name} {mib(m['host_bytes'])}{'' if m['exact'] else '*'}{gpu}")

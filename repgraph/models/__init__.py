@@ -1,7 +1,8 @@
 """Models defined in repgraph (no torchvision): CIFAR ResNets, VGG-BN, a small CNN for images; a 1-D
 CNN and a 1-D ResNet for sequences such as MNIST-1D (every ReLU is its own module so every hook point
 is unambiguous); and ``byte_gpt``, a byte-level Hugging Face GPT-2 built from a config (needs the
-``transformers`` extra; not in ``MODELS``, whose factories take ``num_classes`` and ``in_channels``)."""
+``transformers`` extra; not in ``MODELS``, whose factories take ``num_classes`` and ``in_channels``);
+``load_smollm2``, a real pretrained LLM from an offline PyPI wheel."""
 from __future__ import annotations
 
 import difflib
@@ -14,6 +15,7 @@ from .byte_gpt import byte_gpt
 from .cnn1d import CNN1d, cnn1d
 from .resnet import BasicBlock, BasicBlock1d, ResNet, ResNet1d, resnet1d, resnet20, resnet32, resnet56, resnet110
 from .small_cnn import SmallCNN, small_cnn
+from .smollm2 import load_smollm2, smollm2_file
 from .vgg import VGG, vgg11, vgg16, vgg19
 
 IMAGE_MODELS = {  # input (N, C, H, W)
@@ -86,4 +88,4 @@ def example_input(name: str, *, batch_size: int = 1, in_channels: int = 3, size:
 __all__ = ["MODELS", "IMAGE_MODELS", "SEQUENCE_MODELS", "get_model", "example_input", "BasicBlock",
            "BasicBlock1d", "ResNet", "ResNet1d", "VGG", "SmallCNN", "CNN1d", "resnet20", "resnet32",
            "resnet56", "resnet110", "resnet1d", "vgg11", "vgg16", "vgg19", "small_cnn", "cnn1d", "byte_gpt",
-           "AdditiveLM"]
+           "AdditiveLM", "load_smollm2", "smollm2_file"]
