@@ -284,7 +284,7 @@ def _intersections(A, B) -> np.ndarray:
     return _common(A, B)[0].sum(axis=1)
 
 
-def jaccard_knn(X, Y, k: int = 10) -> float:
+def jaccard_knn(X, Y, k: int = _DEFAULT_K) -> float:
     """Jaccard similarity of the kNN sets: ``(1/N) Σ_i |N_k^X(i) ∩ N_k^Y(i)| / |N_k^X(i) ∪ N_k^Y(i)|``.
 
     ``N_k^X(i)``: the k nearest other samples of i in X by cosine distance (``neighbourhood``).
@@ -332,7 +332,7 @@ def jaccard_knn(X, Y, k: int = 10) -> float:
     return float(np.mean(inter / (2 * A.k - inter)))
 
 
-def mutual_knn(X, Y, k: int = 10) -> float:
+def mutual_knn(X, Y, k: int = _DEFAULT_K) -> float:
     """Mutual k-nearest-neighbour alignment: ``(1/N) Σ_i |N_k^X(i) ∩ N_k^Y(i)| / k``.
 
     As platonic-rep's ``mutual_knn`` computes it, on L2-normalised rows (its kNN takes the k
@@ -375,7 +375,7 @@ def mutual_knn(X, Y, k: int = 10) -> float:
     return float(np.mean(_intersections(A, B) / A.k))
 
 
-def rank_similarity(X, Y, k: int = 10) -> float:
+def rank_similarity(X, Y, k: int = _DEFAULT_K) -> float:
     """Rank similarity of the kNN lists, as ReSi's code computes it:
 
     ``(1/N) Σ_i v_i``, ``v_i = (1/H_{m_i}) Σ_{j ∈ N_k^X(i) ∩ N_k^Y(i)} 2 / ((1 + |r_X(j) − r_Y(j)|)(r_X(j) + r_Y(j)))``
@@ -444,7 +444,7 @@ def _distances(cosines: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - cosines, 0.0, 2.0)  # scikit-learn's cosine distance, clipped to [0, 2]
 
 
-def second_order_cosine(X, Y, k: int = 10) -> float:
+def second_order_cosine(X, Y, k: int = _DEFAULT_K) -> float:
     """Second-order cosine similarity, as ReSi's code computes it: for each sample i, the cosine
     between its vectors of cosine *distances* to the union of its neighbours in X and in Y,
 
@@ -532,7 +532,7 @@ def _self_hsic(A: Neighbourhood) -> float:
     return A._cache["hsic"]
 
 
-def cknna(X, Y, k: int = 10) -> float:
+def cknna(X, Y, k: int = _DEFAULT_K) -> float:
     """Centered kernel nearest-neighbour alignment (CKNNA): CKA of the cosine kernels restricted
     to the pairs that are neighbours in both representations, as platonic-rep's ``cknna`` computes
     it (its default ``unbiased=True``), on L2-normalised rows:
@@ -541,9 +541,11 @@ def cknna(X, Y, k: int = 10) -> float:
 
     with ``K_ij = cos(x_i, x_j)``, ``L_ij = cos(y_i, y_j)``, the one-directional kNN masks
     ``(M_X)_ij = 1`` if j ∈ N_k^X(i) (not symmetrised, as the reference), ``M = M_X ∘ M_Y``, and
-    HSIC_u the unbiased estimator of Song et al. (2012, eq. 5). CKNNA(X, X) = 1; symmetric;
-    invariant to orthogonal transforms and isotropic scaling; k = N − 1 gives the unbiased CKA
-    of the cosine kernels.
+    HSIC_u the unbiased estimator of Song et al. (2012, eq. 5). CKNNA(X, X) = 1; invariant to
+    orthogonal transforms and isotropic scaling; k = N − 1 gives the unbiased CKA of the cosine
+    kernels. Not exactly symmetric, as the reference: the masked kernels are not symmetric
+    matrices, so HSIC_u's term ``1ᵀ(M ∘ K)(M ∘ L)1`` changes when X and Y swap (slightly: the
+    row and column sums of the masked kernels differ only through the one-directional mask).
 
     The reference adds ``1e-6`` to the denominator; it is dropped here, so the value does not
     depend on that absolute constant (HSIC_u of kNN-masked kernels scales like k/N and is often
