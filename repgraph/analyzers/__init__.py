@@ -10,12 +10,16 @@ from .criteria import chip_scores, clp_outliers, clp_upper_bounds, hrank_scores,
 from .gbs import gbs, gbs_matrix, sample_graph
 from .layer_redundancy import layer_redundancy
 from .modularity import modularity, modularity_curve
+from .neighbourhood import (Neighbourhood, cknna, jaccard_knn, mutual_knn, neighbourhood, rank_similarity,
+                            second_order_cosine)
 from .topology import (birth_point_of_map, birth_points, class_feature_entropy, entropy_ranking_scores,
                        feature_entropy, persistence_entropy)
 
-__all__ = ["CentralFilters", "MinibatchCKA", "angular_distance", "birth_point_of_map", "birth_points",
-           "block_influence", "central_filters", "chip_scores", "cka", "cka_matrix", "class_feature_entropy",
-           "closeness_centrality", "clp_outliers", "clp_upper_bounds", "communities", "compensate_next_layer",
-           "damage_correlation", "entropy_ranking_scores", "feature_entropy", "gbs", "gbs_matrix", "hrank_scores", "hsic_matrix",
-           "l1_scores", "layer_central_filters", "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve",
-           "oriented_rank_correlation", "persistence_entropy", "relative_update_norm", "sample_graph"]
+__all__ = ["CentralFilters", "MinibatchCKA", "Neighbourhood", "angular_distance", "birth_point_of_map",
+           "birth_points", "block_influence", "central_filters", "chip_scores", "cka", "cka_matrix", "cknna",
+           "class_feature_entropy", "closeness_centrality", "clp_outliers", "clp_upper_bounds", "communities",
+           "compensate_next_layer", "damage_correlation", "entropy_ranking_scores", "feature_entropy", "gbs", "gbs_matrix",
+           "hrank_scores", "hsic_matrix", "jaccard_knn", "l1_scores", "layer_central_filters",
+           "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve", "mutual_knn",
+           "neighbourhood", "oriented_rank_correlation", "persistence_entropy", "rank_similarity", "relative_update_norm", "sample_graph",
+           "second_order_cosine"]
