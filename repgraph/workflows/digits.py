@@ -174,7 +174,7 @@ def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 
     matrices = (gbs_matrix(acts, progress=progress), cka_matrix(acts, progress=progress),
                 cka_matrix(acts, debiased=True, progress=progress))
     for ax, matrix in zip(axes, matrices):
-        plot_similarity_heatmap(matrix, ax=ax, half=True, vmin=float(matrix.to_numpy().min()))  # each its own range
+        plot_similarity_heatmap(matrix, ax=ax, half=True)  # each on its own (fitted) colour range
     fig.tight_layout()
     sections.append(("Layer similarity: GBS (full graph), biased CKA, debiased CKA", fig))
     n_maps = 128
