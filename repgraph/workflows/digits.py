@@ -232,7 +232,7 @@ def prune(out, *, method: str = "layers", criterion: str = "l1", ratio: float = 
         label = f"{criterion} filters, ratio {ratio} of {len(convs)} convs"
 
         def pruner(m):
-            return prune_filters(m, scores, ratio=ratio, example_input=x)
+            return prune_filters(m, scores.for_pruning(), ratio=ratio, example_input=x)
     row = prune_experiment(model, pruner, train_set, test_set, example_input=x, finetune_epochs=finetune_epochs,
                            seed=seed, name=label, progress=progress)
     atomic_write(out / "prune.csv", lambda p: row.to_frame().T.to_csv(p, index=False))
