@@ -228,6 +228,7 @@ CASES = {
     "block_taylor_scores": ("lm", lambda m, tmp: repgraph.block_taylor_scores(m, TOKENS, progress=False), True),
     "prune_filters": ("cnn", lambda m, tmp: repgraph.prune_filters(m, _scores(m), ratio=0.5, example_input=X1),
                       True),
+    "save_pruned": ("cnn", lambda m, tmp: repgraph.save_pruned(m, tmp.with_name(f"{tmp.name}_pruned.pt")), False),
     "removable_layers": ("cnn", lambda m, tmp: repgraph.removable_layers(m, X1), True),
     "remove_layers": ("cnn", lambda m, tmp: repgraph.remove_layers(m, ["layer1.1"], example_input=X1), True),
     "uncoupled_convs": ("cnn", lambda m, tmp: repgraph.uncoupled_convs(m, X1), True),
