@@ -156,7 +156,9 @@ def plot_similarity_heatmap(matrix, ax=None, vmin: float | None = None, vmax: fl
     ax.set_yticklabels([label(i) for i in matrix.index], fontsize=tick_size)
     ax.set_xlabel(_axis_title(matrix.columns) if xlabel is None else xlabel)
     ax.set_ylabel(_axis_title(matrix.index) if ylabel is None else ylabel)
-    if values.size <= 12 * 12 if annotate is None else annotate:
+    if annotate is None:
+        annotate = values.size <= 12 * 12
+    if annotate:
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 r, g, b, _ = image.cmap(image.norm(v))

@@ -36,6 +36,8 @@ class ScoresImportance(tp.importance.Importance):
     ----------
     scores : dict of str to ndarray
         The scores as float64 arrays.
+    model : nn.Module or None
+        The model the names were checked against (None until the first call without ``model``).
 
     Raises
     ------
