@@ -113,13 +113,13 @@ def filter_pruning(model, train_set, x, args, run):
         if criterion == "central_filter":
             counts = pd.DataFrame([{"conv": c, "filters": modules[c].out_channels,
                                     "asked ceil(C*ratio)": prune_count(modules[c].out_channels, args.ratio),
-                                    "pruned": len(sel.pruned)} for c, sel in scores.items()])
+                                    "pruned": len(sel.pruned)} for c, sel in scores.selections.items()])
             short = counts[counts["pruned"] != counts["asked ceil(C*ratio)"]]
             print(counts.to_string(index=False))
             print(f"  Central-Filter prunes what it asks in {len(counts) - len(short)} of {len(counts)} convs "
                   f"({counts['pruned'].sum()} of {counts['asked ceil(C*ratio)'].sum()} filters)", flush=True)
         rows.append(run(f"filters: {criterion}",
-                        lambda m, s=scores: prune_filters(m, s, ratio=args.ratio, example_input=x)))
+                        lambda m, s=scores.for_pruning(): prune_filters(m, s, ratio=args.ratio, example_input=x)))
     return rows
 
 

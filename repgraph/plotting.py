@@ -59,10 +59,78 @@ def plot_modularity_curve(curve_or_curves, ax=None, *, show_std: bool = True, ti
 
 
 
-def plot_similarity_heatmap(matrix, ax=None, vmin: float = 0.0, vmax: float = 1.0, *, half: bool = False,
-                            title: str | None = None, cmap: str = "magma", colorbar: bool = True):
-    """Heatmap of a layer × layer similarity DataFrame (``cka_matrix``, ``gbs_matrix``) with
-    shortened layer labels; ``half=True`` masks the upper triangle of a symmetric matrix."""
+def plot_similarity_heatmap(matrix, ax=None, vmin: float | None = None, vmax: float | None = None, *,
+                            half: bool = False, title: str | None = None, cmap: str = "magma",
+                            colorbar: bool = True, xlabel: str | None = None, ylabel: str | None = None,
+                            tick_size: float = 7, tick_rotation: float = 90, short_names: bool = True,
+                            annotate: bool | None = None, fmt: str = ".3f"):
+    """Heatmap of a layer × layer similarity table (``cka_matrix``, ``gbs_matrix``).
+
+    Rows run up the y axis (``origin="lower"``), columns along the x axis. The colour range fits
+    the values shown, so a full-graph GBS matrix (values 0.95–1) is not one pale square; pass
+    ``vmin=0, vmax=1`` to put several panels on one fixed scale.
+
+    Parameters
+    ----------
+    matrix : DataFrame
+        Rows and columns are layers (``cka_matrix``, ``gbs_matrix``); its ``attrs["measure"]``
+        labels the colour bar and the title.
+    ax : matplotlib Axes, optional
+        Where to draw; default a new 7 × 4 inch figure.
+    vmin, vmax : float, optional
+        The ends of the colour range; None (default) = the smallest / largest value shown.
+    half : bool
+        Mask the upper triangle of a square (symmetric) matrix.
+    title : str, optional
+        Default: the measure and its graph or estimator (``"GBS (full graph)"``).
+    cmap : str
+        A matplotlib colormap name.
+    colorbar : bool
+        Draw a colour bar, labelled with ``attrs["measure"]`` when the table has one.
+    xlabel, ylabel : str, optional
+        The axis titles, e.g. the two models' names for a cross matrix
+        (``xlabel="seed 1", ylabel="seed 0"``). Default: the columns' / index's name, and
+        ``"layer"`` when it has none or it is the analyzers' placeholder ``"layer2"``.
+    tick_size : float
+        Font size (points) of the tick labels and the annotated values.
+    tick_rotation : float
+        Rotation (degrees) of the x tick labels.
+    short_names : bool
+        Shorten layer names on the ticks (``short_layer_name``: ``layer1.0`` → ``1.0``,
+        ``features.10`` → ``f10``); False shows them whole.
+    annotate : bool, optional
+        Write each value in its cell; None (default) = when the matrix has at most 12 × 12 cells.
+    fmt : str
+        Format spec of the annotated values (``format(value, fmt)``).
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Raises
+    ------
+    TypeError
+        If ``matrix`` is not a DataFrame.
+    ValueError
+        For ``half=True`` on a matrix that is not square, or ``vmin`` above ``vmax``.
+
+    References
+    ----------
+    The layer × layer similarity heatmaps of Kornblith et al., "Similarity of Neural Network
+    Representations Revisited", ICML 2019 (Figure 1 onward).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> M = pd.DataFrame([[1.0, 0.96], [0.96, 1.0]], index=["layer1.0", "layer1.1"],
+    ...                  columns=["layer1.0", "layer1.1"])
+    >>> M.attrs["measure"] = "GBS"
+    >>> ax = plot_similarity_heatmap(M, xlabel="model B", ylabel="model A")
+    >>> ax.images[0].get_clim(), ax.get_xlabel(), [t.get_text() for t in ax.texts]
+    ((0.96, 1.0), 'model B', ['1.000', '0.960', '0.960', '1.000'])
+    """
     import numpy as np
 
     if not isinstance(matrix, pd.DataFrame):
@@ -72,21 +140,43 @@ def plot_similarity_heatmap(matrix, ax=None, vmin: float = 0.0, vmax: float = 1.
         if values.shape[0] != values.shape[1]:
             raise ValueError("half=True needs a square (symmetric) matrix.")
         values = np.where(np.triu(np.ones_like(values, dtype=bool), k=1), np.nan, values)
+    shown = values[np.isfinite(values)]
+    low, high = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
+    low, high = low if vmin is None else float(vmin), high if vmax is None else float(vmax)
+    if low > high:
+        raise ValueError(f"vmin={low:g} lies above vmax={high:g}; pass vmin <= vmax (or None to fit the data).")
     ax = _axes(ax)
-    image = ax.imshow(values, vmin=vmin, vmax=vmax, cmap=cmap, origin="lower", interpolation="nearest")
+    image = ax.imshow(values, vmin=low, vmax=high, cmap=cmap, origin="lower", interpolation="nearest")
+    label = short_layer_name if short_names else str
     ax.set_xticks(range(values.shape[1]))
-    ax.set_xticklabels([short_layer_name(c) for c in matrix.columns], rotation=90, fontsize=7)
+    slanted = tick_rotation % 90 != 0  # a slanted label ends under its column
+    ax.set_xticklabels([label(c) for c in matrix.columns], rotation=tick_rotation, fontsize=tick_size,
+                       ha="right" if slanted else "center", rotation_mode="anchor" if slanted else "default")
     ax.set_yticks(range(values.shape[0]))
-    ax.set_yticklabels([short_layer_name(i) for i in matrix.index], fontsize=7)
-    ax.set_xlabel(str(matrix.columns.name or "layer"))
-    ax.set_ylabel(str(matrix.index.name or "layer"))
-    measure = matrix.attrs.get("measure", "similarity")
+    ax.set_yticklabels([label(i) for i in matrix.index], fontsize=tick_size)
+    ax.set_xlabel(_axis_title(matrix.columns) if xlabel is None else xlabel)
+    ax.set_ylabel(_axis_title(matrix.index) if ylabel is None else ylabel)
+    if annotate is None:
+        annotate = values.size <= 12 * 12
+    if annotate:
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                r, g, b, _ = image.cmap(image.norm(v))
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=tick_size,
+                        color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
+    measure = matrix.attrs.get("measure")
     k = matrix.attrs.get("k")
     detail = matrix.attrs.get("estimator") or ("full graph" if k == "full" else f"k={k}" if k is not None else "")
-    ax.set_title(title or (f"{measure} ({detail})" if detail else measure), fontsize=9)
+    name = measure or "similarity"
+    ax.set_title(title or (f"{name} ({detail})" if detail else name), fontsize=9)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=measure)
     return ax
+
+
+def _axis_title(labels: pd.Index) -> str:
+    """An axis's default title: the index's name, ``"layer"`` for none or the analyzers' ``"layer2"``."""
+    return "layer" if labels.name in (None, "", "layer2") else str(labels.name)
 
 
 def plot_sample_graph(A, labels, ax=None, *, max_nodes: int = 300, layout: str = "spring", seed: int = 0,

@@ -70,7 +70,7 @@ def test_plot_similarity_heatmap():
     shown = ax.images[0].get_array()
     assert np.ma.is_masked(shown[0, 2]) or np.isnan(shown[0, 2])  # upper triangle hidden
     assert [t.get_text() for t in ax.get_yticklabels()] == ["conv1", "1.0", "1.1"]
-    assert "CKA" in ax.get_title() and ax.get_xlabel() == "layer2"
+    assert "CKA" in ax.get_title() and ax.get_xlabel() == "layer"  # the "layer2" placeholder reads "layer"
     plt.close("all")
     with pytest.raises(ValueError, match="square"):
         plot_similarity_heatmap(M.iloc[:2], half=True)

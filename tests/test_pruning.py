@@ -97,9 +97,9 @@ def test_central_filter_prunes_the_requested_count_in_every_layer_of_the_digits_
                                max_samples=256, progress=False)
     modules = dict(model.named_modules())
     assert len(scores) == 9
-    for conv, selection in scores.items():
+    for conv, selection in scores.selections.items():
         assert len(selection.pruned) == math.ceil(modules[conv].out_channels * 0.4), conv
-    pruned = prune_filters(model, scores, example_input=x)
+    pruned = prune_filters(model, scores.for_pruning(), example_input=x)
     l1 = prune_filters(model, {c: l1_scores(model)[c] for c in scores}, ratio=0.4, example_input=x)
     assert count_params_flops(pruned, x) == count_params_flops(l1, x)  # the same budget as any ranking
 

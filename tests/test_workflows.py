@@ -44,10 +44,12 @@ def test_map_criteria_score_each_convs_post_relu_maps(cnn_and_data):
                                progress=False)
     expected = entropy_ranking_scores(rg.class_feature_entropy(rg.birth_points(maps), labels))
     np.testing.assert_allclose(entropy["conv1"], expected)
-    selection = rg.filter_scores(model, "central_filter", convs=["conv1"], data=test, example_input=x,
-                                 max_samples=40, ratio=0.25, progress=False)["conv1"]
+    central = rg.filter_scores(model, "central_filter", convs=["conv1"], data=test, example_input=x,
+                               max_samples=40, ratio=0.25, progress=False)
     reference = rg.central_filters(rg.filter_similarity(maps), 0.25)
+    selection = central.selections["conv1"]
     assert (selection.kept, selection.pruned) == (reference.kept, reference.pruned)
+    assert central["conv1"].tolist() == [0.0 if f in reference.pruned else 1.0 for f in range(model.conv1.out_channels)]
 
 
 def test_weight_criteria_and_default_convs(cnn_and_data):
@@ -135,7 +137,7 @@ def test_scores_importance_drives_torch_prunings_own_pruner():
     x = torch.zeros(1, 3, 32, 32)
     original = model.features[0].weight.detach().clone()
     scores = {"features.0": np.array([5.0, 1.0, 7.0] + [0.5] * 60 + [9.0])}  # 64 filters, scored by hand
-    pruner = tp.pruner.MetaPruner(model, x, importance=rg.ScoresImportance(model, scores), pruning_ratio=0.5,
+    pruner = tp.pruner.MetaPruner(model, x, importance=rg.ScoresImportance(scores, model=model), pruning_ratio=0.5,
                                   ignored_layers=[model.classifier])
     pruner.step()
     # only the scored group is pruned; it keeps its 32 best: 9.0 (63), 7.0 (2), 5.0 (0), 1.0 (1), and 28 of
@@ -145,7 +147,7 @@ def test_scores_importance_drives_torch_prunings_own_pruner():
     rows = {int(torch.nonzero((original == w).flatten(1).all(1))[0]) for w in kept}
     assert {0, 1, 2, 63} <= rows and len(rows) == 32
     with pytest.raises(ValueError, match="now has 32"):
-        rg.ScoresImportance(model, scores)(tp.DependencyGraph().build_dependency(model, example_inputs=x)
+        rg.ScoresImportance(scores, model=model)(tp.DependencyGraph().build_dependency(model, example_inputs=x)
                                            .get_pruning_group(model.features[0], tp.prune_conv_out_channels,
                                                               idxs=[0]))
 
@@ -153,9 +155,9 @@ def test_scores_importance_drives_torch_prunings_own_pruner():
 def test_scores_importance_bad_input():
     model = vgg11()
     with pytest.raises(ValueError, match="Unknown layer 'nope'"):
-        rg.ScoresImportance(model, {"nope": np.ones(3)})
+        rg.ScoresImportance({"nope": np.ones(3)}, model=model)
     with pytest.raises(ValueError, match="NaN or Inf"):
-        rg.ScoresImportance(model, {"features.0": np.full(64, np.nan)})
+        rg.ScoresImportance({"features.0": np.full(64, np.nan)}, model=model)
 
 
 def test_criterion_importance_equals_scores_of_the_criterion():

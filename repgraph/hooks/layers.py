@@ -11,9 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._arrays import resolve_device
 from .._results import described
-from .batches import example_batch, input_dtype
 from .presets import PRESETS
 from .trace import run_with_hooks
 
@@ -253,20 +251,7 @@ def list_layers(model: nn.Module, example_input) -> pd.DataFrame:
             row["calls"] += 1
         return hook
 
-    batch = example_batch(example_input)
-    dtype = input_dtype(model)
-    args, kwargs = batch.arguments(resolve_device(None, like=model), dtype)
-    if len(args) > 1:
-        raise TypeError(f"example_input holds {len(args)} positional inputs; list_layers runs model(x) or "
-                        "model(**inputs): pass a dict of the model's keyword inputs instead.")
-    hooks = [(m, make_hook(n, m)) for n, m in model.named_modules() if n]
-    try:
-        run_with_hooks(model, args[0] if args else kwargs, hooks)
-    except Exception as err:
-        explained = batch.explained(err, dtype)
-        if explained is err:
-            raise
-        raise explained from err
+    run_with_hooks(model, example_input, [(m, make_hook(n, m)) for n, m in model.named_modules() if n])
     table = [rows.get(n, {"name": n, "type": type(m).__name__, "output_shape": None,
                           "params": sum(p.numel() for p in m.parameters()), "calls": 0})
              for n, m in model.named_modules() if n]

@@ -1,28 +1,55 @@
 """One traced forward: run a model once in eval mode under no_grad with temporary forward hooks."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
+from .._arrays import resolve_device
+from .batches import example_batch, input_dtype
 from .handles import TemporaryHooks
 from .modes import evaluating
 
 
+def traced_input(model: nn.Module, example_input):
+    """The input of one traced forward, from any data form ``capture_activations`` takes (a
+    tensor, array or DataFrame; ``(X, y)``; a dict of per-sample inputs; a Dataset's first
+    sample, a DataLoader's or iterable's first batch): one tensor for ``model(x)`` or a dict for
+    ``model(**inputs)``, on the model's device, floating inputs cast to its dtype (integer and
+    bool inputs, token ids and masks, as they are). ``TypeError`` for several positional inputs
+    (``((X1, X2), y)``); ``ValueError``/``TypeError`` for a form capture refuses, or empty data."""
+    return _traced_batch(model, example_input)[1]
+
+
+def _traced_batch(model: nn.Module, example_input):
+    """``(batch, input)``: the ``Batch`` drawn from ``example_input`` (once: a DataLoader is not
+    asked twice) and its ``traced_input``."""
+    batch = example_batch(example_input)
+    args, kwargs = batch.arguments(resolve_device(None, like=model), input_dtype(model))
+    if len(args) > 1:
+        raise TypeError(f"example_input holds {len(args)} positional inputs; a traced forward runs model(x) or "
+                        "model(**inputs): pass one input, or a dict of the model's keyword inputs.")
+    return batch, args[0] if args else kwargs
+
+
 def run_with_hooks(model: nn.Module, example_input, hooks) -> object:
-    """Run ``model(example_input)`` (``model(**example_input)`` for a dict) once (eval mode,
-    no_grad, modes restored) with each ``(module, hook)`` of ``hooks`` registered as a forward
-    hook; the model's own hooks run too and stay (``TemporaryHooks``), and every hook added here
-    is removed afterwards, also when the forward raises. Returns the model's output."""
+    """Run the model once on ``example_input`` (any form ``traced_input`` takes: ``model(x)``,
+    ``model(**inputs)`` for a dict) in eval mode under no_grad, modes restored, with each
+    ``(module, hook)`` of ``hooks`` registered as a forward hook; the model's own hooks run too
+    and stay (``TemporaryHooks``), and every hook added here is removed afterwards, also when the
+    forward raises. An error of the model's that the data form may explain (integer inputs to a
+    floating model) is raised again with what the input held. Returns the model's output."""
+    batch, x = _traced_batch(model, example_input)
     added = TemporaryHooks(model)
     try:
         for module, hook in hooks:
             added.forward(module, hook)
         with evaluating(model), torch.no_grad():
-            if isinstance(example_input, Mapping):
-                return model(**example_input)
-            return model(example_input)
+            return model(**x) if isinstance(x, dict) else model(x)
+    except Exception as err:
+        explained = batch.explained(err, input_dtype(model))
+        if explained is err:
+            raise
+        raise explained from err
     finally:
         added.remove()
 

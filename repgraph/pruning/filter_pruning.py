@@ -10,6 +10,7 @@ import torch_pruning as tp
 from torch import nn
 
 from .._arrays import check_ratio, prune_count
+from .._warnings import warn_user
 from ..analyzers.central_filters import CentralFilters
 from .groups import CONV, combine_scores, consumer_convs, coupled_convs, dependency_graph
 
@@ -40,7 +41,7 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
         go first (ties: the lower channel index).
     ratio_dict : mapping, optional
         conv name -> its own fraction, taking precedence over ``ratio`` for its group.
-    example_input : tensor or dict
+    example_input : tensor, array, dict or any data form of ``capture_activations``
         One input batch, to trace the model's dependencies.
     ignored : iterable of str
         Module names never to prune.
@@ -49,6 +50,14 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
     -------
     nn.Module
         The pruned copy.
+
+    Warns
+    -----
+    FutureWarning
+        For ``filter_scores``' scores of a criterion that selects (central_filter, their
+        ``.selections`` not empty): until the next release the selections are pruned, as when
+        ``filter_scores`` returned them; pass ``scores.for_pruning()`` (the selections) or
+        ``dict(scores)`` (the 1/0 scores).
 
     Raises
     ------
@@ -74,6 +83,14 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
     >>> rg.prune_filters(model, rg.l1_scores(model), ratio=0.25, example_input=x)[0]
     Conv1d(1, 6, kernel_size=(3,), stride=(1,))
     """
+    selections = getattr(scores, "selections", None)  # filter_scores' LayerScores of a selecting criterion
+    if selections:
+        warn_user("These scores come with Central-Filter selections (filter_scores(..., 'central_filter') now "
+                  "returns scores, the selections in .selections): prune_filters prunes the selections, with "
+                  "their compensation, as before, until the next release, which will prune by the scores. Pass "
+                  "scores.for_pruning() to keep pruning the selections, or dict(scores) to prune by the scores.",
+                  FutureWarning)
+        scores = {**scores, **selections}
     if ratio is None and ratio_dict is None and not any(isinstance(v, CentralFilters) for v in scores.values()):
         raise ValueError("Pass ratio= (a fraction in [0, 1)) or ratio_dict={conv name: fraction}.")
     for key, r in ([("ratio", ratio)] if ratio is not None else []) + [

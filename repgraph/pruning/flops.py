@@ -1,12 +1,10 @@
 """Parameter and multiply-accumulate counts from a traced forward."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
-from ..hooks.trace import run_with_hooks
+from ..hooks.trace import run_with_hooks, traced_input
 
 
 def count_params_flops(model: nn.Module, example_input) -> tuple[int, int]:
@@ -21,9 +19,10 @@ def count_params_flops(model: nn.Module, example_input) -> tuple[int, int]:
     ----------
     model : nn.Module
         Any model.
-    example_input : tensor or dict
-        An input batch; a dict is passed as keyword arguments. The batch size — a tensor's first
-        axis, or that of a dict's first tensor (e.g. ``input_ids``) — is divided out.
+    example_input : tensor, array, DataFrame, tuple, dict, Dataset, DataLoader or iterable
+        An input batch, in any data form of ``capture_activations`` (``traced_input``); a dict is
+        passed as keyword arguments. The batch size — the input's first axis, or that of a dict's
+        first tensor (e.g. ``input_ids``) — is divided out.
 
     Returns
     -------
@@ -34,9 +33,11 @@ def count_params_flops(model: nn.Module, example_input) -> tuple[int, int]:
 
     Raises
     ------
+    ValueError, TypeError
+        For a data form ``capture_activations`` refuses, or several positional inputs.
     Exception
-        Whatever ``model(example_input)`` raises propagates unchanged (the hooks are removed and
-        the modes restored first).
+        Whatever ``model(example_input)`` raises propagates (the hooks are removed and the modes
+        restored first).
 
     Notes
     -----
@@ -68,8 +69,8 @@ def count_params_flops(model: nn.Module, example_input) -> tuple[int, int]:
 
     hooks = [(m, conv_hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     hooks += [(m, linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
-    run_with_hooks(model, example_input, hooks)
-    first = example_input if not isinstance(example_input, Mapping) else next(
-        (v for v in example_input.values() if isinstance(v, torch.Tensor)), None)
+    x = traced_input(model, example_input)
+    run_with_hooks(model, x, hooks)
+    first = x if not isinstance(x, dict) else next((v for v in x.values() if isinstance(v, torch.Tensor)), None)
     batch = first.shape[0] if isinstance(first, torch.Tensor) and first.ndim > 0 else 1
     return sum(p.numel() for p in model.parameters()), macs[0] // batch

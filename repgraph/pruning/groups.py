@@ -8,6 +8,7 @@ from torch import nn
 
 from ..hooks.handles import reserve_hook_ids
 from ..hooks.modes import evaluating
+from ..hooks.trace import traced_input
 
 CONV = nn.modules.conv._ConvNd
 
@@ -16,14 +17,16 @@ def dependency_graph(model: nn.Module, example_input) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model`` traced on ``example_input``, with a clear error
     when tracing fails. The model is left as it was: Torch-Pruning's tracer puts it in eval mode
     (each submodule's flag is restored) and adds forward hooks (given ids none of the model's own
-    hooks holds, so those stay and run)."""
+    hooks holds, so those stay and run). ``example_input`` is any data form of
+    ``capture_activations`` (``traced_input``)."""
     # Built without ignored_layers: with the classifier ignored there, Torch-Pruning 1.6 routes the
     # residual group through the classifier's transposed weight and duplicates indices. Ignored
     # modules are excluded when the groups are chosen instead.
+    x = traced_input(model, example_input)
     try:
         with evaluating(model):
             reserve_hook_ids(model)
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
     except Exception as err:  # Torch-Pruning raises many types while tracing
         raise ValueError(f"Torch-Pruning could not trace {type(model).__name__}: {type(err).__name__}: "
                          f"{err}. Check that forward() runs on example_input and uses standard modules.") from err
@@ -59,7 +62,7 @@ def uncoupled_convs(model: nn.Module, example_input) -> list[str]:
     ----------
     model : nn.Module
         The network.
-    example_input : tensor or dict
+    example_input : tensor, array, dict or any data form of ``capture_activations``
         One input batch, to trace the model's dependencies.
 
     Returns

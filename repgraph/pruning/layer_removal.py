@@ -89,7 +89,7 @@ def removable_layers(model: nn.Module, example_input=None) -> list[str]:
     ----------
     model : nn.Module
         The network.
-    example_input : tensor, optional
+    example_input : tensor, array, dict or any data form of ``capture_activations``, optional
         One batch for a traced forward (eval mode, no_grad, modes restored) that checks the shapes
         of a CNN's residual blocks. Without it a residual block counts when its shortcut is the
         identity (``shortcut`` is ``nn.Identity``, or ``downsample`` is None). Not needed for a
@@ -146,7 +146,7 @@ def remove_layers(model: nn.Module, names, *, example_input=None) -> nn.Module:
         The network; not modified.
     names : str or list of str
         Blocks to remove, as ``named_modules()`` names them (see ``removable_layers``).
-    example_input : tensor, optional
+    example_input : tensor, array, dict or any data form of ``capture_activations``, optional
         For a CNN: one batch with which ``removable_layers`` checks by a traced forward that each
         block keeps the shape; without it the block's identity shortcut is the check.
 

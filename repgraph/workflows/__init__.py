@@ -6,11 +6,12 @@ benchmarks share: on digits (``repgraph.workflows.digits``), on MNIST-1D
 sets for the notebooks."""
 from .block_redundancy import block_redundancy
 from .checkpoints import modularity_curves
-from .clp import LayerScores, clp_scores
+from .clp import clp_scores
 from .criteria import (CriterionInputs, FilterCriterion, criteria_names, get_criterion, register_criterion,
                        unregister_criterion)
 from .filter_report import layer_filter_report
 from .filter_scores import criterion_importance, filter_scores
+from .layer_scores import LayerScores
 from .prune_experiment import prune_experiment
 
 __all__ = ["CriterionInputs", "FilterCriterion", "LayerScores", "block_redundancy", "clp_scores", "criteria_names",

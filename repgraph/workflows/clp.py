@@ -6,12 +6,7 @@ from torch import nn
 
 from ..analyzers.criteria import clp_outliers, clp_upper_bounds
 from ..hooks.trace import conv_bn_pairs
-
-
-class LayerScores(dict):
-    """dict conv name -> (C_out,) scores; ``flagged`` maps each name to a boolean mask (CLP)."""
-
-    flagged: dict
+from .layer_scores import LayerScores
 
 
 def clp_scores(model: nn.Module, u: float = 3.0, *, example_input) -> LayerScores:
@@ -29,7 +24,7 @@ def clp_scores(model: nn.Module, u: float = 3.0, *, example_input) -> LayerScore
         The network; it is traced once in eval mode (its modes are restored).
     u : float
         Outlier threshold in standard deviations (the paper's default 3).
-    example_input : tensor
+    example_input : tensor, array, dict or any data form of ``capture_activations``
         One input batch to trace the conv→BN data flow with (never registration order).
 
     Returns
@@ -60,11 +55,10 @@ def clp_scores(model: nn.Module, u: float = 3.0, *, example_input) -> LayerScore
     if not pairs:
         raise ValueError(f"{type(model).__name__} has no conv -> BN pair; CLP needs BatchNorm after convs.")
     modules = dict(model.named_modules())
-    scores, flagged = LayerScores(), {}
+    scores, flagged = {}, {}
     for conv_name, bn_name in pairs:
         bn = modules[bn_name]
         uclc = clp_upper_bounds(modules[conv_name].weight, bn.weight, bn.running_var, bn.eps)
         scores[conv_name] = uclc
         flagged[conv_name] = clp_outliers(uclc, u)
-    scores.flagged = flagged
-    return scores
+    return LayerScores(scores, flagged=flagged)

@@ -13,6 +13,7 @@ from ..analyzers import central_filters, chip_scores, class_feature_entropy, hra
 from ..analyzers.topology import birth_points, entropy_ranking_scores
 from ..builders import filter_similarity
 from .clp import clp_scores
+from .layer_scores import LayerScores
 
 
 @dataclass
@@ -34,7 +35,8 @@ class CriterionInputs:
 @dataclass(frozen=True)
 class FilterCriterion:
     """A named filter criterion: ``score(inputs: CriterionInputs) -> {conv name: scores}`` where
-    scores are a (C_out,) array (higher = keep) or a ``CentralFilters`` selection."""
+    scores are a (C_out,) array (higher = keep) or a ``CentralFilters`` selection (which
+    ``filter_scores`` returns as scores, the selection in ``.selections``)."""
 
     name: str
     score: Callable[[CriterionInputs], dict]
@@ -126,8 +128,9 @@ def _l1(inputs):
 @register_criterion("clp", needs_maps=False,
                     description="channel Lipschitz upper bound (Zheng et al., ECCV 2022)")
 def _clp(inputs):
-    return {c: s for c, s in clp_scores(inputs.model, example_input=inputs.example_input).items()
-            if c in inputs.convs}
+    found = clp_scores(inputs.model, example_input=inputs.example_input)
+    return LayerScores({c: s for c, s in found.items() if c in inputs.convs},
+                       flagged={c: f for c, f in found.flagged.items() if c in inputs.convs})
 
 
 @register_criterion("random", needs_maps=False, description="uniform random scores (a control)")

@@ -174,7 +174,7 @@ def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 
     matrices = (gbs_matrix(acts, progress=progress), cka_matrix(acts, progress=progress),
                 cka_matrix(acts, debiased=True, progress=progress))
     for ax, matrix in zip(axes, matrices):
-        plot_similarity_heatmap(matrix, ax=ax, half=True, vmin=float(matrix.to_numpy().min()))  # each its own range
+        plot_similarity_heatmap(matrix, ax=ax, half=True)  # each on its own (fitted) colour range
     fig.tight_layout()
     sections.append(("Layer similarity: GBS (full graph), biased CKA, debiased CKA", fig))
     n_maps = 128
@@ -232,7 +232,7 @@ def prune(out, *, method: str = "layers", criterion: str = "l1", ratio: float = 
         label = f"{criterion} filters, ratio {ratio} of {len(convs)} convs"
 
         def pruner(m):
-            return prune_filters(m, scores, ratio=ratio, example_input=x)
+            return prune_filters(m, scores.for_pruning(), ratio=ratio, example_input=x)
     row = prune_experiment(model, pruner, train_set, test_set, example_input=x, finetune_epochs=finetune_epochs,
                            seed=seed, name=label, progress=progress)
     atomic_write(out / "prune.csv", lambda p: row.to_frame().T.to_csv(p, index=False))

@@ -7,10 +7,11 @@ from ..hooks import capture_activations
 from ..hooks.trace import following_relu
 from ..pruning import ScoresImportance, uncoupled_convs
 from .criteria import CriterionInputs, get_criterion
+from .layer_scores import LayerScores
 
 
 def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, data=None, ratio: float = 0.4,
-                  max_samples: int = 256, seed: int = 0, progress: bool = True) -> dict:
+                  max_samples: int = 256, seed: int = 0, progress: bool = True) -> LayerScores:
     """Per-filter scores of ``convs`` under a registered criterion, ready for ``prune_filters``.
 
     Map-based criteria (``needs_maps``: hrank, chip, entropy, central_filter, and users' own) read
@@ -25,7 +26,7 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     criterion : str or FilterCriterion
         A registered name (``repgraph.workflows.criteria_names()``: l1, clp, random, hrank, chip,
         entropy, central_filter and users' own) or a ``FilterCriterion``.
-    example_input : tensor or dict
+    example_input : tensor, array, dict or any data form of ``capture_activations``
         One input batch, for tracing (which ReLU follows which conv, conv→BN pairs).
     convs : list of str, optional
         The convs to score; default ``uncoupled_convs(model, example_input)`` (those not tied to
@@ -46,8 +47,12 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
 
     Returns
     -------
-    dict
-        conv name -> (C_out,) scores (higher = keep), or -> ``CentralFilters`` for central_filter.
+    LayerScores
+        dict conv name -> (C_out,) scores (higher = keep) under every criterion. A criterion that
+        selects (central_filter) scores its selection 1.0 for kept and 0.0 for pruned filters and
+        keeps the ``CentralFilters`` in ``.selections``; ``prune_filters(model,
+        scores.for_pruning(), ...)`` carries out the criterion (the selection exactly, with its
+        compensation; the ranking elsewhere). CLP's outlier masks are in ``.flagged``.
 
     Raises
     ------
@@ -78,6 +83,9 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     >>> scores = rg.filter_scores(model, "hrank", example_input=X[:1], data=X, progress=False)
     >>> {conv: s.shape for conv, s in scores.items()}    # the maps after ReLUs "1" and "3"
     {'0': (4,), '2': (6,)}
+    >>> cf = rg.filter_scores(model, "central_filter", example_input=X[:1], data=X, ratio=0.5, progress=False)
+    >>> cf["2"].tolist() == [float(f in cf.selections["2"].kept) for f in range(6)]
+    True
     """
     chosen = get_criterion(criterion)
     convs = uncoupled_convs(model, example_input) if convs is None else list(convs)
@@ -91,7 +99,7 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
                                    max_samples=max_samples, progress=progress)
         inputs.maps = {conv: acts[relu] for conv, relu in relus.items()}
         inputs.labels = acts.labels
-    return chosen.score(inputs)
+    return LayerScores.of(chosen.score(inputs))
 
 
 def criterion_importance(model: nn.Module, criterion, **kwargs) -> ScoresImportance:
@@ -104,7 +112,8 @@ def criterion_importance(model: nn.Module, criterion, **kwargs) -> ScoresImporta
     model : nn.Module
         The network to score; the pruner must prune this same model.
     criterion : str or FilterCriterion
-        A registered criterion that ranks filters (not ``central_filter``, which selects).
+        A registered criterion; central_filter ranks by its selection (kept above pruned),
+        without the compensation ``prune_filters`` adds for it.
     **kwargs
         Passed on to ``filter_scores``: ``example_input`` (required), ``convs``, ``data``,
         ``ratio``, ``max_samples``, ``seed``, ``progress``.
@@ -120,8 +129,7 @@ def criterion_importance(model: nn.Module, criterion, **kwargs) -> ScoresImporta
     ValueError
         As ``filter_scores``.
     TypeError
-        For ``central_filter`` (a selection, not a ranking: use ``prune_filters``), or a missing
-        ``example_input``.
+        For a missing ``example_input``.
 
     References
     ----------
@@ -138,4 +146,4 @@ def criterion_importance(model: nn.Module, criterion, **kwargs) -> ScoresImporta
     >>> type(imp).__name__
     'ScoresImportance'
     """
-    return ScoresImportance(model, filter_scores(model, criterion, **kwargs))
+    return ScoresImportance(filter_scores(model, criterion, **kwargs), model=model)

@@ -355,7 +355,8 @@ def filter_pruning(model: torch.nn.Module, train_data, test_data, *, ratio: floa
     for criterion in criteria:
         scores = filter_scores(model, criterion, convs=convs, data=train_data, example_input=x, ratio=ratio,
                                max_samples=max_samples, seed=seed, progress=progress)
-        row = prune_experiment(model, lambda m, s=scores: prune_filters(m, s, ratio=ratio, example_input=x),
+        prunable = scores.for_pruning()
+        row = prune_experiment(model, lambda m, s=prunable: prune_filters(m, s, ratio=ratio, example_input=x),
                                train_data, test_data, example_input=x, finetune_epochs=finetune_epochs, seed=seed,
                                name=f"{criterion}, ratio {ratio}", progress=progress)
         rows.append({"criterion": criterion, "ratio": ratio, **row.to_dict()})

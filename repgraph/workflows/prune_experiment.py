@@ -29,7 +29,7 @@ def prune_experiment(model: nn.Module, prune: Callable[[nn.Module], nn.Module], 
         Fine-tuning data (``train``).
     test_data : Dataset or tuple (X, y)
         Where accuracy is measured (``evaluate``).
-    example_input : tensor or dict
+    example_input : tensor, array, dict or any data form of ``capture_activations``
         One input for ``count_params_flops``.
     finetune_epochs : int
         Epochs of fine-tuning; 0 skips it (then ``accuracy_finetuned`` = ``accuracy_pruned``).
