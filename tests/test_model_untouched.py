@@ -228,6 +228,8 @@ CASES = {
     "block_taylor_scores": ("lm", lambda m, tmp: repgraph.block_taylor_scores(m, TOKENS, progress=False), True),
     "prune_filters": ("cnn", lambda m, tmp: repgraph.prune_filters(m, _scores(m), ratio=0.5, example_input=X1),
                       True),
+    "layer_sensitivity": ("cnn", lambda m, tmp: repgraph.layer_sensitivity(m, (X, Y), layers=["conv1", "fc"],
+                                                                           repeats=1), True),
     "removable_layers": ("cnn", lambda m, tmp: repgraph.removable_layers(m, X1), True),
     "remove_layers": ("cnn", lambda m, tmp: repgraph.remove_layers(m, ["layer1.1"], example_input=X1), True),
     "uncoupled_convs": ("cnn", lambda m, tmp: repgraph.uncoupled_convs(m, X1), True),
