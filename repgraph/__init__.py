@@ -24,7 +24,7 @@ _WHERE = {
     **dict.fromkeys(["LMEvaluation", "ScoresImportance", "block_removal_loss", "block_taylor_scores",
                      "blocks_to_remove", "count_params_flops", "evaluate",
                      "evaluate_lm", "heal_lm", "layer_sensitivity", "prune_filters", "redundant_by_similarity", "redundant_layers",
-                     "removable_layers", "remove_layers", "sensitivity_ratios", "sleb_removal", "train", "uncoupled_convs"],
+                     "removable_layers", "remove_layers", "sensitivity_ratios", "sleb_removal", "snf_ratios", "train", "uncoupled_convs"],
                     ".pruning"),
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "modularity_curves", "prune_experiment", "register_criterion"], ".workflows"),

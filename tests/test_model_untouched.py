@@ -230,6 +230,7 @@ CASES = {
                       True),
     "layer_sensitivity": ("cnn", lambda m, tmp: repgraph.layer_sensitivity(m, (X, Y), layers=["conv1", "fc"],
                                                                            repeats=1), True),
+    "snf_ratios": ("cnn", lambda m, tmp: repgraph.snf_ratios(m, _scores(m), target_flops=0.8, example_input=X1), True),
     "removable_layers": ("cnn", lambda m, tmp: repgraph.removable_layers(m, X1), True),
     "remove_layers": ("cnn", lambda m, tmp: repgraph.remove_layers(m, ["layer1.1"], example_input=X1), True),
     "uncoupled_convs": ("cnn", lambda m, tmp: repgraph.uncoupled_convs(m, X1), True),
