@@ -5,6 +5,12 @@ correlation of the two rankings (and of the ratios ``sensitivity_ratios`` gives)
 Not part of CI (minutes on CPU).
 
     python benchmarks/sensitivity_ordering.py [--model resnet20] [--short 1] [--epochs 15] [--seeds 0,1]
+
+Measured (2 shared CPU cores, ``--size 8 --repeats 2 --epochs 10 --seeds 0``, Gaussian damage at
+0.5·RMS): resnet20, 22 layers, accuracy 0.930 after 1 epoch and 0.985 after 10; Spearman of the
+loss changes 0.487, of the ratios at a 0.4 target 0.388. The fully trained model's loss changes are
+small (most below 0.01, some negative), so its ranking is noisy at this damage: the claim of the
+same ordering is not reproduced here; a larger ``--scale`` and more ``--repeats`` are untried.
 """
 from __future__ import annotations
 
