@@ -156,6 +156,8 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
             raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
         n = sources[0].n
         states = [runner.submit(_prepared, m, s.data, params, device, s.name) for s in sources]
+        if runner.in_process:  # every layer prepared (and its errors raised) before any pair is scored
+            runner.results(states, desc=f"{m.name} layers", progress=False)
         if acts2 is None:
             pairs = [(a, b) for a in range(len(xs)) for b in range(a, len(xs))]
         else:
