@@ -54,6 +54,11 @@ class CalibratedScore(NamedTuple):
     alpha : float
         The level α of τ.
 
+    Notes
+    -----
+    A NamedTuple: it unpacks, and ``_replace`` works; comparing two results with ``==`` compares
+    their ``null`` arrays element-wise (numpy's ambiguity error), so compare fields instead.
+
     References
     ----------
     Gröger et al., "Calibrated Representation Similarity", ICML 2026; github.com/mlbio-epfl/

@@ -145,8 +145,40 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
     if builtin and not calibrate:
         out = _matrix_of_builtin(m.name, acts, acts2, params, device, progress, client)
         out.attrs.update(about, estimator=out.attrs.get("estimator", m.description))
-        out.attrs.setdefault("n_samples", _n_samples(acts))
+        if "n_samples" not in out.attrs and _n_samples(acts) is not None:
+            out.attrs["n_samples"] = _n_samples(acts)
         return out
+    rows, cols, n, pairs, results = _pair_results(m, acts, acts2, params, device, progress, client,
+                                                  (n_permutations, seed, alpha) if calibrate else None)
+    symmetric, offset = acts2 is None, 0 if acts2 is None else len(rows)
+
+    def frame(values, extra=()):
+        """The pairs' ``values`` as the (L, L'[, extra]) array (mirrored when symmetric), or a frame."""
+        out = np.zeros((len(rows), len(cols)) + tuple(extra))
+        for (a, b), value in zip(pairs, values):
+            out[a, b - offset] = value
+            if symmetric:
+                out[b, a] = value
+        if extra:
+            return out
+        return pd.DataFrame(out, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
+
+    if not calibrate:
+        return described(frame(results), m.name, m.reference, estimator=m.description, **_rest(about), n_samples=n)
+    tables = {name: frame([getattr(r, name) for r in results]) for name in CALIBRATION_FIELDS}
+    tables["null"] = frame([r.null for r in results], (n_permutations,))
+    return described(frame([r.calibrated for r in results]), m.name, m.reference, estimator=m.description,
+                     **_rest(about), n_samples=n, values="calibrated", n_permutations=n_permutations, alpha=alpha,
+                     seed=seed if seed is None or isinstance(seed, (int, np.integer)) else repr(seed),
+                     calibration=tables)
+
+
+def _pair_results(m, acts, acts2, params, device, progress, client, calibration):
+    """The plan of a registry measure: one task per layer prepares it, one task per pair (a ≤ b
+    without ``acts2``; every pair of ``acts`` × ``acts2`` with it) scores it, or with
+    ``calibration = (K, seed, alpha)`` calibrates it against the K permutations drawn once from
+    ``seed``. Returns the row and column layers, N, the pairs (indices into acts + acts2) and
+    their scores or ``CalibratedScore``s."""
     with planning(client) as runner:
         xs, _ = layer_sources(acts, runner)
         ys = [] if acts2 is None else layer_sources(acts2, runner, what="acts2", suffix=" (acts2)")[0]
@@ -162,37 +194,15 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
             pairs = [(a, b) for a in range(len(xs)) for b in range(a, len(xs))]
         else:
             pairs = [(a, len(xs) + b) for a in range(len(xs)) for b in range(len(ys))]
-        if calibrate:
+        if calibration is not None:
+            n_permutations, seed, alpha = calibration
             perms = runner.share(permutations(n, n_permutations, seed))
             tasks = [runner.submit(calibrated_pair, m, states[a], states[b], perms, alpha) for a, b in pairs]
         else:
             tasks = [runner.submit(_score, m, states[a], states[b]) for a, b in pairs]
         results = runner.results(tasks, desc=f"{m.name} pairs", progress=progress)
         runner.emit_warnings(states)
-    rows, cols = [s.layer for s in xs], [s.layer for s in (ys or xs)]
-    shape = (len(rows), len(cols))
-
-    def filled(values, extra=()):
-        out = np.zeros(shape + tuple(extra))
-        for (a, b), value in zip(pairs, values):
-            b -= len(xs) if acts2 is not None else 0
-            out[a, b] = value
-            if acts2 is None:
-                out[b, a] = value
-        return out
-
-    def frame(values):
-        return pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
-
-    if not calibrate:
-        return described(frame(filled(results)), m.name, m.reference, estimator=m.description, **_rest(about),
-                         n_samples=n)
-    tables = {name: frame(filled([getattr(r, name) for r in results])) for name in CALIBRATION_FIELDS}
-    tables["null"] = filled([r.null for r in results], (n_permutations,))
-    return described(frame(filled([r.calibrated for r in results])), m.name, m.reference, estimator=m.description,
-                     **_rest(about), n_samples=n, values="calibrated", n_permutations=n_permutations, alpha=alpha,
-                     seed=seed if seed is None or isinstance(seed, (int, np.integer)) else repr(seed),
-                     calibration=tables)
+    return [s.layer for s in xs], [s.layer for s in (ys or xs)], n, pairs, results
 
 
 def _rest(about: dict) -> dict:
