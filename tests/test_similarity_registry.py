@@ -393,3 +393,15 @@ def test_layer_similarity_on_a_client_equals_in_process(client, registered):
                     assert np.array_equal(np.asarray(there.attrs["calibration"][field]), np.asarray(table)), field
     with rg.parallel(client):
         assert rg.layer_similarity(acts, measure="rsa").equals(rg.layer_similarity(acts, measure="rsa", client=None))
+
+
+def test_a_replaced_builtin_name_runs_the_replacement():
+    acts = _acts()
+    try:
+        rg.register_measure("cka", prepare=rsa_prepare, score=rsa_score, maximum=1.0, replace=True)
+        M = rg.layer_similarity(acts, measure="cka")  # the user's measure, not cka_matrix
+        assert M.loc["a", "c"] == pytest.approx(_rsa_direct(acts["a"], acts["c"]), abs=1e-14)
+    finally:
+        rg.register_measure(BUILTINS["cka"], replace=True)
+    assert rg.get_measure("cka") is BUILTINS["cka"]
+    assert rg.layer_similarity(acts, measure="cka").equals(rg.cka_matrix(acts, progress=False))

@@ -61,7 +61,8 @@ class CalibratedScore(NamedTuple):
 
     References
     ----------
-    Gröger et al., "Calibrated Representation Similarity", ICML 2026; github.com/mlbio-epfl/
+    Gröger, Wen & Brbić,
+    "Revisiting the Platonic Representation Hypothesis: An Aristotelian View", ICML 2026 (arXiv 2602.14486); github.com/mlbio-epfl/
     Aristotelian at 785054b, ``aristotelian/metrics/calibration.py`` (``compute_calibration_stats``,
     ``compute_null_variants``) and ``aggregation.py`` (``tau_order_statistic``, ``gated_rescaled``).
 
@@ -206,7 +207,8 @@ def calibrated_score(score: float, null, *, alpha: float = 0.05, maximum: float 
 
     References
     ----------
-    Gröger et al., "Calibrated Representation Similarity", ICML 2026; github.com/mlbio-epfl/
+    Gröger, Wen & Brbić,
+    "Revisiting the Platonic Representation Hypothesis: An Aristotelian View", ICML 2026 (arXiv 2602.14486); github.com/mlbio-epfl/
     Aristotelian at 785054b; Phipson & Smyth, "Permutation P-values Should Never Be Zero",
     Stat. Appl. Genet. Mol. Biol. 2010 (the add-one estimator).
 
@@ -354,7 +356,8 @@ def calibrate(measure, X, Y, n_permutations: int = 200, alpha: float = 0.05, see
 
     References
     ----------
-    Gröger et al., "Calibrated Representation Similarity", ICML 2026; github.com/mlbio-epfl/
+    Gröger, Wen & Brbić,
+    "Revisiting the Platonic Representation Hypothesis: An Aristotelian View", ICML 2026 (arXiv 2602.14486); github.com/mlbio-epfl/
     Aristotelian at 785054b; Klabunde et al., ICLR 2025 (the measures).
 
     Examples

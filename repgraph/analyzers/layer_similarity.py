@@ -20,18 +20,14 @@ from .similarity_measures import BUILTINS, get_measure, measure_names
 CALIBRATION_FIELDS = ("score", "p_value", "tau", "null_mean", "null_std", "null_centred", "z")
 
 
-def _matrix_of_builtin(name, acts, acts2, params, device, progress, client) -> pd.DataFrame:
-    """The uncalibrated matrix of a built-in measure, from ``cka_matrix`` / ``gbs_matrix``."""
-    common = dict(device=device, progress=progress, client=client)
-    if name == "cka":
-        return cka_matrix(acts, acts2, **common)
-    if name == "cka_debiased":
-        return cka_matrix(acts, acts2, debiased=True, **common)
-    if name == "cka_rbf":
-        return cka_matrix(acts, acts2, kernel="rbf", sigma=params["sigma"], **common)
-    if name == "gbs":
-        return gbs_matrix(acts, acts2, **common)
-    return gbs_matrix(acts, acts2, k=params["k"], **common)
+#: the built-ins whose uncalibrated matrix comes from cka_matrix / gbs_matrix (same values, same attrs)
+_MATRICES = {
+    "cka": lambda acts, acts2, params, **kw: cka_matrix(acts, acts2, **kw),
+    "cka_debiased": lambda acts, acts2, params, **kw: cka_matrix(acts, acts2, debiased=True, **kw),
+    "cka_rbf": lambda acts, acts2, params, **kw: cka_matrix(acts, acts2, kernel="rbf", sigma=params["sigma"], **kw),
+    "gbs": lambda acts, acts2, params, **kw: gbs_matrix(acts, acts2, **kw),
+    "gbs_knn": lambda acts, acts2, params, **kw: gbs_matrix(acts, acts2, k=params["k"], **kw),
+}
 
 
 def _prepared(measure, rows, params: dict, device, name: str):
@@ -114,9 +110,9 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
 
     References
     ----------
-    Klabunde et al., "Similarity of Neural Network Models: A Survey of Functional and
-    Representational Measures", ICLR 2025; Gröger et al., "Calibrated Representation
-    Similarity", ICML 2026 (github.com/mlbio-epfl/Aristotelian at 785054b).
+    Klabunde et al., "ReSi: A Comprehensive Benchmark for Representational Similarity Measures",
+    ICLR 2025; Gröger, Wen & Brbić, "Revisiting the Platonic Representation Hypothesis: An Aristotelian View", ICML 2026 (arXiv 2602.14486)
+    (github.com/mlbio-epfl/Aristotelian at 785054b).
 
     Examples
     --------
@@ -136,14 +132,14 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
                         f"measure={acts2!r}.")
     m = get_measure(measure)
     params = m.parameters(measure_params)
-    builtin = BUILTINS.get(m.name) is m
+    delegated = m.name in _MATRICES and BUILTINS.get(m.name) is m  # not a user's replacement of the name
     if calibrate:
         n_permutations = check_count(n_permutations, "n_permutations")
         alpha = _check_alpha(alpha)
     about = dict(measure=m.name, parameters=params, higher_is_more_similar=m.higher_is_more_similar,
                  invariances=tuple(sorted(m.invariances)), maximum=m.maximum, calibrated=bool(calibrate))
-    if builtin and not calibrate:
-        out = _matrix_of_builtin(m.name, acts, acts2, params, device, progress, client)
+    if delegated and not calibrate:
+        out = _MATRICES[m.name](acts, acts2, params, device=device, progress=progress, client=client)
         out.attrs.update(about, estimator=out.attrs.get("estimator", m.description))
         if "n_samples" not in out.attrs and _n_samples(acts) is not None:
             out.attrs["n_samples"] = _n_samples(acts)

@@ -2,13 +2,22 @@
 once (``prepare``), how to score two prepared layers (``score``) and how to permute a prepared
 layer's samples without preparing it again (``permute``, for permutation nulls), and what it is
 (orientation, bound, invariances). ``layer_similarity`` and ``calibrate`` take any registered
-measure by name; ``register_measure`` adds one (Klabunde et al., ICLR 2025, survey such measures;
+measure by name; ``register_measure`` adds one (Klabunde et al., ICLR 2025, benchmark such measures;
 Gröger et al., ICML 2026, calibrate them by permutation).
 
 Built-ins: ``cka`` (linear, biased HSIC), ``cka_debiased`` (linear, unbiased HSIC), ``cka_rbf``
 (``sigma`` = 0.5), ``gbs`` (full cosine sample graph) and ``gbs_knn`` (cosine kNN graph, ``k`` = 3);
 their scores are those of ``repgraph.cka`` and ``repgraph.gbs`` (same kernels and graphs, prepared
 by ``cka.PreparedKernel`` and ``gbs.PreparedGraph``).
+
+A measure whose prepared state has a ``permuted(perm)`` method registers in one call, e.g. the
+neighbourhood measures (``neighbourhood(X, k=10) -> Neighbourhood``, scores
+``f(Neighbourhood_a, Neighbourhood_b)``)::
+
+    register_measure("jaccard_knn", prepare=neighbourhood, score=jaccard_knn,
+                     permute=lambda s, p: s.permuted(p),  # the default; may be left out
+                     maximum=1.0, invariances={...}, defaults={"k": 10},
+                     description="...", reference="...")
 """
 from __future__ import annotations
 
@@ -118,10 +127,10 @@ class SimilarityMeasure:
 
     References
     ----------
-    Klabunde et al., "Similarity of Neural Network Models: A Survey of Functional and
-    Representational Measures", ACM Computing Surveys 2025 / ICLR 2025 (the measures and their
-    invariances); Gröger et al., "Calibrated Representation Similarity", ICML 2026 (permutation
-    calibration; github.com/mlbio-epfl/Aristotelian).
+    Klabunde et al., "ReSi: A Comprehensive Benchmark for Representational Similarity Measures",
+    ICLR 2025, and "Similarity of Neural Network Models: A Survey of Functional and
+    Representational Measures", ACM Computing Surveys 2025 (the measures and their invariances);
+    Gröger, Wen & Brbić, "Revisiting the Platonic Representation Hypothesis: An Aristotelian View", ICML 2026 (arXiv 2602.14486) (permutation calibration; github.com/mlbio-epfl/Aristotelian).
 
     Examples
     --------
