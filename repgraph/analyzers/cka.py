@@ -164,6 +164,16 @@ def _check_kernel(kernel, debiased, sigma):
         raise ValueError(f"sigma must be positive, got {sigma!r}.")
 
 
+def _cross_norm(A: torch.Tensor, B: torch.Tensor) -> float:
+    """``‖AᵀB‖_F`` of two float64 column-centred feature matrices (the linear CKA's feature path)."""
+    return float(torch.linalg.matrix_norm(A.T @ B))
+
+
+def _feature_cka(xy: float, xx: float, yy: float, names) -> float:
+    """Linear biased CKA from ``‖ỸᵀX̃‖_F``, ``‖X̃ᵀX̃‖_F`` and ``‖ỸᵀỸ‖_F``: ``xy² / (xx·yy)``."""
+    return float(_normalise(np.array([[xx ** 2, xy ** 2], [xy ** 2, yy ** 2]]), names)[0, 1])
+
+
 def cka(X, Y, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5, device=None) -> float:
     """CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L)) with K, L the kernels of X and Y.
 
@@ -218,11 +228,134 @@ def cka(X, Y, *, kernel: str = "linear", debiased: bool = False, sigma: float = 
                              "representations of the same samples.")
         if Xc.shape[0] >= max(Xc.shape[1], Yc.shape[1]):  # feature path: D×D products
             Xd, Yd = Xc.double(), Yc.double()
-            xy, xx, yy = (torch.linalg.matrix_norm(a.T @ b) for a, b in ((Yd, Xd), (Xd, Xd), (Yd, Yd)))
-            return float(_normalise(np.array([[float(xx) ** 2, float(xy) ** 2],
-                                              [float(xy) ** 2, float(yy) ** 2]]), ["X", "Y"])[0, 1])
+            return _feature_cka(_cross_norm(Yd, Xd), _cross_norm(Xd, Xd), _cross_norm(Yd, Yd), ["X", "Y"])
     hsic = hsic_matrix([X, Y], kernel=kernel, debiased=debiased, sigma=sigma, device=device, names=["X", "Y"])
     return float(_normalise(hsic, ["X", "Y"])[0, 1])
+
+
+class PreparedKernel:
+    """One layer prepared once for ``prepared_cka`` against any other layer: what ``cka`` computes
+    of X alone, kept so that comparing it with many layers (or with many permutations of another
+    layer, for a permutation null) repeats only the pairwise part.
+
+    Holds the float32 column-centred features X̃ (``_centred_features``, as ``cka``), for the
+    linear biased estimator the float64 X̃ and ``‖X̃ᵀX̃‖_F`` (the feature path ``cka`` takes when
+    N ≥ both widths), and on first need the centred (``HKH``) or U-centred float64 Gram matrix
+    with its self inner product (the Gram path, as ``hsic_matrix``). ``permuted(perm)`` is the
+    state of ``X[perm]`` by re-indexing: rows of X̃, ``K[perm][:, perm]`` of the Gram (centring
+    commutes with a permutation of the samples), the norms unchanged.
+
+    Parameters
+    ----------
+    X : array or tensor (N, ...)
+        One layer's features (flattened).
+    kernel : {"linear", "rbf"}
+    debiased : bool
+        The unbiased HSIC estimator (needs N ≥ 4).
+    sigma : float
+        RBF width σ = ``sigma``·sqrt(median squared distance, diagonal included).
+    device : str or torch.device, optional
+    name : str
+        Name used in error messages.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.analyzers.cka import PreparedKernel, prepared_cka
+    >>> X = np.random.default_rng(0).normal(size=(20, 3))
+    >>> a = PreparedKernel(X)
+    >>> round(prepared_cka(a, PreparedKernel(2 * X + 1)), 6), round(prepared_cka(a, a.permuted(np.arange(20))), 6)
+    (1.0, 1.0)
+    """
+
+    def __init__(self, X, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5, device=None,
+                 name: str = "X"):
+        if X is None:  # ``permuted``'s empty shell
+            return
+        _check_kernel(kernel, debiased, sigma)
+        self.kernel, self.debiased, self.sigma, self.name = kernel, debiased, float(sigma), name
+        self.features, _ = _centred_features(X, name, device, 4 if debiased else 2)
+        self.n, self.width = self.features.shape
+        self.double = self.feature_norm = None
+        if kernel == "linear" and not debiased and self.n >= self.width:  # cka's feature path may be taken
+            self.double = self.features.double()
+            self.feature_norm = _cross_norm(self.double, self.double)
+        self._gram = self._self_inner = None
+        self._origin = self._index = None  # for a permuted state: the state it re-indexes, and how
+
+    def gram(self) -> tuple[torch.Tensor, float]:
+        """The centred (biased) or U-centred (unbiased) float64 Gram matrix and ``⟨K̃, K̃⟩``, built on
+        first call from the rows in blocks of ``hsic_matrix``'s size for two layers (a permuted
+        state re-indexes its origin's, which is built once)."""
+        if self._gram is None and self._origin is not None:
+            K, self._self_inner = self._origin.gram()
+            self._gram = K[self._index][:, self._index]
+        elif self._gram is None:
+            k = _Kernel(self.features, self.kernel, self.sigma, self.debiased, self.name)
+            step = row_chunk(self.n, 8 * self.n * 2)  # the blocks hsic_matrix([X, Y]) takes
+            self._gram = torch.cat([k.centred_block(slice(s, min(self.n, s + step)))
+                                    for s in range(0, self.n, step)])
+            flat = self._gram.reshape(-1)
+            self._self_inner = float(flat @ flat)
+        return self._gram, self._self_inner
+
+    def permuted(self, perm) -> "PreparedKernel":
+        """The prepared state of ``X[perm]``, re-indexed from this one (nothing recomputed)."""
+        index = torch.as_tensor(np.asarray(perm), dtype=torch.long, device=self.features.device)
+        if index.shape != (self.n,):
+            raise ValueError(f"perm must be a permutation of the {self.n} samples of {self.name}, got shape "
+                             f"{tuple(index.shape)}.")
+        out = PreparedKernel(None)
+        out.__dict__.update(self.__dict__)
+        out.features = self.features[index]
+        out.double = None if self.double is None else self.double[index]
+        out._origin = self if self._origin is None else self._origin
+        out._index = index if self._index is None else self._index[index]
+        out._gram = None
+        return out
+
+
+def prepared_cka(a: PreparedKernel, b: PreparedKernel) -> float:
+    """``cka(X, Y)`` of two prepared layers (``PreparedKernel``, same kernel and estimator): the
+    feature path ``‖ỸᵀX̃‖²_F / (‖X̃ᵀX̃‖_F ‖ỸᵀỸ‖_F)`` where ``cka`` takes it (linear, biased,
+    N ≥ both widths), else ``⟨K̃, L̃⟩ / sqrt(⟨K̃, K̃⟩⟨L̃, L̃⟩)`` of the (U-)centred Grams; equal to
+    ``cka`` up to the order of float64 sums.
+
+    Parameters
+    ----------
+    a, b : PreparedKernel
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For layers of different N or prepared with different options, or a constant layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repgraph.analyzers.cka import PreparedKernel, cka, prepared_cka
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(30, 4)), rng.normal(size=(30, 6))
+    >>> abs(prepared_cka(PreparedKernel(X), PreparedKernel(Y)) - cka(X, Y)) < 1e-12
+    True
+    """
+    if a.n != b.n:
+        raise ValueError(f"{a.name} has {a.n} samples but {b.name} has {b.n}; CKA compares representations "
+                         "of the same samples.")
+    if (a.kernel, a.debiased, a.sigma) != (b.kernel, b.debiased, b.sigma):
+        raise ValueError(f"{a.name} and {b.name} were prepared with different CKA options "
+                         f"({(a.kernel, a.debiased, a.sigma)} vs {(b.kernel, b.debiased, b.sigma)}).")
+    names = [a.name, b.name]
+    if a.double is not None and b.double is not None and a.n >= max(a.width, b.width):
+        return _feature_cka(_cross_norm(b.double, a.double), a.feature_norm, b.feature_norm, names)
+    (K, kk), (L, ll) = a.gram(), b.gram()
+    scale = a.n * (a.n - 3) if a.debiased else (a.n - 1) ** 2
+    kl = float(K.reshape(-1) @ L.reshape(-1))
+    return float(_normalise(np.array([[kk, kl], [kl, ll]]) / scale, names)[0, 1])
 
 
 MIN_BATCH = 4  # the unbiased HSIC needs n >= 4 samples
