@@ -53,7 +53,7 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
     Built-in measures uncalibrated are computed by ``cka_matrix`` / ``gbs_matrix`` (the same
     values, to the bit, and their ``attrs``). Any other measure: each layer is prepared once
     (one task per layer on the runner) and every pair scored from the prepared states (one task
-    per pair); without ``acts2`` only the pairs a ≤ b are scored and mirrored.
+    per pair); without ``acts2`` only the pairs a ≤ b of a symmetric measure are scored and mirrored.
 
     With ``calibrate=True`` each pair's score is calibrated against a permutation null
     (``calibrate``): K = ``n_permutations`` permutations of the samples are drawn once from
@@ -146,7 +146,7 @@ def layer_similarity(acts, acts2=None, measure="cka", *, calibrate: bool = False
         return out
     rows, cols, n, pairs, results = _pair_results(m, acts, acts2, params, device, progress, client,
                                                   (n_permutations, seed, alpha) if calibrate else None)
-    symmetric, offset = acts2 is None, 0 if acts2 is None else len(rows)
+    symmetric, offset = acts2 is None and m.symmetric, 0 if acts2 is None else len(rows)
 
     def frame(values, extra=()):
         """The pairs' ``values`` as the (L, L'[, extra]) array (mirrored when symmetric), or a frame."""
@@ -187,7 +187,7 @@ def _pair_results(m, acts, acts2, params, device, progress, client, calibration)
         if runner.in_process:  # every layer prepared (and its errors raised) before any pair is scored
             runner.results(states, desc=f"{m.name} layers", progress=False)
         if acts2 is None:
-            pairs = [(a, b) for a in range(len(xs)) for b in range(a, len(xs))]
+            pairs = [(a, b) for a in range(len(xs)) for b in (range(a, len(xs)) if m.symmetric else range(len(xs)))]
         else:
             pairs = [(a, len(xs) + b) for a in range(len(xs)) for b in range(len(ys))]
         if calibration is not None:

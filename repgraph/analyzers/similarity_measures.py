@@ -10,14 +10,14 @@ Built-ins: ``cka`` (linear, biased HSIC), ``cka_debiased`` (linear, unbiased HSI
 their scores are those of ``repgraph.cka`` and ``repgraph.gbs`` (same kernels and graphs, prepared
 by ``cka.PreparedKernel`` and ``gbs.PreparedGraph``).
 
-A measure whose prepared state has a ``permuted(perm)`` method registers in one call, e.g. the
-neighbourhood measures (``neighbourhood(X, k=10) -> Neighbourhood``, scores
-``f(Neighbourhood_a, Neighbourhood_b)``)::
+and the kNN-neighbourhood measures ``jaccard_knn``, ``rank_similarity``, ``second_order_cosine``,
+``mutual_knn`` and ``cknna`` (``k`` = 10, ReSi's default; one ``neighbourhood(X, k)`` per layer,
+permuted by re-indexing; ``repgraph.analyzers.neighbourhood``).
 
-    register_measure("jaccard_knn", prepare=neighbourhood, score=jaccard_knn,
-                     permute=lambda s, p: s.permuted(p),  # the default; may be left out
-                     maximum=1.0, invariances={...}, defaults={"k": 10},
-                     description="...", reference="...")
+A measure whose prepared state has a ``permuted(perm)`` method registers in one call, as these do::
+
+    register_measure("jaccard_knn", prepare=neighbourhood, score=jaccard_knn, maximum=1.0,
+                     invariances={"orthogonal", "isotropic_scaling"}, defaults={"k": 10})
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from typing import Callable
 from .cka import PreparedKernel, prepared_cka
 from .gbs import REFERENCE as GBS_REFERENCE
 from .gbs import PreparedGraph, prepared_gbs
+from .neighbourhood import cknna, jaccard_knn, mutual_knn, neighbourhood, rank_similarity, second_order_cosine
 
 #: What a measure may declare itself invariant to (transformations of one representation X):
 #: ``orthogonal`` X ↦ XQ (QᵀQ = I), ``isotropic_scaling`` X ↦ cX (c > 0), ``translation`` X ↦ X + 1bᵀ.
@@ -116,6 +117,10 @@ class SimilarityMeasure:
         ``calibrate`` accept exactly these as keyword arguments.
     reference : str or None
         Where the measure is defined (recorded as ``attrs["reference"]``).
+    symmetric : bool, default True
+        Whether ``score(a, b) == score(b, a)``; ``layer_similarity`` without ``acts2`` scores only
+        the pairs a ≤ b of a symmetric measure and mirrors them, every ordered pair otherwise
+        (CKNNA is not symmetric).
 
     Raises
     ------
@@ -155,6 +160,7 @@ class SimilarityMeasure:
     description: str = ""
     defaults: dict = field(default_factory=dict)
     reference: str | None = None
+    symmetric: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -170,6 +176,7 @@ class SimilarityMeasure:
                              f"{sorted(INVARIANCES)}.")
         object.__setattr__(self, "invariances", invariances)
         object.__setattr__(self, "higher_is_more_similar", bool(self.higher_is_more_similar))
+        object.__setattr__(self, "symmetric", bool(self.symmetric))
         if self.maximum is not None:
             maximum = float(self.maximum)
             if maximum != maximum or maximum in (float("inf"), float("-inf")):
@@ -236,7 +243,7 @@ def _add(measure: SimilarityMeasure, replace: bool) -> SimilarityMeasure:
 
 def register_measure(name, prepare=None, score=None, permute=permuted_state, *, higher_is_more_similar: bool = True,
                      maximum: float | None = None, invariances=(), description: str = "", defaults=None,
-                     reference: str | None = None, replace: bool = False):
+                     reference: str | None = None, symmetric: bool = True, replace: bool = False):
     """Register a similarity measure under ``name`` (see ``SimilarityMeasure``), so that
     ``layer_similarity(acts, measure=name)`` and ``calibrate(name, X, Y)`` use it.
 
@@ -263,6 +270,8 @@ def register_measure(name, prepare=None, score=None, permute=permuted_state, *, 
     defaults : dict, optional
         The parameters of ``prepare`` with their defaults.
     reference : str, optional
+    symmetric : bool, default True
+        Whether ``score(a, b) == score(b, a)`` (see ``SimilarityMeasure``).
     replace : bool
         Replace a measure already registered under ``name`` (else a ``ValueError``).
 
@@ -304,7 +313,7 @@ def register_measure(name, prepare=None, score=None, permute=permuted_state, *, 
                         "per layer).")
     fields = dict(prepare=prepare, permute=permute, higher_is_more_similar=higher_is_more_similar,
                   maximum=maximum, invariances=invariances, description=description, defaults=defaults or {},
-                  reference=reference)
+                  reference=reference, symmetric=symmetric)
     if score is None:
         def decorator(fn):
             _add(SimilarityMeasure(name, score=fn, **fields), replace)
@@ -457,5 +466,19 @@ BUILTINS = {m.name: m for m in (
     SimilarityMeasure("gbs_knn", _knn_graph, prepared_gbs, permuted_state, True, 1.0, _GRAPH,
                       "GBS on the cosine kNN sample graph, (A + Aᵀ)/2", {"k": 3}, GBS_REFERENCE),
 )}
-for _measure in BUILTINS.values():
+_NEIGHBOURHOOD_REFERENCE = {
+    "resi": "Klabunde et al., ICLR 2025 (ReSi, repsim/measures/nearest_neighbor.py)",
+    "platonic": "Huh et al., ICML 2024 (The Platonic Representation Hypothesis, metrics.py)"}
+#: the kNN-neighbourhood measures (repgraph.analyzers.neighbourhood), registered as built-ins too
+NEIGHBOURHOOD_MEASURES = {m.name: m for m in (
+    SimilarityMeasure(name, neighbourhood, score, permuted_state, True, 1.0, _GRAPH, description, {"k": 10},
+                      _NEIGHBOURHOOD_REFERENCE[source], symmetric=symmetric)
+    for name, score, description, source, symmetric in (
+        ("jaccard_knn", jaccard_knn, "mean Jaccard index of the cosine k-NN sets", "resi", True),
+        ("rank_similarity", rank_similarity, "ReSi's rank similarity of the cosine k-NN", "resi", True),
+        ("second_order_cosine", second_order_cosine, "ReSi's second-order cosine of k-NN cosine distances",
+         "resi", True),
+        ("mutual_knn", mutual_knn, "mean |N_A(i) ∩ N_B(i)| / k of the cosine k-NN", "platonic", True),
+        ("cknna", cknna, "CKA on the pairs that are k-NN in both (one-directional)", "platonic", False)))}
+for _measure in (*BUILTINS.values(), *NEIGHBOURHOOD_MEASURES.values()):
     _add(_measure, replace=False)
