@@ -53,4 +53,4 @@ html_static_path = []
 html_show_sourcelink = False  # no _sources/ copies: every page is built from files in this repository
 html_copy_source = False
 html_theme_options = {"description": "graph-theoretic analysis of neural-network representations",
-                      "fixed_sidebar": False, "page_width": "1280px"}
+                      "fixed_sidebar": False, "page_width": "1140px"}

@@ -62,10 +62,13 @@ def pages(package) -> dict[str, str]:
              ".. toctree::", "   :maxdepth: 1", ""]
     for group in groups:
         index.append(f"   {group.lstrip('_')}")
+    index += ["", "All names", "---------", "", ".. currentmodule:: repgraph", "", ".. autosummary::", ""]
+    index += [f"   {name}" for name in sorted(package.__all__, key=str.lower)]
     index.append("")
     for group, members in groups.items():
         module = f"repgraph.{group}"
-        title = f"{TITLES.get(group, group)}: ``{module}``"
+        # a private module (``_config``) is no import path to show: its names are imported from repgraph
+        title = TITLES.get(group, group) if group.startswith("_") else f"{TITLES.get(group, group)}: ``{module}``"
         lines = [title, "=" * len(title), ""]
         summary = _summary(module)
         if summary:
