@@ -1,6 +1,9 @@
 """repgraph: graph-theoretic analysis of neural-network representations, and pruning from it.
 
-See DESIGN §3 for the public API; every analyzer's docstring states its formula and reference.
+The public API is every name in ``repgraph.__all__`` (``import repgraph as rg; rg.<name>``). The
+documentation site documents each one (the API reference, one page per subpackage), with the README
+as user guide and the notebooks as examples: build it with ``make docs`` and open
+``docs/_build/html/index.html``. Every analyzer's docstring states its formula and reference.
 Names load lazily (``repgraph._lazy``): ``import repgraph`` is instant, and torch is imported by
 the first analysis that needs it.
 """

@@ -245,7 +245,7 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     default for (N, T, D)) or the token mean (``"token_mean"``: encoders; the default for feature
     maps, where it is the spatial mean). GBS, CKA and modularity compare samples through one
     vector each (``similarity_reduce``): the flattened representation by default, as in
-    DESIGN §4.1–4.3 (``None``: ``block_redundancy``'s default, the token mean of (N, T, D)
+    the README's definitions (``None``: ``block_redundancy``'s default, the token mean of (N, T, D)
     hidden states and the flattened map otherwise; ``repgraph.analyzers.block_criteria.default_reductions``).
 
     ``attrs``: ``rank_correlation`` (Spearman ρ between every two criterion columns over the

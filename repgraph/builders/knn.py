@@ -343,7 +343,7 @@ def knn_graph(X, k: int = 3, *, metric: str = "cosine", symmetrize="mean", negat
     Lu et al.'s code (github.com/yaolu-zjut/Dynamic-Graphs-Construction) ranks each row of the
     similarity matrix with its zeroed diagonal still in it, so a node with fewer than k positive
     similarities "picks itself" with weight 0 (no edge) instead of its next, negative-similarity
-    neighbour. Here, as DESIGN §4.1 says, the k neighbours are always other nodes; the two differ
+    neighbour. Here (the README's *Sample graph*) the k neighbours are always other nodes; the two differ
     only in that case (pre-ReLU layers, dead rows).
 
     References

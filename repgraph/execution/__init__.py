@@ -1,4 +1,4 @@
-"""How analyses execute (DESIGN §1.1): the runner protocol and the in-process runner, the active
+"""How analyses execute (README: *Scaling out*): the runner protocol and the in-process runner, the active
 client (``parallel``, ``client=``) and the registry through which a cluster runner is provided,
 and the layer sources every kernel reads its rows from (an in-memory array, a store's file).
 

@@ -20,7 +20,7 @@ def prune_filters(model: nn.Module, scores: Mapping, *, ratio: float | None = No
     """A pruned copy of ``model`` with the lowest-scored output filters of the scored convs removed.
 
     Channels coupled by residual additions form one Torch-Pruning group: their scores (each
-    divided by its max |score|) are averaged and pruned together, so the model stays valid.
+    divided by its max ``|score|``) are averaged and pruned together, so the model stays valid.
     ``ratio`` (or ``ratio_dict[name]``) is the fraction of a group's channels to remove:
     ``ceil(C·ratio)`` of them, the rule of every ratio in repgraph. A ``CentralFilters`` selection
     prunes exactly its ``pruned`` filters after adding each one's input weights in the next conv(s)

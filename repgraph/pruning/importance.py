@@ -18,7 +18,7 @@ class ScoresImportance(tp.importance.Importance):
     array, higher = keep; any repgraph criterion, e.g. ``filter_scores``, or the user's own).
 
     For a dependency group, the scores of every scored conv whose output channels the group prunes
-    are combined as ``prune_filters`` does (each divided by its max |score|, then averaged) and
+    are combined as ``prune_filters`` does (each divided by its max ``|score|``, then averaged) and
     returned for the group's channels; a group with no scored conv returns None, which
     Torch-Pruning's pruners skip. Scores are for the model as it was scored: a conv whose width
     has changed since (iterative pruning) raises ``ValueError``.

@@ -50,12 +50,12 @@ def _check_masks(masks, chosen: dict, name: str = "masks") -> dict:
 
 
 def magnitude_masks(model: nn.Module, sparsity: float, *, layers=None, masks=None, scope: str = "global") -> dict:
-    """Unstructured magnitude pruning: keep masks that remove the smallest-|w| weights until a
+    """Unstructured magnitude pruning: keep masks that remove the smallest-``|w|`` weights until a
     fraction ``sparsity`` of the weights is pruned.
 
     With N weights in the chosen layers (``scope="global"``, pooled) or in each layer
     (``scope="layer"``), ``k = ceil(sparsity·N)`` are pruned: those already pruned by ``masks``
-    and, of the survivors, the ``k − already`` of smallest |w| (ties: the earlier layer, then the
+    and, of the survivors, the ``k − already`` of smallest ``|w|`` (ties: the earlier layer, then the
     lower flattened index). Biases and norm parameters are never pruned.
 
     Parameters
@@ -91,7 +91,7 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, layers=None, masks=Non
 
     Examples
     --------
-    Half of six weights: the three smallest |w| (0.1, 0.2, 0.5) go:
+    Half of six weights: the three smallest ``|w|`` (0.1, 0.2, 0.5) go:
 
     >>> import torch
     >>> from torch import nn
@@ -335,7 +335,7 @@ def lottery_imp(model: nn.Module, train_fn, *, sparsity: float, rounds: int, rew
     Examples
     --------
     A "training" that adds (1, −0.05, 0, −2) to the weights (0.1, 0.2, 0.3, 0.4): round 1 of 2
-    prunes to 1 − 0.25^{1/2} = 0.5, the trained |w| 0.15 and 0.3; round 2 to 0.75, then 1.1 < 1.6:
+    prunes to 1 − 0.25^{1/2} = 0.5, the trained ``|w|`` 0.15 and 0.3; round 2 to 0.75, then 1.1 < 1.6:
 
     >>> import torch
     >>> from torch import nn

@@ -87,7 +87,7 @@ def snf_ratios(model: nn.Module, scores: Mapping, *, target_flops=None, target_p
 
     The search (a greedy knapsack over the channel groups ``prune_filters`` prunes together):
     within group g the filters go lowest combined score first (``prune_filters``' order), the
-    score of its next filter being u_g (``normalize="max"``: score / max |score| of the group, the
+    score of its next filter being u_g (``normalize="max"``: score / max ``|score|`` of the group, the
     rule ``prune_filters`` combines coupled convs by; ``"rank"``: its within-group quantile
     ``(rank + 1)/C_g``). Removing it saves ``ΔF_g = F(n) − F(n + e_g)``, F the cost of the model
     with ``n_g`` filters removed from each group, from a cost model in which every Conv/Linear's
