@@ -70,8 +70,8 @@ def spline_scores(model: nn.Module, *, layers=None, example_input=None) -> dict:
     ``d(k, k′) = min(‖h_k − h_k′‖, ‖h_k + h_k′‖)``  (H_k and −H_k are the same boundary),
     ``score_k = min_{k′ ≠ k} d(k, k′)``.
 
-    A unit that draws no boundary (``w_k = 0``, or ``γ_k = 0`` after its BatchNorm) scores 0; a
-    layer with a single unit scores ``inf``. Two units sharing a boundary both score 0: the
+    A unit that draws no boundary (``w_k = 0``, or ``γ_k = 0`` after its BatchNorm) scores 0; the only
+    unit of its layer that draws one scores ``inf``. Two units sharing a boundary both score 0: the
     score ranks redundancy, it does not say which one of a pair to keep.
 
     Parameters
