@@ -233,6 +233,8 @@ CASES = {
                                                                            repeats=1), True),
     "snf_ratios": ("cnn", lambda m, tmp: repgraph.snf_ratios(m, _scores(m), target_flops=0.8, example_input=X1), True),
     "magnitude_masks": ("cnn", lambda m, tmp: repgraph.magnitude_masks(m, 0.5), False),
+    "rgp_masks": ("cnn", lambda m, tmp: repgraph.rgp_masks(m, 0.5, swaps=2), False),
+    "spline_scores": ("cnn", lambda m, tmp: repgraph.spline_scores(m, example_input=X1), True),
     "apply_masks": ("cnn", lambda m, tmp: repgraph.apply_masks(m, repgraph.magnitude_masks(m, 0.5)), False),
     "sparsity": ("cnn", lambda m, tmp: repgraph.sparsity(m), False),
     # the rounds train copies (here a "training" that runs one forward on the copy)
