@@ -6,8 +6,10 @@ each command imports what it needs when it runs, so ``repgraph --help`` is insta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -24,10 +26,65 @@ def cmd_train(args):
     print(f"{args.model} on digits {args.size}x{args.size}: test accuracy {acc:.4f}; saved {path}")
 
 
+def _output_folder(args) -> None:
+    """Set ``args.out`` to the folder this run writes: a fresh ``results/<command>/<time>-<hash>``
+    (the hash of the run's arguments) without ``--out``; with ``--out``, that folder, refused when
+    it already holds files unless ``--overwrite``, so one run never overwrites another's results."""
+    if args.out is None:
+        settings = sorted((k, str(v)) for k, v in vars(args).items() if k not in ("func", "out"))
+        key = hashlib.sha1(repr(settings).encode()).hexdigest()[:8]
+        base = Path("results") / args.command / f"{time.strftime('%Y%m%d-%H%M%S')}-{key}"
+        out, n = base, 1
+        while out.exists():  # the same arguments within the same second
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+    else:
+        out = Path(args.out)
+        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+            raise ValueError(f"--out {args.out!r} already holds files (another run's results?); pass an empty or "
+                             f"new folder, omit --out for a fresh results/{args.command}/<time>-<hash> folder, or "
+                             "pass --overwrite to write over them.")
+    args.out = str(out)
+
+
+def _is_user_model(text: str | None) -> bool:
+    """Whether ``--model`` names a file or folder rather than a built-in model."""
+    return text is not None and (Path(text).exists() or "/" in text or text.endswith((".pt", ".pth")))
+
+
+def _user_model_and_data(args):
+    """The model of ``--model`` (a file or folder) and the ``(X, y)`` of ``--data``."""
+    from .datasets.sources import data_source
+    from .models.user_model import load_user_model
+
+    if args.data is None:
+        raise ValueError(f"--model {args.model}: a model of your own needs --data (digits, mnist1d, cifar10:DIR, "
+                         "text:FILE or a tensors .pt file) to run it on.")
+    model = load_user_model(args.model, trust_pickle=args.trust_pickle)
+    return model, data_source(args.data, size=args.size or 16, seed=getattr(args, "seed", 0))
+
+
+def _check_data_needs_model(args) -> None:
+    if args.data is not None and not _is_user_model(args.model):
+        raise ValueError("--data goes with --model PATH (a model of your own); the digits ResNet-20 runs on digits.")
+
+
+def _refuse_digits_options(args, options) -> None:
+    """The digits workflow's options mean nothing for a user model: refuse them rather than ignore."""
+    given = [f"--{name.replace('_', '-')}" for name, default in options.items() if getattr(args, name) != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to the digits ResNet-20 only, not to --model {args.model}.")
+
+
 def cmd_demo(args):
     import pandas as pd
 
     from .workflows.digits import DEMO_MODEL, demo
+
+    _check_data_needs_model(args)
+    _output_folder(args)
+    if _is_user_model(args.model):
+        return _user_demo(args)
 
     result = demo(args.out, size=args.size, seed=args.seed, k=args.k, batch_size=args.batch_size, tol=args.tol,
                   epochs=args.epochs, retrain=args.retrain, device=args.device, store=args.store,
@@ -49,8 +106,46 @@ def cmd_demo(args):
     print(f"Wrote {', '.join(str(p) for p in result.files)}")
 
 
+def _user_demo(args):
+    import pandas as pd
+
+    from .workflows.user_model import plateau_layers
+
+    _refuse_digits_options(args, {"retrain": False, "epochs": 30, "store": None})
+    model, (X, y) = _user_model_and_data(args)
+    flags = plateau_layers(model, X, y, tol=args.tol, k=args.k, batch_size=args.batch_size, out=args.out,
+                           progress=args.progress)
+    out = Path(args.out)
+    pd.set_option("display.width", 120)
+    print(flags.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    plateau = flags.loc[flags["redundant"], "layer"].tolist()
+    print(f"\nRemovable layers on a plateau (delta Q <= {args.tol}): {', '.join(plateau) or 'none'}")
+    print(f"Wrote {out / 'modularity.csv'}")
+
+
+def _user_prune(args):
+    from .workflows.user_model import prune_user_model
+
+    if args.method != "layers":
+        raise ValueError(f"--method {args.method}: a model of your own is pruned by --method layers only.")
+    _refuse_digits_options(args, {"retrain": False, "epochs": 30, "finetune_epochs": 5})
+    model, (X, y) = _user_model_and_data(args)
+    row = prune_user_model(model, X, y, args.out, tol=args.tol, progress=args.progress)
+    if row is None:
+        print(f"No removable layer sits on a modularity plateau (delta Q <= {args.tol}); nothing to prune.")
+        return
+    print(f"removed {row['removed']}: params {row['params_before']:,} -> {row['params_after']:,}, "
+          f"FLOPs {row['flops_before']:,} -> {row['flops_after']:,}")
+    print(f"Wrote {args.out}/prune.csv and {args.out}/pruned.pt (torch.load(path, weights_only=False))")
+
+
 def cmd_prune(args):
     from .workflows.digits import prune
+
+    _check_data_needs_model(args)
+    _output_folder(args)
+    if _is_user_model(args.model):
+        return _user_prune(args)
 
     row = prune(args.out, method=args.method, criterion=args.criterion, ratio=args.ratio, tol=args.tol,
                 finetune_epochs=args.finetune_epochs, size=args.size, seed=args.seed, epochs=args.epochs,
@@ -63,11 +158,17 @@ def cmd_prune(args):
           f"FLOPs {row['flops_before']:,} -> {row['flops_after']:,} ({row['flops_reduction']:.1%} fewer)")
     print(f"test accuracy {row['accuracy_before']:.4f} -> {row['accuracy_pruned']:.4f} after pruning -> "
           f"{row['accuracy_finetuned']:.4f} after {args.finetune_epochs} fine-tuning epochs")
-    print(f"Wrote {args.out}/prune.csv")
+    print(f"Wrote {Path(args.out) / 'prune.csv'}")
 
 
 def cmd_report(args):
     from .workflows.digits import report
+
+    if _is_user_model(args.model):
+        raise ValueError(f"--model {args.model}: the report covers the digits ResNet-20 only; for a model of your "
+                         "own run 'repgraph demo' or 'repgraph prune' with --model and --data.")
+    _check_data_needs_model(args)
+    _output_folder(args)
 
     path = report(args.out, size=args.size, seed=args.seed, k=args.k, batch_size=args.batch_size,
                   epochs=args.epochs, retrain=args.retrain, device=args.device, store=args.store,
@@ -78,11 +179,12 @@ def cmd_report(args):
 def cmd_layers(args):
     import inspect
 
-    import pandas as pd
-
-    from .hooks import list_layers, select_layers
     from .models import MODELS, example_input, get_model
 
+    if _is_user_model(args.model):
+        model, (X, _) = _user_model_and_data(args)
+        _print_layers(args, model, X[:1])
+        return
     factory = MODELS.get(args.model.lower())
     sized = args.size is not None and factory is not None and "length" in inspect.signature(factory).parameters
     length = {"length": args.size} if sized else {}  # a sequence classifier built for this length
@@ -92,7 +194,20 @@ def cmd_layers(args):
         if not sized:
             raise
         raise ValueError(f"--size {args.size}: {err}") from None
-    x = example_input(args.model, in_channels=args.in_channels, size=args.size)
+    if args.data is not None:
+        from .datasets.sources import data_source
+
+        x = data_source(args.data, size=args.size or 16)[0][:1]
+    else:
+        x = example_input(args.model, in_channels=args.in_channels, size=args.size)
+    _print_layers(args, model, x)
+
+
+def _print_layers(args, model, x):
+    import pandas as pd
+
+    from .hooks import list_layers, select_layers
+
     table = list_layers(model, x)
     table[args.preset] = table["name"].isin(set(select_layers(model, args.preset)))
     if args.only_preset:
@@ -189,6 +304,38 @@ def _digits_model() -> argparse.ArgumentParser:
     return model
 
 
+def _user_model() -> argparse.ArgumentParser:
+    """Options of a model of the user's own and the data to run it on."""
+    user = argparse.ArgumentParser(add_help=False)
+    user.add_argument("--trust-pickle", action="store_true",
+                      help="allow --model to be a pickled nn.Module (torch.save(model)): unpickling runs code "
+                           "named in the file, so pass it only for a file you trust (TorchScript files and "
+                           "Hugging Face folders need no trust)")
+    user.add_argument("--data", default=None,
+                      help="data to run --model on: digits, mnist1d, cifar10:DIR, text:FILE (byte windows of 64, "
+                           "labelled by the next byte) or a .pt file holding {'X': X, 'y': y} (y optional)")
+    return user
+
+
+def _results() -> argparse.ArgumentParser:
+    """The output folder's options."""
+    results = argparse.ArgumentParser(add_help=False)
+    results.add_argument("--overwrite", action="store_true",
+                         help="write into an --out folder that already holds files")
+    return results
+
+
+USER_MODEL_HELP = ("a model of your own: a pickled nn.Module file (torch.save(model), with --trust-pickle) or a "
+                   "Hugging Face folder with config.json (loaded offline); TorchScript is refused (it takes no "
+                   "hooks); needs --data. Default: the digits ResNet-20")
+
+
+def _out(parser, command: str) -> None:
+    parser.add_argument("--out", type=_folder, default=None,
+                        help=f"output folder; it must be empty or new unless --overwrite (default: a fresh "
+                             f"results/{command}/<time>-<hash of the arguments> per run)")
+
+
 def _graph() -> argparse.ArgumentParser:
     """Options of the sample graphs."""
     graph = argparse.ArgumentParser(add_help=False)
@@ -205,16 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repgraph", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"repgraph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    common, model, graph = _common(), _digits_model(), _graph()
+    common, model, graph, user, results = _common(), _digits_model(), _graph(), _user_model(), _results()
 
-    demo = sub.add_parser("demo", parents=[common, model, graph],
-                          help="modularity curves of a trained and an untrained ResNet-20 on digits")
-    demo.add_argument("--out", type=_folder, default="results/demo", help="output folder (default: results/demo)")
+    demo = sub.add_parser("demo", parents=[common, model, graph, user, results],
+                          help="modularity curves of a trained and an untrained ResNet-20 on digits, or of "
+                               "--model on --data")
+    demo.add_argument("--model", default=None, help=USER_MODEL_HELP)
+    _out(demo, "demo")
     demo.add_argument("--tol", type=_finite, default=0.01, help="delta Q at or below this is a plateau")
     demo.set_defaults(func=cmd_demo)
 
-    pr = sub.add_parser("prune", parents=[common, model],
-                        help="prune the digits ResNet-20 (plateau blocks or filters), fine-tune, report")
+    pr = sub.add_parser("prune", parents=[common, model, user, results],
+                        help="prune the digits ResNet-20 (plateau blocks or filters), fine-tune, report; or "
+                             "remove --model's plateau layers")
+    pr.add_argument("--model", default=None, help=USER_MODEL_HELP)
     pr.add_argument("--method", choices=["layers", "filters"], default="layers")
     pr.add_argument("--criterion", default="l1",
                     help="filter criterion for --method filters: l1, clp, random, hrank, chip, entropy, "
@@ -223,16 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tol", type=_finite, default=0.01, help="delta Q at or below this is a plateau")
     pr.add_argument("--finetune-epochs", type=_integer(0), default=5,
                     help="epochs of fine-tuning after pruning; 0 skips it (default 5)")
-    pr.add_argument("--out", type=_folder, default="results/prune")
+    _out(pr, "prune")
     pr.set_defaults(func=cmd_prune)
 
-    rep = sub.add_parser("report", parents=[common, model, graph],
+    rep = sub.add_parser("report", parents=[common, model, graph, user, results],
                          help="an HTML report of every analysis on the digits ResNet-20")
-    rep.add_argument("--out", type=_folder, default="results/report")
+    rep.add_argument("--model", default=None, help="the digits ResNet-20 only (a model of your own: use demo "
+                                                   "or prune)")
+    _out(rep, "report")
     rep.set_defaults(func=cmd_report)
 
-    layers = sub.add_parser("layers", help="list a model's layers and hook points")
-    layers.add_argument("--model", default="resnet20", help="a model of repgraph.models.MODELS (default resnet20)")
+    layers = sub.add_parser("layers", parents=[user], help="list a model's layers and hook points")
+    layers.add_argument("--model", default="resnet20",
+                        help="a model of repgraph.models.MODELS (default resnet20), or a model file or Hugging "
+                             "Face folder of your own (with --data for its example input)")
     layers.add_argument("--size", type=COUNT, default=None,
                         help="input side (images) or length (sequences); default 32 or 40")
     layers.add_argument("--in-channels", type=COUNT, default=3)

@@ -259,6 +259,8 @@ CASES = {
         model=m, convs=["conv1"], example_input=X1, ratio=0.5, seed=0), False),
     "select_layers": ("cnn", lambda m, tmp: repgraph.hooks.select_layers(m, "blocks"), False),
     "block_stack": ("lm", lambda m, tmp: repgraph.hooks.block_stack(m), False),
+    "layer_chain": ("cnn", lambda m, tmp: repgraph.hooks.layer_chain(m, X1, "blocks"), True),
+    "check_chained": ("cnn", lambda m, tmp: repgraph.hooks.check_chained(m, X1, ["layer1.0", "layer1.1"]), True),
     "run_with_hooks": ("cnn", lambda m, tmp: repgraph.hooks.trace.run_with_hooks(m, X1, [(m.fc, CountCalls())]),
                        True),
     "traced_input": ("cnn", lambda m, tmp: repgraph.hooks.trace.traced_input(m, X1.numpy()), False),

@@ -43,7 +43,8 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
     layers : str, list of str or callable
         Module names, glob patterns (``"layer1.*"``), a predicate ``(name, module) -> bool`` or a
         preset: ``"blocks"`` (residual blocks; for transformers the stack of repeated blocks,
-        BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's ``layers.N``; else top-level stages),
+        BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's ``layers.N``; a plain stack's shape-keeping
+        ``nn.Sequential(conv, bn, relu)`` modules; else top-level stages),
         ``"convs"``, ``"relus"``, ``"modularity"`` (Lu et al.: stem conv + every residual block;
         every conv for VGG).
     reduce : str, callable or None

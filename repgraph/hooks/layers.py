@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import re
 from collections.abc import Mapping
 from typing import Iterable
 
@@ -12,65 +11,16 @@ import torch
 from torch import nn
 
 from .._results import described
+from .conv_groups import shape_preserving_groups
 from .presets import PRESETS
+from .structure import block_stack, is_residual_block
 from .trace import run_with_hooks
 
-_BLOCK_NAME = re.compile(r"(Block|Bottleneck)$")
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def is_residual_block(module: nn.Module) -> bool:
-    """True for repgraph's ``BasicBlock`` (``is_residual_block = True``) and for modules whose class
-    name ends in ``Block`` or ``Bottleneck`` (the torchvision/timm convention)."""
-    return bool(getattr(module, "is_residual_block", False)) or bool(_BLOCK_NAME.search(type(module).__name__))
 
 
 def _inside(name: str, parents: Iterable[str]) -> bool:
     return any(name.startswith(p + ".") for p in parents)
-
-
-def block_stack(model: nn.Module) -> tuple[str, list[str]] | None:
-    """The stack of repeated blocks of a transformer-style model, found generically.
-
-    The stack is the longest ``nn.ModuleList`` whose entries all share one class, leaving out
-    lists that sit inside an entry of another such list (e.g. the experts of a mixture-of-experts
-    layer); among equally long lists the first registered wins. This finds BERT's
-    ``bert.encoder.layer``, GPT-2's ``transformer.h`` and LLaMA's ``model.layers`` without a
-    table of architectures.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any module.
-
-    Returns
-    -------
-    (str, list of str) or None
-        The list's name and its entries' names as ``named_modules()`` gives them
-        (``("transformer.h", ["transformer.h.0", ...])``), or ``None`` when the model has no
-        ``nn.ModuleList`` of same-class modules (e.g. repgraph's CNNs, built from ``nn.Sequential``).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> class Tiny(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.embed = nn.Embedding(10, 4)
-    ...         self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
-    ...         self.heads = nn.ModuleList([nn.Linear(4, 2), nn.Linear(4, 3)])
-    >>> block_stack(Tiny())
-    ('layers', ['layers.0', 'layers.1', 'layers.2'])
-    """
-    lists = [(name, m) for name, m in model.named_modules()
-             if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(b) for b in m}) == 1]
-    outer = [(name, m) for name, m in lists
-             if not any(other != name and (other == "" or name.startswith(other + ".")) for other, _ in lists)]
-    if not outer:
-        return None
-    name, stack = max(outer, key=lambda item: len(item[1]))
-    prefix = f"{name}." if name else ""
-    return name, [f"{prefix}{i}" for i in range(len(stack))]
 
 
 def _transformer_blocks(model: nn.Module, residual: list[str]) -> list[str]:
@@ -100,6 +50,9 @@ def _preset(model: nn.Module, preset: str) -> list[str]:
     if preset == "blocks":
         if blocks:
             return blocks
+        groups = shape_preserving_groups(model)  # a plain stack: its conv groups that keep the shape
+        if groups:
+            return groups
         return [n for n, m in model.named_children() if any(True for _ in m.parameters())]
     # "modularity" (Lu et al., ECCV 2022): ResNets -> stem conv + every residual block; else every conv.
     if blocks:
@@ -118,7 +71,9 @@ def select_layers(model: nn.Module, layers) -> list[str]:
     layers : str, list of str or callable
         A preset: ``"blocks"`` (residual blocks; for a transformer its stack of repeated blocks as
         ``block_stack`` finds it, e.g. BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's
-        ``layers.N``; else the top-level children with parameters), ``"convs"``, ``"relus"``,
+        ``layers.N``; for a plain stack the conv groups that are modules of their own and keep
+        the shape, ``nn.Sequential(conv, bn, relu)`` with ``conv_shape_change`` None (see
+        ``repgraph.hooks.conv_groups``); else the top-level children with parameters), ``"convs"``, ``"relus"``,
         ``"modularity"`` (stem conv + residual blocks; every conv for VGG; a transformer's
         blocks); a name; a glob pattern (``"layer1.*"``); a list of names and patterns; or a
         predicate ``(name, module) -> bool``.

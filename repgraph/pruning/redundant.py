@@ -26,7 +26,11 @@ def redundant_layers(curve: pd.DataFrame, *, tol: float = 0.01, removable=None,
     tol : float
         The largest rise of modularity that still counts as a plateau.
     removable : iterable of str, optional
-        The layers that may be removed (e.g. ``removable_layers(model, x)``); default every layer.
+        The layers that may be removed; default every layer, which is right only for a curve of
+        removable blocks. Pass ``removable_layers(model, x)`` to flag only what ``remove_layers``
+        can take: for a plain VGG-style stack its conv groups are named by their conv, so a
+        modularity curve over the convs (the ``"modularity"`` preset) is flagged only at the
+        convs of shape-keeping groups, not at those that change channels or stride.
     max_layers : int, optional
         Flag at most this many layers (≥ 0), those with the smallest ``delta_q``.
 
