@@ -182,3 +182,14 @@ def test_heal_lm_with_lora_trains_only_the_linear_weights_and_lowers_the_loss():
         heal_lm(model, stream, steps=1, seq_len=16, progress=False, lora="big")
     with pytest.raises(ValueError, match="rank >= 1"):
         heal_lm(model, stream, steps=1, seq_len=16, progress=False, lora=0)
+
+
+def test_unchained_layers_are_refused_with_their_names_instead_of_a_size_mismatch():
+    # a plain CNN's ReLUs are not chained: each conv group changes the tensor between them
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3, stride=2),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    X = torch.randn(10, 1, 8, 8)
+    cnn(X)
+    with pytest.raises(ValueError, match=r"Layers '1' and '3' are not chained"):
+        block_redundancy(cnn, X, layers=["1", "3"], n_max=2, progress=False)
+    assert block_redundancy(cnn, X, layers=["1", "3"], n_max=1, progress=False)["block"].tolist() == ["1", "3"]

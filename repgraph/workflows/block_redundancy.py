@@ -8,6 +8,7 @@ from torch import nn
 from ..analyzers.block_accumulators import BlockAccumulator
 from ..analyzers.criterion_agreement import damage_correlation
 from ..analyzers.layer_redundancy import check_n_max, check_reductions, tabulate_blocks
+from ..hooks.chaining import check_chained
 from ..hooks.layers import select_layers
 from ..pruning.block_scores import block_removal_loss
 from .streamed_blocks import stream_blocks
@@ -174,7 +175,8 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
     Raises
     ------
     ValueError
-        For an unknown reduction or ``last_block_output``, ``n_max`` outside 1 … L, ``blocks``
+        For an unknown reduction or ``last_block_output``, ``n_max`` outside 1 … L, blocks that are
+        not chained (one's input is not the previous one's output) when ``n_max`` ≥ 2, ``blocks``
         naming a block that did not run, no final norm found for ``"final_norm"``, ``damage`` for a
         model none of whose tabulated blocks is removable; from the pass (unknown layers, blocks that never fire, NaN/Inf, a bad mask) and from
         the table.
@@ -200,7 +202,8 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         raise ValueError(f"last_block_output must be one of {LAST_BLOCK_OUTPUTS}, got {last_block_output!r}.")
     chosen = None if blocks is None else [blocks] if isinstance(blocks, str) else list(blocks)
     selected = select_layers(model, layers)
-    check_n_max(n_max, len(selected) if chosen is None else len(chosen))
+    if check_n_max(n_max, len(selected) if chosen is None else len(chosen)) >= 2:
+        check_chained(model, data, chosen or selected)  # spans compare one block's input with a later one's output
     last = (chosen or selected)[-1]
     norm = final_norm(model, last) if last_block_output == "final_norm" else None
 
