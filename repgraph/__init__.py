@@ -23,7 +23,7 @@ _WHERE = {
                      "layer_redundancy",
                      "modularity", "modularity_curve", "oriented_rank_correlation", "persistence_entropy",
                      "relative_update_norm", "Neighbourhood", "neighbourhood", "jaccard_knn", "rank_similarity", "second_order_cosine",
-                     "mutual_knn", "cknna"], ".analyzers"),
+                     "mutual_knn", "cknna", "fsm_scores"], ".analyzers"),
     **dict.fromkeys(["LMEvaluation", "ScoresImportance", "apply_masks", "block_removal_loss", "block_taylor_scores",
                      "blocks_to_remove", "colt_masks", "count_params_flops", "evaluate", "evaluate_lm", "heal_lm",
                      "layer_sensitivity", "load_pruned", "lottery_imp", "magnitude_masks", "prune_filters",
@@ -31,7 +31,7 @@ _WHERE = {
                      "save_pruned", "sensitivity_ratios", "sleb_removal", "snf_ratios", "sparsity", "train", "uncoupled_convs"],
                     ".pruning"),
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
-                     "modularity_curves", "prune_experiment", "register_criterion"], ".workflows"),
+                     "modularity_curves", "prune_experiment", "register_criterion", "fsm_model_scores"], ".workflows"),
     "open_store": ".distributed",
 }
 __all__ = list(_WHERE)

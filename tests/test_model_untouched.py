@@ -249,6 +249,8 @@ CASES = {
         m, "l1", example_input=X1), True),
     "filter_scores": ("cnn", lambda m, tmp: repgraph.filter_scores(m, "hrank", example_input=X1, data=X,
                                                                    progress=False), True),
+    "fsm_model_scores": ("cnn", lambda m, tmp: repgraph.fsm_model_scores(m, example_input=X1), True),
+    "filter_scores[fsm]": ("cnn", lambda m, tmp: repgraph.filter_scores(m, "fsm", example_input=X1), True),
     "layer_filter_report": ("cnn", lambda m, tmp: repgraph.layer_filter_report(m, (X, Y), "layer1.0.relu1",
                                                                                progress=False), True),
     "prune_experiment": ("cnn", lambda m, tmp: repgraph.prune_experiment(m, _prune, (X, Y), (X, Y), example_input=X1,

@@ -7,6 +7,7 @@ from .communities import communities
 from .correspondence import layer_correspondence
 from .criterion_agreement import damage_correlation, oriented_rank_correlation
 from .criteria import chip_scores, clp_outliers, clp_upper_bounds, hrank_scores, l1_scores
+from .feature_shift import fsm_scores, relu_normal_mean
 from .gbs import gbs, gbs_matrix, sample_graph
 from .layer_redundancy import layer_redundancy
 from .modularity import modularity, modularity_curve
@@ -22,4 +23,4 @@ __all__ = ["CentralFilters", "MinibatchCKA", "Neighbourhood", "angular_distance"
            "hrank_scores", "hsic_matrix", "jaccard_knn", "l1_scores", "layer_central_filters",
            "layer_correspondence", "layer_redundancy", "modularity", "modularity_curve", "mutual_knn",
            "neighbourhood", "oriented_rank_correlation", "persistence_entropy", "rank_similarity", "relative_update_norm", "sample_graph",
-           "second_order_cosine"]
+           "second_order_cosine", "fsm_scores", "relu_normal_mean"]

@@ -13,6 +13,7 @@ from ..analyzers import central_filters, chip_scores, class_feature_entropy, hra
 from ..analyzers.topology import birth_points, entropy_ranking_scores
 from ..builders import filter_similarity
 from .clp import clp_scores
+from .fsm import fsm_model_scores
 from .layer_scores import LayerScores
 
 
@@ -131,6 +132,12 @@ def _clp(inputs):
     found = clp_scores(inputs.model, example_input=inputs.example_input)
     return LayerScores({c: s for c, s in found.items() if c in inputs.convs},
                        flagged={c: f for c, f in found.flagged.items() if c in inputs.convs})
+
+
+@register_criterion("fsm", needs_maps=False,
+                    description="feature shift from BN parameters and next filters (Duan et al., ACCV 2022)")
+def _fsm(inputs):
+    return fsm_model_scores(inputs.model, example_input=inputs.example_input, convs=inputs.convs)
 
 
 @register_criterion("random", needs_maps=False, description="uniform random scores (a control)")

@@ -16,16 +16,16 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
 
     Map-based criteria (``needs_maps``: hrank, chip, entropy, central_filter, and users' own) read
     each conv's post-ReLU maps (the first ReLU module after it) on the first ``max_samples``
-    samples of ``data``, captured once for all convs; weight-based ones (l1, clp, random) read the
-    model only.
+    samples of ``data``, captured once for all convs; weight-based ones (l1, clp, fsm, random) read
+    the model only.
 
     Parameters
     ----------
     model : nn.Module
         The network to score.
     criterion : str or FilterCriterion
-        A registered name (``repgraph.workflows.criteria_names()``: l1, clp, random, hrank, chip,
-        entropy, central_filter and users' own) or a ``FilterCriterion``.
+        A registered name (``repgraph.workflows.criteria_names()``: l1, clp, fsm, random, hrank,
+        chip, entropy, central_filter and users' own) or a ``FilterCriterion``.
     example_input : tensor, array, dict or any data form of ``capture_activations``
         One input batch, for tracing (which ReLU follows which conv, conv→BN pairs).
     convs : list of str, optional
@@ -69,7 +69,8 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020 (hrank); Sui et al., "CHIP:
     CHannel Independence-based Pruning for Compact Neural Networks", NeurIPS 2021 (chip); Zhao &
     Zhang, arXiv 2103.09716 / ICLR 2022 (entropy); Duan et al., "Network Compression via Central
-    Filter", arXiv 2112.05493 (central_filter).
+    Filter", arXiv 2112.05493 (central_filter); Duan et al., "Network Pruning via Feature Shift
+    Minimization", ACCV 2022 (fsm).
 
     Examples
     --------
