@@ -4,6 +4,7 @@ loss-based block scores (removal loss, Taylor, magnitude), SLEB's greedy removal
 source papers' other methods: SBPF's layer sensitivity, SNF's budget search, lottery tickets
 (IMP with rewinding, COLT)."""
 from .block_scores import block_removal_loss, block_taylor_scores
+from .cap import cap_complexity_weights, cap_mask_scores
 from .filter_pruning import prune_filters
 from .flops import count_params_flops
 from .groups import uncoupled_convs
@@ -23,4 +24,4 @@ __all__ = ["LMEvaluation", "ScoresImportance", "apply_masks", "block_removal_los
            "blocks_to_remove", "colt_masks", "count_params_flops", "evaluate", "evaluate_lm", "heal_lm",
            "layer_sensitivity", "load_pruned", "lottery_imp", "magnitude_masks", "prune_filters", "redundant_by_similarity",
            "redundant_layers", "removable_layers", "remove_layers", "save_pruned", "sensitivity_ratios", "sleb_removal",
-           "snf_ratios", "sparsity", "train", "uncoupled_convs"]
+           "snf_ratios", "sparsity", "train", "uncoupled_convs", "cap_complexity_weights", "cap_mask_scores"]
