@@ -368,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default=None, help=USER_MODEL_HELP)
     pr.add_argument("--method", choices=["layers", "filters"], default="layers")
     pr.add_argument("--criterion", default="l1",
-                    help="filter criterion for --method filters: l1, clp, random, hrank, chip, entropy, "
-                         "central_filter, or one registered with repgraph.register_criterion")
+                    help="filter criterion for --method filters: l1, clp, fsm, random, hrank, chip, entropy, "
+                         "central_filter, cap, or one registered with repgraph.register_criterion")
     pr.add_argument("--ratio", type=_fraction, default=0.4, help="fraction of each pruned conv's filters (ceil)")
     pr.add_argument("--tol", type=_finite, default=0.01, help="delta Q at or below this is a plateau")
     pr.add_argument("--finetune-epochs", type=_integer(0), default=5,

@@ -8,6 +8,7 @@ from .communities import communities
 from .correspondence import layer_correspondence
 from .criterion_agreement import damage_correlation, oriented_rank_correlation
 from .criteria import chip_scores, clp_outliers, clp_upper_bounds, hrank_scores, l1_scores
+from .feature_shift import fsm_scores, relu_normal_mean
 from .gbs import gbs, gbs_matrix, sample_graph
 from .layer_redundancy import layer_redundancy
 from .layer_similarity import layer_similarity
@@ -28,4 +29,4 @@ __all__ = ["CalibratedScore", "CentralFilters", "MinibatchCKA", "Neighbourhood",
            "layer_correspondence", "layer_redundancy", "layer_similarity", "measure_names", "modularity",
            "modularity_curve", "mutual_knn", "neighbourhood", "oriented_rank_correlation",
            "persistence_entropy", "rank_similarity", "register_measure", "relative_update_norm",
-           "sample_graph", "second_order_cosine", "unregister_measure"]
+           "sample_graph", "second_order_cosine", "unregister_measure", "fsm_scores", "relu_normal_mean"]

@@ -5,6 +5,7 @@ source papers' other methods: SBPF's layer sensitivity, SNF's budget search, lot
 (IMP with rewinding, COLT), regular graph pruning (RGP), the spline criterion and early-bird
 detection."""
 from .block_scores import block_removal_loss, block_taylor_scores
+from .cap import cap_complexity_weights, cap_mask_scores
 from .filter_pruning import prune_filters
 from .flops import count_params_flops
 from .groups import uncoupled_convs
@@ -27,4 +28,5 @@ __all__ = ["LMEvaluation", "ScoresImportance", "apply_masks", "block_removal_los
            "layer_sensitivity", "load_pruned", "lottery_imp", "magnitude_masks", "prune_filters", "redundant_by_similarity",
            "redundant_layers", "removable_layers", "remove_layers", "save_pruned", "sensitivity_ratios", "sleb_removal",
            "snf_ratios", "sparsity", "train", "uncoupled_convs",
-           "rgp_graph", "rgp_masks", "EarlyBirdDetector", "early_bird", "mask_distance", "spline_scores"]
+           "rgp_graph", "rgp_masks", "EarlyBirdDetector", "early_bird", "mask_distance", "spline_scores",
+           "cap_complexity_weights", "cap_mask_scores"]

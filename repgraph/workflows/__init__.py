@@ -11,10 +11,11 @@ from .criteria import (CriterionInputs, FilterCriterion, criteria_names, get_cri
                        unregister_criterion)
 from .filter_report import layer_filter_report
 from .filter_scores import criterion_importance, filter_scores
+from .fsm import fsm_model_scores
 from .layer_scores import LayerScores
 from .prune_experiment import prune_experiment
 
 __all__ = ["CriterionInputs", "FilterCriterion", "LayerScores", "block_redundancy", "clp_scores", "criteria_names",
            "criterion_importance", "filter_scores", "get_criterion", "layer_filter_report", "modularity_curves",
            "prune_experiment",
-           "register_criterion", "unregister_criterion"]
+           "register_criterion", "unregister_criterion", "fsm_model_scores"]

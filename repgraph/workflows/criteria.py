@@ -12,7 +12,9 @@ from torch import nn
 from ..analyzers import central_filters, chip_scores, class_feature_entropy, hrank_scores, l1_scores
 from ..analyzers.topology import birth_points, entropy_ranking_scores
 from ..builders import filter_similarity
+from ..pruning import cap_mask_scores
 from .clp import clp_scores
+from .fsm import fsm_model_scores
 from .layer_scores import LayerScores
 
 
@@ -21,7 +23,8 @@ class CriterionInputs:
     """What a criterion may use: the ``model``, the conv names to score (``convs``), a traced
     ``example_input``, the pruning ``ratio`` (for criteria that select rather than rank), a
     ``seed``, and for criteria registered with ``needs_maps=True`` the post-ReLU ``maps`` of each
-    conv (conv name → (N, C, ...) array) with the images' ``labels`` (or None)."""
+    conv (conv name → (N, C, ...) array) with the images' ``labels`` (or None); ``data``: the
+    ``data`` given to ``filter_scores`` as it is (or None), for criteria that train on it (cap)."""
 
     model: nn.Module
     convs: list
@@ -30,6 +33,7 @@ class CriterionInputs:
     seed: int
     maps: dict | None = None
     labels: np.ndarray | None = None
+    data: object = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,21 @@ def _clp(inputs):
     found = clp_scores(inputs.model, example_input=inputs.example_input)
     return LayerScores({c: s for c, s in found.items() if c in inputs.convs},
                        flagged={c: f for c, f in found.flagged.items() if c in inputs.convs})
+
+
+@register_criterion("fsm", needs_maps=False,
+                    description="feature shift from BN parameters and next filters (Duan et al., ACCV 2022)")
+def _fsm(inputs):
+    return fsm_model_scores(inputs.model, example_input=inputs.example_input, convs=inputs.convs)
+
+
+@register_criterion("cap", needs_maps=False,
+                    description="complexity-weighted learned soft channel masks (Wang et al., arXiv 2209.03534)")
+def _cap(inputs):
+    if inputs.data is None:
+        raise ValueError("criterion 'cap' trains soft channel masks on labelled samples: pass data=(X, y) or a "
+                         "Dataset of (x, y) pairs.")
+    return cap_mask_scores(inputs.model, inputs.data, convs=inputs.convs, seed=inputs.seed)
 
 
 @register_criterion("random", needs_maps=False, description="uniform random scores (a control)")

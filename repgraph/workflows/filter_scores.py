@@ -16,16 +16,16 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
 
     Map-based criteria (``needs_maps``: hrank, chip, entropy, central_filter, and users' own) read
     each conv's post-ReLU maps (the first ReLU module after it) on the first ``max_samples``
-    samples of ``data``, captured once for all convs; weight-based ones (l1, clp, random) read the
-    model only.
+    samples of ``data``, captured once for all convs; weight-based ones (l1, clp, fsm, random) read
+    the model only.
 
     Parameters
     ----------
     model : nn.Module
         The network to score.
     criterion : str or FilterCriterion
-        A registered name (``repgraph.workflows.criteria_names()``: l1, clp, random, hrank, chip,
-        entropy, central_filter and users' own) or a ``FilterCriterion``.
+        A registered name (``repgraph.workflows.criteria_names()``: l1, clp, fsm, random, hrank,
+        chip, entropy, central_filter, cap and users' own) or a ``FilterCriterion``.
     example_input : tensor, array, dict or any data form of ``capture_activations``
         One input batch, for tracing (which ReLU follows which conv, conv→BN pairs).
     convs : list of str, optional
@@ -33,7 +33,9 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
         another conv by a residual addition).
     data : tensor, array, (X, y), dict, Dataset, DataLoader or iterable, optional
         Any data form ``capture_activations`` accepts; required by map-based criteria (its labels,
-        when present, group the images into classes for ``entropy``).
+        when present, group the images into classes for ``entropy``), and by ``cap``, which trains
+        soft masks on it (a Dataset of ``(x, y)`` pairs or a tuple ``(X, y)``; all of it, not
+        ``max_samples``).
     ratio : float
         Fraction to prune, for criteria that select rather than rank (central_filter: it prunes
         ``ceil(C·ratio)`` filters per conv).
@@ -41,7 +43,7 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
         Images whose maps are read (the first ones of ``data``): part of the estimate, not a
         memory setting.
     seed : int
-        Seed of stochastic criteria (random).
+        Seed of stochastic criteria (random, cap).
     progress : bool
         Show a progress bar while capturing maps.
 
@@ -69,7 +71,9 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020 (hrank); Sui et al., "CHIP:
     CHannel Independence-based Pruning for Compact Neural Networks", NeurIPS 2021 (chip); Zhao &
     Zhang, arXiv 2103.09716 / ICLR 2022 (entropy); Duan et al., "Network Compression via Central
-    Filter", arXiv 2112.05493 (central_filter).
+    Filter", arXiv 2112.05493 (central_filter); Duan et al., "Network Pruning via Feature Shift
+    Minimization", ACCV 2022 (fsm); Wang, Ma & Yu, "CAP: instance complexity-aware network
+    pruning", arXiv 2209.03534 (cap).
 
     Examples
     --------
@@ -89,7 +93,8 @@ def filter_scores(model: nn.Module, criterion, *, example_input, convs=None, dat
     """
     chosen = get_criterion(criterion)
     convs = uncoupled_convs(model, example_input) if convs is None else list(convs)
-    inputs = CriterionInputs(model=model, convs=convs, example_input=example_input, ratio=ratio, seed=seed)
+    inputs = CriterionInputs(model=model, convs=convs, example_input=example_input, ratio=ratio, seed=seed,
+                             data=data)
     if chosen.needs_maps:
         if data is None:
             raise ValueError(f"criterion {chosen.name!r} reads feature maps: pass data= (inputs to run "
