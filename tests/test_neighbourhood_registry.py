@@ -37,7 +37,7 @@ def test_cknna_is_scored_in_both_directions_not_mirrored(layers):
     assert matrix.loc["a", "b"] != matrix.loc["b", "a"]
 
 
-@pytest.mark.parametrize("name", ["jaccard_knn", "mutual_knn", "cknna"])
+@pytest.mark.parametrize("name", NAMES)
 def test_an_orthogonal_copy_is_significant_and_noise_is_not(name):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(50, 10))
