@@ -12,7 +12,7 @@ from .._warnings import warn_user
 from ..builders.knn import knn_graph
 from ..builders.similarity import NORM_FLOOR, gram
 from ..execution.runner import planning
-from ..execution.sources import layer_sources
+from ..execution.sources import compared_sources
 
 REFERENCE = "Chen et al. 2021, graph-based similarity"
 
@@ -356,13 +356,8 @@ def gbs_matrix(acts, acts2=None, *, k: int | None = None, metric: str = "cosine"
     (np.float64(1.0), 'full')
     """
     with planning(client) as runner:
-        xs, _ = layer_sources(acts, runner)
-        ys = [] if acts2 is None else layer_sources(acts2, runner, what="acts2", suffix=" (acts2)")[0]
+        xs, ys, n = compared_sources(acts, acts2, runner)
         sources = xs + ys
-        sizes = {s.name: s.n for s in sources}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
-        n = sources[0].n
         graphs = [runner.submit(_layer_graph, s.data, k, metric, s.name, device, not runner.in_process)
                   for s in sources]
         values = np.zeros((len(xs), len(ys) or len(xs)))

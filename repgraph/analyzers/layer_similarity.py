@@ -10,7 +10,7 @@ import pandas as pd
 from .._arrays import check_count
 from .._results import described
 from ..execution.runner import planning
-from ..execution.sources import layer_sources
+from ..execution.sources import compared_sources
 from .calibration import _check_alpha, calibrated_pair, permutations
 from .cka import cka_matrix
 from .gbs import gbs_matrix
@@ -176,13 +176,8 @@ def _pair_results(m, acts, acts2, params, device, progress, client, calibration)
     ``seed``. Returns the row and column layers, N, the pairs (indices into acts + acts2) and
     their scores or ``CalibratedScore``s."""
     with planning(client) as runner:
-        xs, _ = layer_sources(acts, runner)
-        ys = [] if acts2 is None else layer_sources(acts2, runner, what="acts2", suffix=" (acts2)")[0]
+        xs, ys, n = compared_sources(acts, acts2, runner)
         sources = xs + ys
-        sizes = {s.name: s.n for s in sources}
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
-        n = sources[0].n
         states = [runner.submit(_prepared, m, s.data, params, device, s.name) for s in sources]
         if runner.in_process:  # every layer prepared (and its errors raised) before any pair is scored
             runner.results(states, desc=f"{m.name} layers", progress=False)

@@ -10,7 +10,7 @@ _WHERE = {
     **dict.fromkeys(["RunnerProvider", "active_client", "parallel", "register_runner", "without_client"],
                     ".context"),
     **dict.fromkeys(["InProcessRunner", "planning", "runner_for", "task_rows", "tree_sum"], ".runner"),
-    **dict.fromkeys(["LayerSource", "layer_sources"], ".sources"),
+    **dict.fromkeys(["LayerSource", "compared_sources", "layer_sources"], ".sources"),
 }
 __all__ = list(_WHERE)
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

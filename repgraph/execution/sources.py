@@ -114,6 +114,18 @@ def layer_sources(acts, runner, *, what: str = "acts", suffix: str = "") -> tupl
     return sources, getattr(acts, "labels", None)
 
 
+def compared_sources(acts, acts2, runner) -> tuple[list[LayerSource], list[LayerSource], int]:
+    """``(xs, ys, n)``: the sources of ``acts`` and of ``acts2`` (none when it is None; names read
+    ``layer 'x' (acts2)``) for a layer-by-layer comparison, and their common sample count N, with a
+    ``ValueError`` naming every layer's N when they differ."""
+    xs, _ = layer_sources(acts, runner)
+    ys = [] if acts2 is None else layer_sources(acts2, runner, what="acts2", suffix=" (acts2)")[0]
+    sizes = {s.name: s.n for s in xs + ys}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"All layers must hold the same samples (same N); got {sizes}.")
+    return xs, ys, xs[0].n
+
+
 def feature_map_sources(fmaps, runner, **shape_rules) -> tuple[list[LayerSource], bool]:
     """``(sources, per_layer)``: one source for one layer's maps, or one per layer of a mapping or
     store (``per_layer``), each shape checked here with ``check_feature_map_shape(**shape_rules)``,
