@@ -126,7 +126,7 @@ class Runs:
             print(f"  healed [{short(blocks)}]: {entry['removed']:.2f} -> {entry[self.heal_key]:.2f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             self._save()
-        return {"removed": entry["removed"], "healed": entry.get(self.heal_key) if heal else None}
+        return {"removed": entry["removed"], "healed": entry.get(self.heal_key)}  # a heal done before counts
 
 
 def short(blocks) -> str:
