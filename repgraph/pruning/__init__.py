@@ -17,6 +17,7 @@ from .pruned_io import load_pruned, save_pruned
 from .rgp import rgp_graph, rgp_masks
 from .redundant import blocks_to_remove, redundant_by_similarity, redundant_layers
 from .sensitivity import layer_sensitivity, sensitivity_ratios
+from .shrinkage import SelectiveShrinkage, shrink_prune, shrink_step
 from .sleb import sleb_removal
 from .snf import snf_ratios
 from .spline import EarlyBirdDetector, early_bird, mask_distance, spline_scores
@@ -27,4 +28,5 @@ __all__ = ["LMEvaluation", "ScoresImportance", "apply_masks", "block_removal_los
            "layer_sensitivity", "load_pruned", "lottery_imp", "magnitude_masks", "prune_filters", "redundant_by_similarity",
            "redundant_layers", "removable_layers", "remove_layers", "save_pruned", "sensitivity_ratios", "sleb_removal",
            "snf_ratios", "sparsity", "train", "uncoupled_convs",
-           "rgp_graph", "rgp_masks", "EarlyBirdDetector", "early_bird", "mask_distance", "spline_scores"]
+           "rgp_graph", "rgp_masks", "EarlyBirdDetector", "early_bird", "mask_distance", "spline_scores",
+           "SelectiveShrinkage", "shrink_prune", "shrink_step"]
