@@ -35,7 +35,7 @@ _WHERE = {
                      "removable_layers", "remove_layers", "save_pruned", "sensitivity_ratios", "sleb_removal",
                      "snf_ratios", "sparsity", "train", "uncoupled_convs", "EarlyBirdDetector", "early_bird",
                      "mask_distance", "rgp_graph", "rgp_masks", "spline_scores", "SelectiveShrinkage", "shrink_prune",
-                     "shrink_step"],
+                     "shrink_step", "AscpRegulariser", "ascp_clusters", "ascp_merge", "ascp_schedule"],
                     ".pruning"),
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "modularity_curves", "prune_experiment", "register_criterion"], ".workflows"),

@@ -246,6 +246,13 @@ CASES = {
     "SelectiveShrinkage": ("cnn", lambda m, tmp: repgraph.SelectiveShrinkage(m, decay=1.0), False),
     "shrink_prune": ("cnn", lambda m, tmp: repgraph.shrink_prune(m, lambda net, shrink: net(X1), threshold=1e-3,
                                                                  decay=1.0), False),
+    # ASCP: clustering reads the weights; the regulariser's constructor traces conv -> BN pairs (its calls
+    # pull the filters, by design); the merge traces and prunes a copy (the copy's hooks run, not these)
+    "ascp_clusters": ("cnn", lambda m, tmp: repgraph.ascp_clusters(m, 0.5, layers=["layer1.0.conv1"]), False),
+    "AscpRegulariser": ("cnn", lambda m, tmp: repgraph.AscpRegulariser(
+        m, repgraph.ascp_clusters(m, 0.5, layers=["layer1.0.conv1"]), epochs=2, example_input=X1), True),
+    "ascp_merge": ("cnn", lambda m, tmp: repgraph.ascp_merge(
+        m, repgraph.ascp_clusters(m, 0.5, layers=["layer1.0.conv1"]), X1), False),
     "removable_layers": ("cnn", lambda m, tmp: repgraph.removable_layers(m, X1), True),
     "remove_layers": ("cnn", lambda m, tmp: repgraph.remove_layers(m, ["layer1.1"], example_input=X1), True),
     "uncoupled_convs": ("cnn", lambda m, tmp: repgraph.uncoupled_convs(m, X1), True),
