@@ -97,8 +97,8 @@ def ascp_clusters(model: nn.Module, ratio: float, *, layers=None, seed: int = 0,
     Raises
     ------
     ValueError
-        For a ratio outside [0, 1) or one that would merge every filter into a single cluster's
-        worth of nothing (``ceil(C·ratio) = C``), or an unknown layer.
+        For a ratio outside [0, 1) or one that would remove every filter (``ceil(C·ratio) = C``),
+        ``max_iter`` < 1, or an unknown layer.
 
     References
     ----------
