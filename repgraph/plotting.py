@@ -348,3 +348,47 @@ def plot_layer_redundancy(table, ax=None, *, criteria=None, annotate: bool = Tru
         bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, ticks=[0.0, 1.0])
         bar.ax.set_yticklabels(["least", "most\nredundant"], fontsize=7)
     return ax
+
+
+def plot_complexity_next_to_modularity(curve, complexity, ax=None, *, column: str = "complexity",
+                                       title: str | None = None):
+    """The modularity curve (``modularity_curve``, left axis) and the transformation complexity of
+    the same layers (``transformation_complexity``, right axis, a twin of ``ax``) against depth,
+    so one sees where class communities form relative to where the gating patterns diversify.
+
+    Layers are matched by name: the complexity of each layer of ``curve`` that ``complexity``
+    also has is drawn at that layer's depth in ``curve``; layers of only one table are left out.
+    ``column`` picks the complexity column (``"complexity"``, ``"cumulative_complexity"``, or a
+    label-information column). Returns the left Axes; the twin is ``ax.right_ax``.
+    """
+    for name, table, needed in (("curve", curve, {"layer", "depth", "modularity"}),
+                                ("complexity", complexity, {"layer", column})):
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"{name} must be a DataFrame (modularity_curve / transformation_complexity output), "
+                            f"got {type(table).__name__}.")
+        missing = needed - set(table.columns)
+        if missing:
+            raise ValueError(f"{name} lacks column(s) {sorted(missing)}; pass modularity_curve and "
+                             f"transformation_complexity output (column= names a complexity column).")
+    values = dict(zip(complexity["layer"].astype(str), complexity[column]))
+    shared = curve[curve["layer"].astype(str).isin(values)]
+    if shared.empty:
+        raise ValueError("curve and complexity share no layer name; compute both on the same layers (e.g. the "
+                         "ReLU outputs) so they can be drawn side by side.")
+    ax = _axes(ax)
+    x = curve["depth"].to_numpy()
+    ax.plot(x, curve["modularity"].to_numpy(), marker="o", ms=3, color="C0", label="modularity Q")
+    ax.set_ylabel("modularity Q of the class partition", color="C0")
+    right = ax.twinx()
+    right.plot(shared["depth"].to_numpy(), [values[str(n)] for n in shared["layer"]], marker="s", ms=3,
+               color="C3", label=column.replace("_", " "))
+    unit = complexity.attrs.get("base")
+    suffix = " (bits)" if unit == 2.0 else " (nats)" if unit is not None and abs(unit - 2.718281828) < 1e-6 else ""
+    right.set_ylabel(column.replace("_", " ") + suffix, color="C3")
+    ax.right_ax = right
+    ax.set_xticks(x)
+    ax.set_xticklabels([short_layer_name(n) for n in curve["layer"]], rotation=90, fontsize=7)
+    ax.set_xlabel("layer (execution order)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "modularity and transformation complexity", fontsize=9)
+    return ax

@@ -242,6 +242,17 @@ CASES = {
                     False),
     "colt_masks": ("cnn", lambda m, tmp: repgraph.colt_masks(m, lambda net, s: net(s), [X1, X1], sparsity=0.3,
                                                              rate=0.2), False),
+    # constructing the regulariser reads the layer names only; shrink_prune trains a copy
+    "SelectiveShrinkage": ("cnn", lambda m, tmp: repgraph.SelectiveShrinkage(m, decay=1.0), False),
+    "shrink_prune": ("cnn", lambda m, tmp: repgraph.shrink_prune(m, lambda net, shrink: net(X1), threshold=1e-3,
+                                                                 decay=1.0), False),
+    # ASCP: clustering reads the weights; the regulariser's constructor traces conv -> BN pairs (its calls
+    # pull the filters, by design); the merge traces and prunes a copy (the copy's hooks run, not these)
+    "ascp_clusters": ("cnn", lambda m, tmp: repgraph.ascp_clusters(m, 0.5, layers=["layer1.0.conv1"]), False),
+    "AscpRegulariser": ("cnn", lambda m, tmp: repgraph.AscpRegulariser(
+        m, repgraph.ascp_clusters(m, 0.5, layers=["layer1.0.conv1"]), epochs=2, example_input=X1), True),
+    "ascp_merge": ("cnn", lambda m, tmp: repgraph.ascp_merge(
+        m, repgraph.ascp_clusters(m, 0.5, layers=["layer1.0.conv1"]), X1), False),
     "removable_layers": ("cnn", lambda m, tmp: repgraph.removable_layers(m, X1), True),
     "remove_layers": ("cnn", lambda m, tmp: repgraph.remove_layers(m, ["layer1.1"], example_input=X1), True),
     "uncoupled_convs": ("cnn", lambda m, tmp: repgraph.uncoupled_convs(m, X1), True),
@@ -279,6 +290,7 @@ CASES = {
 CHANGE_THE_MODEL = {
     "train": "trains the weights in place and leaves the model in eval mode",
     "heal_lm": "fine-tunes the weights in place and leaves the model in eval mode",
+    "shrink_step": "adds the regulariser's gradient to the weights' .grad in place (one step of the user's loop)",
 }
 HOOKED = {"cnn": ["", "layer1.0", "layer1.0.relu1", "layer2.0.conv1", "fc"], "lm": ["", "transformer.h.0"]}
 

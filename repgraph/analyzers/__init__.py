@@ -19,6 +19,7 @@ from .similarity_measures import (SimilarityMeasure, get_measure, measure_names,
                                   unregister_measure)
 from .topology import (birth_point_of_map, birth_points, class_feature_entropy, entropy_ranking_scores,
                        feature_entropy, persistence_entropy)
+from .transformation_complexity import transformation_complexity
 
 __all__ = ["CalibratedScore", "CentralFilters", "MinibatchCKA", "Neighbourhood", "SimilarityMeasure",
            "angular_distance", "birth_point_of_map", "birth_points", "block_influence", "calibrate",
@@ -29,4 +30,5 @@ __all__ = ["CalibratedScore", "CentralFilters", "MinibatchCKA", "Neighbourhood",
            "layer_correspondence", "layer_redundancy", "layer_similarity", "measure_names", "modularity",
            "modularity_curve", "mutual_knn", "neighbourhood", "oriented_rank_correlation",
            "persistence_entropy", "rank_similarity", "register_measure", "relative_update_norm",
-           "sample_graph", "second_order_cosine", "unregister_measure", "fsm_scores", "relu_normal_mean"]
+           "sample_graph", "second_order_cosine", "unregister_measure", "fsm_scores", "relu_normal_mean",
+           "transformation_complexity"]

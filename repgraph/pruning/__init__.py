@@ -4,6 +4,7 @@ loss-based block scores (removal loss, Taylor, magnitude), SLEB's greedy removal
 source papers' other methods: SBPF's layer sensitivity, SNF's budget search, lottery tickets
 (IMP with rewinding, COLT), regular graph pruning (RGP), the spline criterion and early-bird
 detection."""
+from .ascp import AscpRegulariser, ascp_clusters, ascp_merge, ascp_schedule
 from .block_scores import block_removal_loss, block_taylor_scores
 from .cap import cap_complexity_weights, cap_mask_scores
 from .filter_pruning import prune_filters
@@ -18,6 +19,7 @@ from .pruned_io import load_pruned, save_pruned
 from .rgp import rgp_graph, rgp_masks
 from .redundant import blocks_to_remove, redundant_by_similarity, redundant_layers
 from .sensitivity import layer_sensitivity, sensitivity_ratios
+from .shrinkage import SelectiveShrinkage, shrink_prune, shrink_step
 from .sleb import sleb_removal
 from .snf import snf_ratios
 from .spline import EarlyBirdDetector, early_bird, mask_distance, spline_scores
@@ -29,4 +31,5 @@ __all__ = ["LMEvaluation", "ScoresImportance", "apply_masks", "block_removal_los
            "redundant_layers", "removable_layers", "remove_layers", "save_pruned", "sensitivity_ratios", "sleb_removal",
            "snf_ratios", "sparsity", "train", "uncoupled_convs",
            "rgp_graph", "rgp_masks", "EarlyBirdDetector", "early_bird", "mask_distance", "spline_scores",
-           "cap_complexity_weights", "cap_mask_scores"]
+           "cap_complexity_weights", "cap_mask_scores", "SelectiveShrinkage", "shrink_prune", "shrink_step",
+           "AscpRegulariser", "ascp_clusters", "ascp_merge", "ascp_schedule"]
