@@ -85,7 +85,7 @@ def fsm_scores(bn_weight, bn_bias, next_weights=None, *, negative_gamma: str = "
         The weights of the conv(s) that read the layer's post-ReLU maps (dense: ``groups=1``).
         None or an empty sequence: the reference's rule for the last conv, ``score_k = E_k``.
     negative_gamma : {"clamp", "abs"}
-        σ_k for γ_k < 0: ``"clamp"`` sets it to 1e-5, as the reference does; ``"abs"`` uses |γ_k|,
+        σ_k for γ_k < 0: ``"clamp"`` sets it to 1e-5, as the reference does; ``"abs"`` uses ``|γ_k|``,
         the BN output's actual standard deviation. γ_k = 0 gives σ_k = 0 (``E_k = max(β_k, 0)``).
 
     Returns

@@ -176,7 +176,7 @@ def rgp_masks(model: nn.Module, sparsity: float, *, layers=None, swaps: int = 20
     """Regular graph pruning: one-shot connectivity masks, one ``rgp_graph`` per layer mapped onto
     its weight, so that a fraction ``sparsity`` of every chosen layer's weights is pruned.
 
-    A layer with weight (n_out, n_in, *kernel) gets ``rgp_graph(n_in, n_out, d)`` with
+    A layer with weight ``(n_out, n_in, *kernel)`` gets ``rgp_graph(n_in, n_out, d)`` with
     ``d = (1 − sparsity)·n_in`` inputs per output; an edge between input j and output i keeps the
     whole kernel ``W[i, j, …]``, a missing edge prunes it: ``M[i, j, …] = [(j, i) ∈ E]``. Every
     output then keeps ``d`` input channels and every input feeds ``(1 − sparsity)·n_out`` outputs,

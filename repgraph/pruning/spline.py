@@ -302,7 +302,7 @@ class EarlyBirdDetector:
     Each update draws the current mask with ``criterion`` and keeps only the previous one.
 
     - ``"bn"`` (You et al. 2020): channel masks from the BatchNorm scales, the ``⌊p·N⌋``
-      channels of smallest |γ| over all BatchNorm layers pruned (network slimming's criterion).
+      channels of smallest ``|γ|`` over all BatchNorm layers pruned (network slimming's criterion).
     - ``"magnitude"``: ``magnitude_masks(model, sparsity)`` (unstructured, global).
     - ``"partition"`` (You, Balestriero et al. 2022, the spline early bird): the region codes
       ``[y > 0]`` of the outputs of every BatchNorm layer (else every Conv/Linear but the last)

@@ -67,7 +67,7 @@ def fsm_model_scores(model: nn.Module, *, example_input, convs=None, negative_ga
         The convs to score; default every conv followed by a BN and an ``nn.ReLU`` module (a
         residual block's last conv, whose BN output goes into the addition, is left out).
     negative_gamma : {"clamp", "abs"}
-        σ_k for a negative γ_k: the reference's 1e-5 (``"clamp"``) or |γ_k| (``"abs"``).
+        σ_k for a negative γ_k: the reference's 1e-5 (``"clamp"``) or ``|γ_k|`` (``"abs"``).
 
     Returns
     -------
