@@ -1,0 +1,92 @@
+"""Issue 23 A5: the snags a BERT user meets. The capture's default on masked token states (it keeps
+the padding, so it warns that the default becomes the mask-aware token mean), ``first_token``
+([CLS]) in the block criteria, streamed and unreduced alike, and the CKA estimator each table
+names in its ``attrs``.
+
+Tiny randomly initialised BERTs are built from configs (no download). Oracles: the hidden states
+of the unreduced capture (``reduce=None``) read at position 0, and ``layer_redundancy`` on that
+capture for the streamed ``block_redundancy``."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from repgraph import capture_activations
+from repgraph.execution.runner import InProcessRunner
+from repgraph.hooks.sharded_capture import capture_shards
+
+transformers = pytest.importorskip("transformers")
+
+V, N, T = 64, 11, 8
+
+
+def tiny_bert(layers=3):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return transformers.BertModel(transformers.BertConfig(
+            num_hidden_layers=layers, hidden_size=32, intermediate_size=64, num_attention_heads=4, vocab_size=V,
+            max_position_embeddings=32)).eval()
+
+
+def padded(side="right", seed=0):
+    """A dict batch of N sequences of 2 … T real tokens, half of the positions padding or so."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, V, (N, T), generator=g)
+    lengths = torch.randint(2, T + 1, (N,), generator=g)
+    lengths[0] = T
+    positions = torch.arange(T)[None]
+    mask = positions < lengths[:, None] if side == "right" else positions >= T - lengths[:, None]
+    return {"input_ids": ids, "attention_mask": mask.long(), "labels": torch.arange(N) % 3}
+
+
+def _future(record):
+    return [w for w in record if issubclass(w.category, FutureWarning)]
+
+
+# --- the capture's default on masked token states ---------------------------------------------
+
+def test_the_default_on_masked_token_states_warns_once_at_the_users_line_naming_reduce():
+    model, data = tiny_bert(), padded()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        acts = capture_activations(model, data, batch_size=4, progress=False)  # 3 batches, 3 blocks
+    (warning,) = _future(record)
+    message = str(warning.message)
+    assert "'encoder.layer.0'" in message and "attention_mask" in message and "padded ones included" in message
+    assert "reduce='token_mean'" in message and "reduce='flatten'" in message and "next release" in message
+    assert warning.filename == __file__  # the user's line, not torch's hook caller
+    # today's numbers are flatten's, and a store of either spelling is the same capture
+    flat = capture_activations(model, data, reduce="flatten", batch_size=4, progress=False)
+    assert acts.meta["reduce"] == "flatten" and acts.layers == flat.layers
+    for name in acts:
+        np.testing.assert_array_equal(acts[name], flat[name])
+    assert acts[acts.layers[0]].shape == (N, T * 32)
+
+
+@pytest.mark.parametrize("reduce", ["flatten", "token_mean", "first_token", None])
+def test_an_explicit_reduce_is_silent(reduce):
+    model, data = tiny_bert(1), padded()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        capture_activations(model, data, reduce=reduce, progress=False)
+
+
+def test_no_warning_without_a_mask_or_without_token_states():
+    model, data = tiny_bert(1), padded()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        capture_activations(model, {"input_ids": data["input_ids"]}, progress=False)  # no mask: no padding
+        capture_activations(nn.Sequential(nn.Conv2d(1, 2, 3)), torch.randn(4, 1, 6, 6), layers=["0"],
+                            progress=False)
+
+
+def test_the_default_keeps_reusing_flatten_stores_and_warns_in_a_sharded_capture(tmp_path):
+    model, data = tiny_bert(1), padded()
+    store = tmp_path / "acts"
+    with pytest.warns(FutureWarning, match="reduce='token_mean'"):
+        sharded = capture_shards(model, data, store=store, batch_size=4, progress=False, runner=InProcessRunner())
+    reused = capture_activations(model, data, reduce="flatten", store=store, batch_size=4, progress=False)
+    assert reused.meta["reduce"] == sharded.meta["reduce"] == "flatten"
+    np.testing.assert_array_equal(reused["encoder.layer.0"], sharded["encoder.layer.0"])
