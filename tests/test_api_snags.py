@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from repgraph import capture_activations
+from repgraph import block_redundancy, capture_activations, layer_redundancy
+from repgraph.analyzers.block_criteria import sample_vectors
 from repgraph.execution.runner import InProcessRunner
 from repgraph.hooks.sharded_capture import capture_shards
 
@@ -90,3 +91,47 @@ def test_the_default_keeps_reusing_flatten_stores_and_warns_in_a_sharded_capture
     reused = capture_activations(model, data, reduce="flatten", store=store, batch_size=4, progress=False)
     assert reused.meta["reduce"] == sharded.meta["reduce"] == "flatten"
     np.testing.assert_array_equal(reused["encoder.layer.0"], sharded["encoder.layer.0"])
+
+
+# --- first_token ([CLS]) in the block criteria --------------------------------------------------
+
+def test_first_token_is_position_0_of_a_right_padded_batch_and_the_capture_reducers_token():
+    model = tiny_bert(2)
+    for side in ("right", "left"):
+        data = padded(side, seed=1)
+        raw = capture_activations(model, data, reduce=None, progress=False)
+        cls = capture_activations(model, data, reduce="first_token", progress=False)
+        for name in raw:
+            got = sample_vectors(raw[name], "first_token", mask=data["attention_mask"]).numpy()
+            np.testing.assert_array_equal(got, cls[name])
+            if side == "right":
+                np.testing.assert_array_equal(got, raw[name][:, 0])
+            else:  # left padding: the first real position, as the capture's reducer
+                assert not np.allclose(got, raw[name][:, 0])
+
+
+def test_streamed_first_token_equals_layer_redundancy_on_the_unreduced_capture():
+    model, data = tiny_bert(4), padded(seed=2)
+    labels = data["labels"].numpy()
+    options = {"angular_reduce": "first_token", "similarity_reduce": "first_token", "n_max": 3}
+    table = block_redundancy(model, data, batch_size=4, modularity_batch_size=N, modularity_k=2, progress=False,
+                             **options)
+    acts = capture_activations(model, data, "blocks", inputs=True, reduce=None, batch_size=4, progress=False)
+    oracle = layer_redundancy(acts, labels, mask=data["attention_mask"], modularity_batch_size=N, modularity_k=2,
+                              progress=False, **options)
+    assert table["block"].tolist() == oracle["block"].tolist() == [f"encoder.layer.{i}" for i in range(4)]
+    criteria = ["delta_q", "modularity", "block_influence", "angular_distance_1", "angular_distance_2",
+                "angular_distance_3", "relative_update_norm", "gbs_in_out", "cka_in_out"]
+    for column in criteria:
+        np.testing.assert_allclose(table[column], oracle[column], atol=1e-6, rtol=0, equal_nan=True, err_msg=column)
+    assert table["angular_distance_1"].gt(1e-3).all()  # not a trivially zero comparison
+    assert table.attrs["reductions"]["gbs_in_out"] == table.attrs["reductions"]["angular_distance_2"] == "first_token"
+    assert table.attrs["similarity_reduce"] == "first_token" and table.attrs["angular_reduce"] == ["first_token"]
+    # and it differs from the token mean: the [CLS] vector is its own reading
+    mean = block_redundancy(model, data, batch_size=4, n_max=1, similarity_reduce="token_mean", progress=False)
+    assert not np.allclose(mean["cka_in_out"], table["cka_in_out"])
+
+
+def test_an_unknown_reduction_lists_first_token():
+    with pytest.raises(ValueError, match="similarity_reduce='cls'.*first_token|first_token.*similarity_reduce='cls'"):
+        block_redundancy(tiny_bert(1), padded(), similarity_reduce="cls", progress=False)

@@ -274,9 +274,10 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     mask : array, optional
         1 for real tokens, 0 for padding, shaped like the arrays without the feature axis
         ((N, T) for hidden states); applies to every block.
-    angular_reduce : {"last_token", "token_mean", "flatten"}, optional
-        Which vector per sample the angular distance compares (see above).
-    similarity_reduce : {"flatten", "last_token", "token_mean"} or None, default "flatten"
+    angular_reduce : {"last_token", "first_token", "token_mean", "flatten"}, optional
+        Which vector per sample the angular distance compares (see above); ``"first_token"`` is
+        the first real token (BERT's [CLS]: position 0 of a right-padded batch).
+    similarity_reduce : {"flatten", "last_token", "first_token", "token_mean"} or None, default "flatten"
         Which vector per sample GBS, CKA and modularity use (None: by rank, see above).
     gbs_k : int, optional
         Neighbours of the GBS sample graphs; None (default) the full cosine graph.
