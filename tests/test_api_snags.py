@@ -135,3 +135,26 @@ def test_streamed_first_token_equals_layer_redundancy_on_the_unreduced_capture()
 def test_an_unknown_reduction_lists_first_token():
     with pytest.raises(ValueError, match="similarity_reduce='cls'.*first_token|first_token.*similarity_reduce='cls'"):
         block_redundancy(tiny_bert(1), padded(), similarity_reduce="cls", progress=False)
+
+
+# --- which CKA estimator each table uses ------------------------------------------------------
+
+def test_each_cka_table_names_its_estimator_and_the_redundancy_tables_are_debiased_cka_matrix():
+    from repgraph import cka_matrix, layer_similarity
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 5, 16))  # features (80) outnumber samples (12): the biased CKA is inflated
+    acts = {"b0:input": x, "b0": np.tanh(x @ rng.normal(size=(16, 16)))}
+    table = layer_redundancy(acts, n_max=1, progress=False)
+    assert table.attrs["cka_estimator"] == "debiased (unbiased HSIC)" and table.attrs["cka_debiased"] is True
+    flat = {name: a.reshape(len(a), -1) for name, a in acts.items()}
+    debiased = cka_matrix(flat, debiased=True, progress=False)
+    biased = cka_matrix(flat, progress=False)  # the contract: biased by default
+    assert biased.attrs["cka_estimator"] == "biased" and debiased.attrs["cka_estimator"] == "debiased (unbiased HSIC)"
+    assert table["cka_in_out"][0] == pytest.approx(debiased.loc["b0:input", "b0"], abs=1e-6)
+    assert biased.loc["b0:input", "b0"] > table["cka_in_out"][0] + 0.05
+    assert layer_similarity(flat, measure="cka").equals(biased)
+    assert layer_similarity(flat, measure="cka").attrs["cka_estimator"] == "biased"
+    assert layer_redundancy(acts, n_max=1, cka_debiased=False, progress=False).attrs["cka_estimator"] == "biased"
+    assert cka_matrix(flat, batch_size=6, progress=False).attrs["cka_estimator"] == "debiased (minibatch unbiased HSIC)"
+    streamed = block_redundancy(tiny_bert(2), padded(), n_max=1, progress=False)
+    assert streamed.attrs["cka_estimator"] == "debiased (unbiased HSIC)"
