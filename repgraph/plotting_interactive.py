@@ -160,8 +160,9 @@ def interactive_curve(curve_or_curves, *, show_std: bool = True, title: str | No
                                      fill="toself", fillcolor=colour, opacity=0.2, line={"width": 0},
                                      hoverinfo="skip", showlegend=False, name=f"{label} ±std".strip()))
         customdata = [[str(layer), float(s) if np.isfinite(s) else None] for layer, s in zip(curve["layer"], std)]
-        fig.add_trace(go.Scatter(x=x, y=q.tolist(), mode="lines+markers", name=label or "modularity", line={"color": colour},
-                                 marker={"size": 5}, customdata=customdata, showlegend=bool(label),
+        fig.add_trace(go.Scatter(x=x, y=q.tolist(), mode="lines+markers", name=label or "modularity",
+                                 line={"color": colour}, marker={"size": 5}, customdata=customdata,
+                                 showlegend=bool(label),
                                  hovertemplate=("layer: %{customdata[0]}<br>depth: %{x}<br>modularity: %{y:.4f}"
                                                 f"<br>std: %{{customdata[1]:.4f}}<extra>{label}</extra>")))
     reference = next(iter(curves.values()))

@@ -273,9 +273,10 @@ def angular_distance(X, Y, *, reduce: str = "last_token", feature_axis=None, mas
     the paper, which computes the distance at the final token and averages it over the samples
     (the mean of the per-sample angles, not the angle of a mean cosine). ``reduce="token_mean"``
     uses the mean over tokens (encoders, CNN feature maps), ``"first_token"`` the first (real)
-    token (BERT's [CLS], position 0), ``"flatten"`` the whole representation. 0 when every vector keeps its direction, 1/2 when it turns orthogonal, 1 when
-    it is negated. For a span of blocks ℓ … ℓ+n−1 pass the input of block ℓ and the output of block
-    ℓ+n−1; Gromov et al. remove the span of n blocks with the smallest distance.
+    token (BERT's [CLS], position 0), ``"flatten"`` the whole representation. 0 when every
+    vector keeps its direction, 1/2 when it turns orthogonal, 1 when it is negated. For a span
+    of blocks ℓ … ℓ+n−1 pass the input of block ℓ and the output of block ℓ+n−1; Gromov et al.
+    remove the span of n blocks with the smallest distance.
 
     Parameters
     ----------

@@ -202,7 +202,8 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
                      "Kornblith et al. 2019", rank_correlation=rho.to_dict(), redundant_when=redundant_when,
                      best_spans=best, n_max=n_max, angular_reduce=sorted({b.angular_reduce for b in evidence}),
                      similarity_reduce=similarity, reductions=reductions, gbs_k=gbs_k, cka_debiased=cka_debiased,
-                     cka_estimator=CKA_ESTIMATORS[bool(cka_debiased)], modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
+                     cka_estimator=CKA_ESTIMATORS[bool(cka_debiased)],
+                     modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
                      masked=masked)
 
 

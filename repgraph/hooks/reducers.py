@@ -207,12 +207,12 @@ def _takes_mask(fn) -> bool:
 
 
 def _padding_kept(layer: str) -> str:
-    return (f"Layer {layer!r} gives (N, T, D) token states and the batch carries an attention_mask, and "
+    return (f"Layer {layer!r} gives (N, T, D) token states, the batch carries an attention_mask and "
             "reduce= was left at its default, 'auto', which is 'flatten' for now: it keeps all T positions, "
-            "the padded ones included. In the next release the default becomes reduce='token_mean' (the mean over the real "
-            "tokens) for such outputs. Pass reduce='token_mean' (or 'first_token' for BERT's [CLS], "
-            "'last_token' for a decoder) to leave the padding out now, or reduce='flatten' to keep every "
-            "position and silence this warning.")
+            "the padded ones included. In the next release the default becomes reduce='token_mean' (the "
+            "mean over the real tokens) for such outputs. Pass reduce='token_mean' (or 'first_token' for "
+            "BERT's [CLS], 'last_token' for a decoder) to leave the padding out now, or reduce='flatten' to "
+            "keep every position and silence this warning.")
 
 
 class Reducer:
