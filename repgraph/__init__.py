@@ -41,6 +41,7 @@ _WHERE = {
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "modularity_curves", "prune_experiment", "register_criterion", "fsm_model_scores"], ".workflows"),
     "open_store": ".distributed",
+    **dict.fromkeys(["interactive_curve", "interactive_heatmap", "interactive_redundancy"], ".plotting_interactive"),
 }
 __all__ = list(_WHERE)
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

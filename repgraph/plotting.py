@@ -23,9 +23,10 @@ def short_layer_name(name: str) -> str:
     return name
 
 
-def plot_modularity_curve(curve_or_curves, ax=None, *, show_std: bool = True, title: str | None = None):
-    """Modularity against depth for one curve (DataFrame from ``modularity_curve``) or several
-    (a mapping label -> DataFrame, or a list of DataFrames), with ±std bands across batches."""
+def named_curves(curve_or_curves, caller: str) -> dict[str, pd.DataFrame]:
+    """``{label: curve}`` of one ``modularity_curve`` table (label ``""``), a mapping label ->
+    table or a list of tables (``"run 0"``, ``"run 1"``, ...), each checked to hold the columns
+    ``layer``, ``depth`` and ``modularity``; ``caller`` names the plot in the errors."""
     if isinstance(curve_or_curves, pd.DataFrame):
         curves = {"": curve_or_curves}
     elif isinstance(curve_or_curves, Mapping):
@@ -33,12 +34,20 @@ def plot_modularity_curve(curve_or_curves, ax=None, *, show_std: bool = True, ti
     else:
         curves = {f"run {i}": c for i, c in enumerate(curve_or_curves)}
     if not curves:
-        raise ValueError("plot_modularity_curve needs at least one curve.")
-    ax = _axes(ax)
+        raise ValueError(f"{caller} needs at least one curve.")
     for label, curve in curves.items():
         missing = {"depth", "modularity", "layer"} - set(curve.columns)
         if missing:
             raise ValueError(f"curve {label!r} lacks column(s) {sorted(missing)}; pass modularity_curve output.")
+    return curves
+
+
+def plot_modularity_curve(curve_or_curves, ax=None, *, show_std: bool = True, title: str | None = None):
+    """Modularity against depth for one curve (DataFrame from ``modularity_curve``) or several
+    (a mapping label -> DataFrame, or a list of DataFrames), with ±std bands across batches."""
+    curves = named_curves(curve_or_curves, "plot_modularity_curve")
+    ax = _axes(ax)
+    for label, curve in curves.items():
         x, q = curve["depth"].to_numpy(), curve["modularity"].to_numpy()
         line, = ax.plot(x, q, marker="o", ms=3, label=label or None)
         if show_std and "std" in curve and (curve["std"] > 0).any():
@@ -133,6 +142,39 @@ def plot_similarity_heatmap(matrix, ax=None, vmin: float | None = None, vmax: fl
     """
     import numpy as np
 
+    values, low, high = heatmap_values(matrix, vmin, vmax, half)
+    ax = _axes(ax)
+    image = ax.imshow(values, vmin=low, vmax=high, cmap=cmap, origin="lower", interpolation="nearest")
+    label = short_layer_name if short_names else str
+    ax.set_xticks(range(values.shape[1]))
+    slanted = tick_rotation % 90 != 0  # a slanted label ends under its column
+    ax.set_xticklabels([label(c) for c in matrix.columns], rotation=tick_rotation, fontsize=tick_size,
+                       ha="right" if slanted else "center", rotation_mode="anchor" if slanted else "default")
+    ax.set_yticks(range(values.shape[0]))
+    ax.set_yticklabels([label(i) for i in matrix.index], fontsize=tick_size)
+    ax.set_xlabel(axis_title(matrix.columns) if xlabel is None else xlabel)
+    ax.set_ylabel(axis_title(matrix.index) if ylabel is None else ylabel)
+    if annotate is None:
+        annotate = values.size <= 12 * 12
+    if annotate:
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                r, g, b, _ = image.cmap(image.norm(v))
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=tick_size,
+                        color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
+    measure = matrix.attrs.get("measure")
+    ax.set_title(title or heatmap_title(matrix), fontsize=9)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=measure)
+    return ax
+
+
+def heatmap_values(matrix, vmin=None, vmax=None, half: bool = False):
+    """``(values, low, high)`` of a layer × layer table: its float values (the upper triangle NaN
+    with ``half``) and the colour range, fitted to the finite values where ``vmin`` / ``vmax`` is
+    None; errors name the argument."""
+    import numpy as np
+
     if not isinstance(matrix, pd.DataFrame):
         raise TypeError("matrix must be a DataFrame from cka_matrix or gbs_matrix.")
     values = matrix.to_numpy(dtype=float)
@@ -145,36 +187,19 @@ def plot_similarity_heatmap(matrix, ax=None, vmin: float | None = None, vmax: fl
     low, high = low if vmin is None else float(vmin), high if vmax is None else float(vmax)
     if low > high:
         raise ValueError(f"vmin={low:g} lies above vmax={high:g}; pass vmin <= vmax (or None to fit the data).")
-    ax = _axes(ax)
-    image = ax.imshow(values, vmin=low, vmax=high, cmap=cmap, origin="lower", interpolation="nearest")
-    label = short_layer_name if short_names else str
-    ax.set_xticks(range(values.shape[1]))
-    slanted = tick_rotation % 90 != 0  # a slanted label ends under its column
-    ax.set_xticklabels([label(c) for c in matrix.columns], rotation=tick_rotation, fontsize=tick_size,
-                       ha="right" if slanted else "center", rotation_mode="anchor" if slanted else "default")
-    ax.set_yticks(range(values.shape[0]))
-    ax.set_yticklabels([label(i) for i in matrix.index], fontsize=tick_size)
-    ax.set_xlabel(_axis_title(matrix.columns) if xlabel is None else xlabel)
-    ax.set_ylabel(_axis_title(matrix.index) if ylabel is None else ylabel)
-    if annotate is None:
-        annotate = values.size <= 12 * 12
-    if annotate:
-        for (i, j), v in np.ndenumerate(values):
-            if np.isfinite(v):
-                r, g, b, _ = image.cmap(image.norm(v))
-                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=tick_size,
-                        color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
-    measure = matrix.attrs.get("measure")
+    return values, low, high
+
+
+def heatmap_title(matrix: pd.DataFrame) -> str:
+    """A similarity table's default title: its measure and its estimator or graph
+    (``"GBS (full graph)"``, ``"CKA (biased HSIC)"``), ``"similarity"`` without ``attrs``."""
     k = matrix.attrs.get("k")
     detail = matrix.attrs.get("estimator") or ("full graph" if k == "full" else f"k={k}" if k is not None else "")
-    name = measure or "similarity"
-    ax.set_title(title or (f"{name} ({detail})" if detail else name), fontsize=9)
-    if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=measure)
-    return ax
+    name = matrix.attrs.get("measure") or "similarity"
+    return f"{name} ({detail})" if detail else name
 
 
-def _axis_title(labels: pd.Index) -> str:
+def axis_title(labels: pd.Index) -> str:
     """An axis's default title: the index's name, ``"layer"`` for none or the analyzers' ``"layer2"``."""
     return "layer" if labels.name in (None, "", "layer2") else str(labels.name)
 
@@ -297,7 +322,8 @@ _CRITERION_LABELS = {"delta_q": "ΔQ", "block_influence": "Block Influence", "re
                      "gbs_in_out": "GBS in/out", "cka_in_out": "CKA in/out"}
 
 
-def _criterion_label(column: str) -> str:
+def criterion_label(column: str) -> str:
+    """A criterion column's short label: ``"angular n=2"``, ``"ΔQ"``, ``"CKA in/out"``, ..."""
     if column.startswith("angular_distance_"):
         return f"angular n={column.rsplit('_', 1)[1]}"
     return _CRITERION_LABELS.get(column, column)
@@ -313,19 +339,7 @@ def plot_layer_redundancy(table, ax=None, *, criteria=None, annotate: bool = Tru
     criterion column). An angular-distance row's cell ℓ is the span of n blocks starting at ℓ."""
     import numpy as np
 
-    if not isinstance(table, pd.DataFrame) or "block" not in table.columns:
-        raise TypeError("table must be the DataFrame returned by layer_redundancy.")
-    orientation = table.attrs.get("redundant_when") or {}
-    criteria = list(orientation) if criteria is None else list(criteria)
-    unknown = [c for c in criteria if c not in orientation or c not in table.columns]
-    if not criteria or unknown:
-        raise ValueError(f"Unknown criteria {unknown}; the table's criterion columns are {list(orientation)}.")
-    values = table[criteria].to_numpy(dtype=float).T
-    ranks = np.full_like(values, np.nan)
-    for i, column in enumerate(criteria):
-        ranked = table[column].rank(ascending=orientation[column] == "low", method="min").to_numpy(float)
-        count = np.count_nonzero(~np.isnan(ranked))
-        ranks[i] = 1.0 - (ranked - 1.0) / max(count - 1, 1)  # 1 = most redundant, 0 = least
+    criteria, values, ranks = redundancy_ranks(table, criteria)
     ax = _axes(ax)
     image = ax.imshow(np.ma.masked_invalid(ranks), vmin=0.0, vmax=1.0, cmap=cmap, aspect="auto",
                       interpolation="nearest")
@@ -336,7 +350,7 @@ def plot_layer_redundancy(table, ax=None, *, criteria=None, annotate: bool = Tru
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([short_layer_name(n[len(prefix):]) for n in names], rotation=90, fontsize=7)
     ax.set_yticks(range(len(criteria)))
-    ax.set_yticklabels([_criterion_label(c) for c in criteria], fontsize=8)
+    ax.set_yticklabels([criterion_label(c) for c in criteria], fontsize=8)
     ax.set_xlabel(f"block{f' ({prefix}…)' if prefix else ''}")
     if annotate:
         for (i, j), v in np.ndenumerate(values):
@@ -392,3 +406,25 @@ def plot_complexity_next_to_modularity(curve, complexity, ax=None, *, column: st
     ax.grid(alpha=0.3)
     ax.set_title(title or "modularity and transformation complexity", fontsize=9)
     return ax
+
+def redundancy_ranks(table, criteria=None):
+    """``(criteria, values, ranks)`` of a ``layer_redundancy`` / ``block_redundancy`` table: the
+    criterion columns (default all of ``attrs["redundant_when"]``, in its order), their values
+    (criteria × blocks) and each block's redundancy rank within its criterion, scaled to 1 = most
+    redundant, 0 = least (NaN where the value is); errors name the argument."""
+    import numpy as np
+
+    if not isinstance(table, pd.DataFrame) or "block" not in table.columns:
+        raise TypeError("table must be the DataFrame returned by layer_redundancy or block_redundancy.")
+    orientation = table.attrs.get("redundant_when") or {}
+    criteria = list(orientation) if criteria is None else list(criteria)
+    unknown = [c for c in criteria if c not in orientation or c not in table.columns]
+    if not criteria or unknown:
+        raise ValueError(f"Unknown criteria {unknown}; the table's criterion columns are {list(orientation)}.")
+    values = table[criteria].to_numpy(dtype=float).T
+    ranks = np.full_like(values, np.nan)
+    for i, column in enumerate(criteria):
+        ranked = table[column].rank(ascending=orientation[column] == "low", method="min").to_numpy(float)
+        count = np.count_nonzero(~np.isnan(ranked))
+        ranks[i] = 1.0 - (ranked - 1.0) / max(count - 1, 1)  # 1 = most redundant, 0 = least
+    return criteria, values, ranks

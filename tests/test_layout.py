@@ -14,23 +14,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "repgraph"
 # capture, builders and analyzers, which never import the Dask runner (distributed provides it and
 # registers it with execution, as joblib's register_parallel_backend does); capture and builders
 # know nothing of the analyses; analyzers are pure functions on arrays and never run a model;
-# pruning consumes analyzer results; plotting only reads results; nothing imports the CLI.
-ABOVE_EXECUTION = {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli",
-                   "distributed", "models", "datasets"}
+# pruning consumes analyzer results; plotting (and its optional plotly backend,
+# plotting_interactive, which draws with plotting's helpers) only reads results; nothing imports
+# the CLI.
+PLOTS = {"plotting", "plotting_interactive"}
+ABOVE_EXECUTION = {"hooks", "builders", "analyzers", "pruning", "workflows", "report", "cli",
+                   "distributed", "models", "datasets"} | PLOTS
 FORBIDDEN = {
     "storage": ABOVE_EXECUTION | {"execution"},
     "execution": ABOVE_EXECUTION,
-    "hooks": {"builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
-    "builders": {"hooks", "analyzers", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
-    "analyzers": {"hooks", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
-    "pruning": {"workflows", "plotting", "report", "cli", "distributed"},
+    "hooks": {"builders", "analyzers", "pruning", "workflows", "report", "cli", "distributed"} | PLOTS,
+    "builders": {"hooks", "analyzers", "pruning", "workflows", "report", "cli", "distributed"} | PLOTS,
+    "analyzers": {"hooks", "pruning", "workflows", "report", "cli", "distributed"} | PLOTS,
+    "pruning": {"workflows", "report", "cli", "distributed"} | PLOTS,
     "workflows": {"cli", "distributed"},
-    "plotting": {"hooks", "analyzers", "pruning", "workflows", "report", "cli", "distributed"},
-    "report": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "cli", "distributed"},
-    "models": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli", "distributed"},
-    "datasets": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli",
-                 "distributed"},
-    "distributed": {"hooks", "builders", "analyzers", "pruning", "workflows", "plotting", "report", "cli"},
+    "plotting": {"hooks", "analyzers", "pruning", "workflows", "report", "cli", "distributed", "plotting_interactive"},
+    "plotting_interactive": {"hooks", "analyzers", "pruning", "workflows", "report", "cli", "distributed"},
+    "report": {"hooks", "builders", "analyzers", "pruning", "workflows", "cli", "distributed"} | PLOTS,
+    "models": {"hooks", "builders", "analyzers", "pruning", "workflows", "report", "cli", "distributed"} | PLOTS,
+    "datasets": {"hooks", "builders", "analyzers", "pruning", "workflows", "report", "cli", "distributed"} | PLOTS,
+    "distributed": {"hooks", "builders", "analyzers", "pruning", "workflows", "report", "cli"} | PLOTS,
 }
 # The one allowed exception, as pandas' DataFrame.plot: a convenience method that imports plotting
 # when it is called (analyzers/central_filters.py, CentralFilters.plot).

@@ -44,7 +44,8 @@ def _summary(module: str) -> str:
 
 TITLES = {"_config": "Configuration", "execution": "Execution", "hooks": "Capture (hooks)",
           "builders": "Graph builders", "analyzers": "Analyzers", "pruning": "Pruning",
-          "workflows": "Workflows", "distributed": "Distributed (Dask)"}
+          "workflows": "Workflows", "distributed": "Distributed (Dask)",
+          "plotting_interactive": "Interactive plots (plotly)"}
 
 
 def pages(package) -> dict[str, str]:

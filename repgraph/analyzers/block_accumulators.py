@@ -61,11 +61,11 @@ class BlockAccumulator:
     ----------
     name : str
         The block's name (its row of the table), used in error messages.
-    angular_reduce : {"last_token", "token_mean", "flatten"}, optional
+    angular_reduce : {"last_token", "first_token", "token_mean", "flatten"}, optional
         The sample vectors of the angular distance; default by the arrays' rank
         (``default_reductions``: the last real token of (N, T, D) hidden states, the spatial mean
         of feature maps).
-    similarity_reduce : {"last_token", "token_mean", "flatten"}, optional
+    similarity_reduce : {"last_token", "first_token", "token_mean", "flatten"}, optional
         The sample vectors of GBS, CKA and modularity; default by rank (the mean over the real
         tokens of hidden states, the flattened map of feature maps).
     feature_axis : int, optional

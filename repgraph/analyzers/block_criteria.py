@@ -12,7 +12,9 @@ non-sample axis is a token (or spatial-position) axis. ``feature_axis=None`` cho
   state is in a transformer.
 
 ``mask`` (the array's shape without the feature axis, 1 = real token, 0 = padding) keeps padding
-out of every mean and picks the last *real* token.
+out of every mean and picks the last and the first *real* token. The first real token is position
+0 for right padding (BERT's tokenizers; its [CLS]) and the first unpadded position for left
+padding, as ``capture_activations(reduce="first_token")`` picks it.
 
 Cosine conventions: ``cos(u, v) = u·v/(‖u‖‖v‖)``; two zero vectors are equal (cos 1, angle 0), a
 zero and a non-zero vector are orthogonal (cos 0, angle π/2). Angles come from
@@ -27,7 +29,7 @@ import torch
 
 from .._arrays import as_tensor, non_finite_error, row_chunk
 
-REDUCTIONS = ("last_token", "token_mean", "flatten")
+REDUCTIONS = ("last_token", "first_token", "token_mean", "flatten")
 
 
 def _feature_axis(ndim: int, feature_axis, name: str) -> int:
@@ -236,11 +238,12 @@ def reduce_tokens(U: torch.Tensor, m: torch.Tensor | None, reduce: str) -> torch
     ``sample_vectors``."""
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
-    if reduce == "last_token":
+    if reduce in ("last_token", "first_token"):
+        end = -1 if reduce == "last_token" else 0
         if m is None:  # a copy: a view would keep all of U alive
-            return U[:, -1].to(torch.float32, copy=True)
-        last = U.shape[1] - 1 - m.flip(1).int().argmax(dim=1)
-        return U[torch.arange(U.shape[0], device=U.device), last].float()
+            return U[:, end].to(torch.float32, copy=True)
+        position = m.int().argmax(dim=1) if end == 0 else U.shape[1] - 1 - m.flip(1).int().argmax(dim=1)
+        return U[torch.arange(U.shape[0], device=U.device), position].float()
     if m is not None:
         U = U * m[..., None]
     if reduce == "token_mean":
@@ -252,7 +255,8 @@ def reduce_tokens(U: torch.Tensor, m: torch.Tensor | None, reduce: str) -> torch
 def sample_vectors(X, reduce: str = "flatten", *, feature_axis=None, mask=None, name: str = "X",
                    device=None) -> torch.Tensor:
     """One float32 vector per sample from ``X`` (N, ...): ``"last_token"`` the last (real) token's
-    vector (N, D); ``"token_mean"`` the mean over the (real) tokens (N, D) — for channels-first maps
+    vector (N, D); ``"first_token"`` the first (real) token's (BERT's [CLS]: position 0, also with a
+    right-padding mask); ``"token_mean"`` the mean over the (real) tokens (N, D) — for channels-first maps
     the spatial mean; ``"flatten"`` every token's vector concatenated (N, P·D), padded tokens set
     to zero. Array forms: see the module docstring."""
     if reduce not in REDUCTIONS:
@@ -268,23 +272,24 @@ def angular_distance(X, Y, *, reduce: str = "last_token", feature_axis=None, mas
     ``x_n``, ``y_n`` are sample n's vectors: by default the last (real) token's hidden state, as in
     the paper, which computes the distance at the final token and averages it over the samples
     (the mean of the per-sample angles, not the angle of a mean cosine). ``reduce="token_mean"``
-    uses the mean over tokens (encoders, CNN feature maps), ``"flatten"`` the whole
-    representation. 0 when every vector keeps its direction, 1/2 when it turns orthogonal, 1 when
-    it is negated. For a span of blocks ℓ … ℓ+n−1 pass the input of block ℓ and the output of block
-    ℓ+n−1; Gromov et al. remove the span of n blocks with the smallest distance.
+    uses the mean over tokens (encoders, CNN feature maps), ``"first_token"`` the first (real)
+    token (BERT's [CLS], position 0), ``"flatten"`` the whole representation. 0 when every
+    vector keeps its direction, 1/2 when it turns orthogonal, 1 when it is negated. For a span
+    of blocks ℓ … ℓ+n−1 pass the input of block ℓ and the output of block ℓ+n−1; Gromov et al.
+    remove the span of n blocks with the smallest distance.
 
     Parameters
     ----------
     X, Y : array or tensor (N, ...)
         Two representations of the same samples whose sample vectors have one size (e.g. a block's
         input and a later block's output).
-    reduce : {"last_token", "token_mean", "flatten"}, default "last_token"
+    reduce : {"last_token", "first_token", "token_mean", "flatten"}, default "last_token"
         Which vector per sample (``sample_vectors``).
     feature_axis : int, optional
         The axis of the hidden features; default −1 for 3-D arrays, 1 otherwise.
     mask : array, optional
-        1 for real tokens, 0 for padding (the shape without the feature axis); the last real token
-        is used.
+        1 for real tokens, 0 for padding (the shape without the feature axis); the last (or, for
+        ``"first_token"``, the first) real token is used.
     device : str or torch.device, optional
         Where to compute.
 

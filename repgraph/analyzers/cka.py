@@ -491,16 +491,23 @@ def _minibatch_plan(kernel: str, batch_size, sizes: dict) -> list[tuple[int, int
     return minibatch_bounds(n, int(batch_size))
 
 
+#: ``attrs["cka_estimator"]`` of every CKA table (``cka_matrix``; ``layer_redundancy`` and
+#: ``block_redundancy``, whose ``cka_in_out`` defaults to the debiased one)
+CKA_ESTIMATORS = {True: "debiased (unbiased HSIC)", False: "biased"}
+MINIBATCH_ESTIMATOR = "debiased (minibatch unbiased HSIC)"
+
+
 def _minibatch_estimator(n_batches: int, batch_size: int) -> str:
     return (f"minibatch unbiased HSIC, {n_batches} batch(es) of up to {batch_size}, weighted by size "
             "(Nguyen et al. 2021)")
 
 
-def _cka_frame(values, rows, cols, *, kernel, estimator, sigma, **parameters) -> pd.DataFrame:
+def _cka_frame(values, rows, cols, *, kernel, estimator, cka_estimator, sigma, **parameters) -> pd.DataFrame:
     """The CKA matrix as a table (rows: layers of ``acts``, columns: of ``acts2``) with its ``attrs``."""
     out = pd.DataFrame(values, index=pd.Index(rows, name="layer"), columns=pd.Index(cols, name="layer2"))
     return described(out, "CKA", "Kornblith et al., ICML 2019; Nguyen et al., ICLR 2021", kernel=kernel,
-                     estimator=estimator, sigma=sigma if kernel == "rbf" else None, **parameters)
+                     estimator=estimator, cka_estimator=cka_estimator, sigma=sigma if kernel == "rbf" else None,
+                     **parameters)
 
 
 def _batch_hsic(layers, start: int, stop: int, names, device):
@@ -531,8 +538,14 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     acts2 : Activations or mapping, optional
         A second network's layers on the same samples; default ``acts``.
     kernel : {"linear", "rbf"}
-    debiased : bool
-        Unbiased HSIC (always, with ``batch_size``).
+    debiased : bool, default False
+        Unbiased HSIC (always, with ``batch_size``). The default is the biased estimator
+        (Kornblith et al.'s CKA, as ``layer_similarity(measure="cka")``; ``"cka_debiased"`` is the
+        other), whereas ``layer_redundancy`` and ``block_redundancy`` default to the debiased one
+        (``cka_debiased=True``), so their ``cka_in_out`` of two layers is
+        ``cka_matrix(..., debiased=True)``'s value, not this default's: the biased CKA is inflated
+        when the features outnumber the samples. ``attrs["cka_estimator"]`` of every one of these
+        tables names the estimator used.
     sigma : float
         RBF width σ = ``sigma``·sqrt(median of the N×N squared distances, diagonal included).
     batch_size : int, optional
@@ -546,7 +559,9 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
     Returns
     -------
     DataFrame (rows: layers of ``acts``, columns: layers of ``acts2``); ``attrs`` record the
-    kernel, the estimator, ``batch_size``, ``n_batches`` and ``n_samples`` (the samples used).
+    kernel, the estimator (``estimator`` in words; ``cka_estimator``: ``"biased"``,
+    ``"debiased (unbiased HSIC)"`` or ``"debiased (minibatch unbiased HSIC)"``), ``batch_size``,
+    ``n_batches`` and ``n_samples`` (the samples used).
 
     Raises
     ------
@@ -594,7 +609,7 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
             for (a, b), part in zip(bounds, parts):
                 acc._add(part, b - a, len(xs))
             values, n_batches, n_used = acc.compute(), acc.n_batches, acc.n_samples
-            estimator = _minibatch_estimator(n_batches, batch_size)
+            estimator, cka_estimator = _minibatch_estimator(n_batches, batch_size), MINIBATCH_ESTIMATOR
         else:
             if len(set(sizes.values())) > 1:
                 raise ValueError(f"All inputs must hold the same samples (same N); got {sizes}.")
@@ -611,6 +626,8 @@ def cka_matrix(acts, acts2=None, *, kernel: str = "linear", debiased: bool = Fal
             full = _normalise(hsic, names)
             values = full if acts2 is None else full[:len(xs), len(xs):]
             estimator = "unbiased HSIC (debiased CKA)" if debiased else "biased HSIC"
+            cka_estimator = CKA_ESTIMATORS[bool(debiased)]
             n_batches, n_used = 1, n
-    return _cka_frame(values, rows, cols, kernel=kernel, estimator=estimator, sigma=sigma, batch_size=batch_size,
+    return _cka_frame(values, rows, cols, kernel=kernel, estimator=estimator, cka_estimator=cka_estimator,
+                      sigma=sigma, batch_size=batch_size,
                       n_batches=n_batches, n_samples=n_used, hsic_path=path)

@@ -15,7 +15,7 @@ from .._results import described
 from .._warnings import warn_user
 from .block_criteria import (REDUCTIONS, angles, block_influence, default_reductions, relative_update_norm,
                              sample_vectors)
-from .cka import cka
+from .cka import CKA_ESTIMATORS, cka
 from .criterion_agreement import oriented_rank_correlation
 from .gbs import gbs
 from .modularity import modularity_curve
@@ -202,6 +202,7 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
                      "Kornblith et al. 2019", rank_correlation=rho.to_dict(), redundant_when=redundant_when,
                      best_spans=best, n_max=n_max, angular_reduce=sorted({b.angular_reduce for b in evidence}),
                      similarity_reduce=similarity, reductions=reductions, gbs_k=gbs_k, cka_debiased=cka_debiased,
+                     cka_estimator=CKA_ESTIMATORS[bool(cka_debiased)],
                      modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
                      masked=masked)
 
@@ -255,7 +256,9 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     Block Influence against CKA when they agree), ``redundant_when``
     (``"low"`` or ``"high"`` for each criterion column), ``best_spans``, ``reductions`` (per
     criterion column what it compares: ``"every_token"`` for BI and the update norm, else the
-    per-sample reduction), and the parameters (``angular_reduce``: the sorted reductions used;
+    per-sample reduction), ``cka_estimator`` (``"debiased (unbiased HSIC)"`` by default,
+    ``"biased"`` with ``cka_debiased=False``: the estimator of ``cka_in_out``, which is not
+    ``cka_matrix``'s biased default), and the parameters (``angular_reduce``: the sorted reductions used;
     ``similarity_reduce``: the one used, a sorted list if blocks of different ranks used several).
 
     Parameters
@@ -274,14 +277,18 @@ def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None
     mask : array, optional
         1 for real tokens, 0 for padding, shaped like the arrays without the feature axis
         ((N, T) for hidden states); applies to every block.
-    angular_reduce : {"last_token", "token_mean", "flatten"}, optional
-        Which vector per sample the angular distance compares (see above).
-    similarity_reduce : {"flatten", "last_token", "token_mean"} or None, default "flatten"
+    angular_reduce : {"last_token", "first_token", "token_mean", "flatten"}, optional
+        Which vector per sample the angular distance compares (see above); ``"first_token"`` is
+        the first real token (BERT's [CLS]: position 0 of a right-padded batch).
+    similarity_reduce : {"flatten", "last_token", "first_token", "token_mean"} or None, default "flatten"
         Which vector per sample GBS, CKA and modularity use (None: by rank, see above).
     gbs_k : int, optional
         Neighbours of the GBS sample graphs; None (default) the full cosine graph.
     cka_debiased : bool, default True
-        The unbiased HSIC estimator (needs N ≥ 4) or the biased one.
+        The unbiased HSIC estimator (needs N ≥ 4) or the biased one. Unlike ``cka_matrix`` and
+        ``layer_similarity(measure="cka")``, which default to the biased CKA: ``cka_in_out`` is
+        ``cka_matrix(..., debiased=True)``'s value of the pair. ``attrs["cka_estimator"]`` says
+        which (``"debiased (unbiased HSIC)"`` or ``"biased"``).
     modularity_k, modularity_batch_size, modularity_n_batches : int
         ``modularity_curve``'s ``k``, ``batch_size`` and ``n_batches`` (only with labels).
     device : str or torch.device, optional

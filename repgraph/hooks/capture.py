@@ -11,7 +11,7 @@ from .in_process_capture import capture_in_process
 from .sharded_capture import capture_shards
 
 
-def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None,
+def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="auto", output=None,
                         batch_axis=0, inputs: bool = False, label_key="auto", max_samples: int | None = None,
                         device=None, store=None, progress: bool = True, batch_size: int = 256,
                         client=None) -> Activations:
@@ -48,7 +48,11 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="flat
         ``"convs"``, ``"relus"``, ``"modularity"`` (Lu et al.: stem conv + every residual block;
         every conv for VGG).
     reduce : str, callable or None
-        ``"flatten"`` (N, prod(...)) — Lu et al.'s features; ``"spatial_mean"`` (channels-first
+        ``"auto"`` (default): ``"flatten"``; when a layer gives (N, T, D) token states and the
+        model is called with an ``attention_mask`` (a dict batch carrying one, e.g. BERT's),
+        flatten keeps the padded positions too, so a ``FutureWarning`` says that the default for
+        those outputs becomes ``"token_mean"`` in the next release (pass ``reduce=`` to choose and
+        silence it). ``"flatten"`` (N, prod(...)) — Lu et al.'s features; ``"spatial_mean"`` (channels-first
         maps: mean over every axis after the channel axis); ``"token_mean"`` (mean over tokens,
         padding excluded when the batch carries an ``attention_mask``); ``"first_token"`` (CLS);
         ``"last_token"`` (the last non-padding token); ``"mean"`` (``"spatial_mean"`` where that

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .._warnings import warn_user
 from .batches import input_dtype
 from .fingerprint import DataDigest
 from .modes import evaluating
@@ -82,6 +83,8 @@ def forward_all(model, rec, batches, target, device, *, total, max_samples, prog
                 rec.n_samples = batch.n
                 transfer.begin(seen)
                 batch.run(model, device, dtype, first=index == 0)
+                while rec.reducer.pending:
+                    warn_user(*rec.reducer.pending.pop(0))
                 keys = _check_fired(rec, keys, index)
                 seen += batch.n
                 snapshot = digest.snapshot() if digest is not None else None

@@ -55,7 +55,7 @@ def run_device(model: nn.Module, device) -> torch.device:
     return run
 
 
-def capture_in_process(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None,
+def capture_in_process(model: nn.Module, data, layers="blocks", *, reduce="auto", output=None,
                         batch_axis=0, inputs: bool = False, label_key="auto", max_samples: int | None = None,
                         device=None, store=None, progress: bool = True, batch_size: int = 256,
                         client=None) -> Activations:

@@ -10,7 +10,7 @@ import inspect
 
 import torch
 
-CHOICES = ("flatten", "spatial_mean", "token_mean", "first_token", "last_token", "mean", None)
+CHOICES = ("auto", "flatten", "spatial_mean", "token_mean", "first_token", "last_token", "mean", None)
 
 
 def flatten(output: torch.Tensor, attention_mask=None) -> torch.Tensor:
@@ -206,16 +206,34 @@ def _takes_mask(fn) -> bool:
     return any(p.name == "attention_mask" or p.kind is p.VAR_KEYWORD for p in params)
 
 
+def _padding_kept(layer: str) -> str:
+    return (f"Layer {layer!r} gives (N, T, D) token states, the batch carries an attention_mask and "
+            "reduce= was left at its default, 'auto', which is 'flatten' for now: it keeps all T positions, "
+            "the padded ones included. In the next release the default becomes reduce='token_mean' (the "
+            "mean over the real tokens) for such outputs. Pass reduce='token_mean' (or 'first_token' for "
+            "BERT's [CLS], 'last_token' for a decoder) to leave the padding out now, or reduce='flatten' to "
+            "keep every position and silence this warning.")
+
+
 class Reducer:
     """A resolved ``reduce=`` choice: ``reducer(output, attention_mask)`` -> (N, ...) tensor.
 
     A complex result (e.g. of a module computing an FFT) is refused, naming the layer: the
     captured arrays are float32, so a reducer must make the values real.
 
-    ``spec`` is what the user passed (a name, a callable or None), used in the fingerprint.
+    ``spec`` is what the user passed (a name, a callable or None), used in the fingerprint;
+    ``"auto"`` (``capture_activations``' default) is ``"flatten"`` there and here, and the first
+    time it flattens an (N, T, D) output whose batch carries an attention mask it puts a
+    ``FutureWarning`` in ``pending`` (once per reducer: the default for those outputs becomes
+    ``"token_mean"``), which the capture loop raises after the forward, at the user's line (inside
+    the forward the first frame outside repgraph is torch's hook caller).
     """
 
     def __init__(self, spec):
+        self.auto = isinstance(spec, str) and spec == "auto"
+        self._warned = False
+        self.pending: list[tuple[str, type[Warning]]] = []  # (message, category), for warn_user
+        spec = "flatten" if self.auto else spec
         self.spec = spec
         if spec is None:
             self._fn, self._mask = None, False
@@ -236,6 +254,10 @@ class Reducer:
         return getattr(self.spec, "__qualname__", type(self.spec).__qualname__)
 
     def __call__(self, output: torch.Tensor, attention_mask=None, layer: str = "?") -> torch.Tensor:
+        if self.auto and not self._warned and attention_mask is not None and output.ndim == 3 \
+                and tuple(attention_mask.shape) == tuple(output.shape[:2]):
+            self._warned = True
+            self.pending.append((_padding_kept(layer), FutureWarning))
         if self._fn is None:
             value = output
         else:

@@ -170,7 +170,7 @@ def _labels_entry(partial: Path, parts: list):
     return file_entry(None, LABELS, shape, writer.dtype, [{"start": 0, "stop": shape[0], "crc32": writer.crc32}])
 
 
-def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="flatten", output=None, batch_axis=0,
+def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="auto", output=None, batch_axis=0,
                    inputs: bool = False, label_key="auto", max_samples: int | None = None, device=None,
                    store=None, progress: bool = True, batch_size: int = 256, runner) -> Activations:
     """``capture_activations`` by ``runner``'s tasks, one per shard, into ``store``.

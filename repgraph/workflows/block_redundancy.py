@@ -140,14 +140,19 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         Longest span of the angular distance; default min(4, L).
     feature_axis : int, optional
         The hidden-feature axis of the blocks' outputs; default −1 for 3-D outputs, 1 otherwise.
-    angular_reduce : {"last_token", "token_mean", "flatten"}, optional
+    angular_reduce : {"last_token", "first_token", "token_mean", "flatten"}, optional
         The sample vectors of the angular distance (default: see above).
-    similarity_reduce : {"token_mean", "last_token", "flatten"}, optional
-        The sample vectors of GBS, CKA and modularity (default: see above).
+    similarity_reduce : {"token_mean", "first_token", "last_token", "flatten"}, optional
+        The sample vectors of GBS, CKA and modularity (default: see above). ``"first_token"`` is
+        each sequence's first real token: BERT's [CLS], position 0 of a right-padded batch (with a
+        left-padded mask, the first unpadded position, as ``capture_activations(reduce="first_token")``).
     gbs_k : int, optional
         Neighbours of the GBS sample graphs; None (default) the full cosine graph.
     cka_debiased : bool, default True
-        The unbiased HSIC estimator (needs N ≥ 4) or the biased one.
+        The unbiased HSIC estimator (needs N ≥ 4) or the biased one. Unlike ``cka_matrix`` and
+        ``layer_similarity(measure="cka")``, which default to the biased CKA: ``cka_in_out`` is
+        ``cka_matrix(..., debiased=True)``'s value of the pair. ``attrs["cka_estimator"]`` says
+        which (``"debiased (unbiased HSIC)"`` or ``"biased"``).
     modularity_k, modularity_batch_size, modularity_n_batches : int
         ``modularity_curve``'s ``k``, ``batch_size`` and ``n_batches`` (only with labels).
     last_block_output : {"block", "final_norm"}, default "block"
