@@ -407,6 +407,7 @@ def plot_complexity_next_to_modularity(curve, complexity, ax=None, *, column: st
     ax.set_title(title or "modularity and transformation complexity", fontsize=9)
     return ax
 
+
 def redundancy_ranks(table, criteria=None):
     """``(criteria, values, ranks)`` of a ``layer_redundancy`` / ``block_redundancy`` table: the
     criterion columns (default all of ``attrs["redundant_when"]``, in its order), their values
