@@ -632,7 +632,8 @@ def plot_ranks(ranks: pd.DataFrame, summary: pd.DataFrame, ax=None):
         _, ax = plt.subplots(figsize=(7, 0.32 * len(summary) + 1))
     order = list(summary.index)
     data = [ranks.loc[ranks["measure"] == m, "rank"].dropna().to_numpy() for m in order]
-    box = ax.boxplot(data, vert=False, patch_artist=True, labels=order)
+    box = ax.boxplot(data, vert=False, patch_artist=True)
+    ax.set_yticks(range(1, len(order) + 1), order)
     for patch, name in zip(box["boxes"], order):
         patch.set_facecolor("tab:orange" if name.endswith("(cal)") else "tab:blue")
         patch.set_alpha(0.6)
