@@ -31,14 +31,16 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--permutations", type=int, default=None, help="K of the calibrated scores")
     parser.add_argument("--measures", nargs="+", default=None, help="default: every registered measure")
+    parser.add_argument("--raw-only", action="store_true", help="score the raw measures only (no calibration)")
     parser.add_argument("--out", default="results/resi_offline")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     setting = SMALL if args.small else FULL
     changes = {k: v for k, v in (("n_seeds", args.seeds), ("n_permutations", args.permutations),
-                                 ("measures", tuple(args.measures) if args.measures else None)) if v is not None}
+                                 ("measures", tuple(args.measures) if args.measures else None),
+                                 ("calibrations", (False,) if args.raw_only else None)) if v is not None}
     setting = dataclasses.replace(setting, **changes)
-    out = f"{args.out}/{'small' if args.small else 'full'}"
+    out = f"{args.out}/{'small' if args.small else 'full'}{'_raw' if args.raw_only else ''}"
     print(f"setting: {setting}", flush=True)
     result = run_benchmark(setting, args.datasets, cifar10_root=args.cifar10, out=out,
                            log=lambda msg: print(msg, flush=True))

@@ -320,6 +320,7 @@ class BenchmarkSetting:
     n_permutations: int = 19
     n_resamples: int = 999
     measures: tuple | None = None  # None: every registered measure
+    calibrations: tuple = (False, True)  # raw and/or calibrated variants
     tests: tuple = ("monotonicity", "output_correlation", *GROUP_TESTS)
 
 
@@ -509,7 +510,7 @@ def _group_members(models, test):
 
 def _variants(setting):
     names = setting.measures or measure_names()
-    return [(name, calibrated) for name in names for calibrated in (False, True)]
+    return [(name, calibrated) for name in names for calibrated in setting.calibrations]
 
 
 def _matrix(acts, name, calibrated, setting):
@@ -603,6 +604,10 @@ def run_benchmark(setting: BenchmarkSetting = FULL, tasks=("mnist1d", "digits"),
                         "test_accuracy": m.accuracy, "train_accuracy": m.train_accuracy} for m in models]
         log(f"{task.name}: scoring {len(_variants(setting))} measure variants")
         records.append(score_task(task.name, models, setting, log=log))
+        if out is not None:  # what is done so far, should a long run be stopped
+            Path(out).mkdir(parents=True, exist_ok=True)
+            pd.concat(records, ignore_index=True).to_csv(Path(out) / "records.csv", index=False)
+            pd.DataFrame(model_rows).to_csv(Path(out) / "models.csv", index=False)
     records = pd.concat(records, ignore_index=True)
     ranks, summary = rank_measures(records)
     result = {"records": records, "ranks": ranks, "summary": summary, "models": pd.DataFrame(model_rows),
