@@ -7,7 +7,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 EXPECTED = {"01_modularity_curves", "02_gbs_vs_cka", "03_redundant_layers_and_pruning", "04_filters_and_topology",
-            "05_mnist1d_dynamics", "06_transformer_layers"}
+            "05_mnist1d_dynamics", "06_transformer_layers", "07_similarity_benchmark"}
 
 
 def test_notebooks_are_committed_without_outputs():
