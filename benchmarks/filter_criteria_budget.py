@@ -15,13 +15,11 @@ and after fine-tuning, mean ± std over seeds, and the paired difference to the 
 
 Every (seed, criterion) result is cached as JSON under ``--out`` (default
 results/filter_criteria_budget, ignored by git) together with its settings, and the trained
-networks as ``.pt`` files, so a rerun resumes where it stopped; ``table.md`` and ``cells.csv`` are
-written at the end.
+networks as ``.pt`` files, so a rerun resumes where it stopped (other ratios reuse the trained
+networks); ``table_ratio{r}.md`` and ``cells_ratio{r}.csv`` are written at the end.
 
     python benchmarks/filter_criteria_budget.py [--seeds 3] [--epochs 40] [--finetune-epochs 3]
         [--ratio 0.5] [--n-train 4000] [--criteria l1,random,...] [--threads 1] [--out DIR]
-
-Measured (reduced setting, see README / the issue thread for the table): see ``table.md``.
 """
 from __future__ import annotations
 
@@ -163,7 +161,7 @@ def main(argv=None) -> dict:
                         "n_train": len(train_set), "n_test": len(test_set), "ratio": args.ratio,
                         "finetune_epochs": args.finetune_epochs, "max_samples": args.max_samples,
                         "criterion": criterion}
-            cell, hit = cached(out / "cells" / f"seed{seed}_{criterion}.json", settings,
+            cell, hit = cached(out / "cells" / f"seed{seed}_ratio{args.ratio:g}_{criterion}.json", settings,
                                lambda: one_cell(model, criterion, train_set, test_set, args, seed))
             rows.append(cell)
             if "error" in cell:
@@ -190,8 +188,8 @@ def main(argv=None) -> dict:
             "within a seed. 'filters pruned per conv' lists pruned/total for consecutive convs (×count).")
     text = (f"## Filter criteria at equal budgets (ratio {args.ratio})\n\n`{command}` "
             f"({(time.perf_counter() - start) / 60:.1f} min this call)\n\n{markdown(table)}\n\n{note}\n")
-    (out / "table.md").write_text(text)
-    cells.to_csv(out / "cells.csv", index=False)
+    (out / f"table_ratio{args.ratio:g}.md").write_text(text)
+    cells.to_csv(out / f"cells_ratio{args.ratio:g}.csv", index=False)
     print("\n" + text, flush=True)
     return {"cells": cells, "table": table, "markdown": text, "out": out}
 
