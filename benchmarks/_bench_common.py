@@ -1,5 +1,5 @@
-"""Helpers shared by ``filter_criteria_budget.py`` and ``mask_methods_sparsity.py``: ``mean ± std``
-cells, Markdown tables and a JSON cache of one result per file (so an interrupted run resumes)."""
+"""Helpers shared by the benchmark scripts: ``mean ± std`` cells, Markdown tables and a JSON cache
+of one result per file (so an interrupted run resumes)."""
 from __future__ import annotations
 
 import json
@@ -10,20 +10,23 @@ import numpy as np
 import pandas as pd
 
 
-def mean_std(values, scale: float = 1.0, digits: int = 2) -> str:
+def mean_std(values, scale: float = 1.0, digits: int = 3) -> str:
     """``mean ± std`` (sample std, ddof = 1) of ``values`` times ``scale``; the value alone for one,
-    "n/a" for none."""
+    "n/a" for none. Missing values (None, NaN) are left out and said: ``"… (2 of 3)"``."""
+    values = list(values)
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64) * scale
     if len(v) == 0:
         return "n/a"
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+    cell = f"{v[0]:.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+    return cell if len(v) == len(values) else f"{cell} ({len(v)} of {len(values)})"
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """``frame`` as a GitHub Markdown table (its index is not written)."""
-    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
+def markdown(frame: pd.DataFrame, digits: int | None = None) -> str:
+    """``frame`` as a GitHub Markdown table (its index is not written); floats with ``digits``
+    decimals when given, else as ``str`` writes them."""
+    def cell(v):
+        return f"{v:.{digits}f}" if digits is not None and isinstance(v, float) else str(v)
+    cells = [[str(c) for c in frame.columns]] + [[cell(v) for v in row] for row in frame.itertuples(index=False)]
     lines = ["| " + " | ".join(row) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _bench_common import markdown
 from repgraph import block_redundancy, blocks_to_remove, evaluate_lm, heal_lm, remove_layers
 from repgraph.datasets.text import byte_corpus, token_windows
 from repgraph.models.byte_gpt import byte_gpt
@@ -126,14 +127,6 @@ class Runs:
             self.done[key] = entry
             self.path.write_text(json.dumps({"settings": self.settings, "runs": self.done}, indent=1))
         return entry
-
-
-def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def short(blocks) -> str:

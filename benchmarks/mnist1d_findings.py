@@ -28,24 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _bench_common import markdown, mean_std
 from repgraph import removable_layers, uncoupled_convs
 from repgraph.workflows import mnist1d as recipes
-
-
-def mean_std(values, scale: float = 1.0, digits: int = 3) -> str:
-    """``mean ± std`` (sample std, ddof = 1) of ``values`` times ``scale``; just the value for one."""
-    v = np.asarray(values, dtype=np.float64) * scale
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    """``frame`` as a GitHub Markdown table (its index is not written)."""
-    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
-    return "\n".join(lines)
 
 
 class Report:

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _bench_common import markdown
 from repgraph import (block_redundancy, block_removal_loss, block_taylor_scores, blocks_to_remove, damage_correlation,
                       evaluate_lm, heal_lm, remove_layers, sleb_removal)
 from repgraph.models import load_smollm2, smollm2_file
@@ -131,14 +132,6 @@ class Runs:
 
 def short(blocks) -> str:
     return " ".join(sorted((b.rsplit(".", 1)[1] for b in blocks), key=int))
-
-
-def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def parse_args(argv=None):
