@@ -193,3 +193,13 @@ def test_unchained_layers_are_refused_with_their_names_instead_of_a_size_mismatc
     with pytest.raises(ValueError, match=r"Layers '1' and '3' are not chained"):
         block_redundancy(cnn, X, layers=["1", "3"], n_max=2, progress=False)
     assert block_redundancy(cnn, X, layers=["1", "3"], n_max=1, progress=False)["block"].tolist() == ["1", "3"]
+
+
+def test_the_chain_check_reads_the_streamed_batches_and_leaves_a_one_shot_iterator_whole():
+    from repgraph.models.byte_gpt import byte_gpt
+    model = byte_gpt(n_layer=3, n_embd=16, n_head=2, n_positions=16)
+    ids = torch.randint(0, 256, (8, 16), generator=torch.Generator().manual_seed(3))
+    whole = block_redundancy(model, ids, n_max=2, batch_size=4, progress=False)
+    batches = block_redundancy(model, (part for part in (ids[:4], ids[4:])), n_max=2, progress=False)
+    for column in ("block_influence", "relative_update_norm", "angular_distance_1", "angular_distance_2"):
+        np.testing.assert_allclose(batches[column], whole[column], atol=1e-12, rtol=0, err_msg=column)

@@ -3,12 +3,12 @@ criteria (``repgraph.analyzers.layer_redundancy``) from per-batch accumulators."
 from __future__ import annotations
 
 import pandas as pd
+import torch
 from torch import nn
 
 from ..analyzers.block_accumulators import BlockAccumulator
 from ..analyzers.criterion_agreement import damage_correlation
 from ..analyzers.layer_redundancy import check_n_max, check_reductions, tabulate_blocks
-from ..hooks.chaining import check_chained
 from ..hooks.layers import select_layers
 from ..pruning.block_scores import block_removal_loss
 from .streamed_blocks import stream_blocks
@@ -44,6 +44,42 @@ class _NormedOutput:
     def update(self, x_in, x_out, mask=None):
         normed = self.norm(x_out if self.dtype is None else x_out.to(self.dtype))
         self.accumulator.update(x_in, normed.float(), mask)
+
+    def __getattr__(self, name):
+        return getattr(self.accumulator, name)
+
+
+class _ChainCheck:
+    """On the first batch, that each block's input is the output of the block before it (among
+    ``blocks``, or all), compared as the blocks return: one batch of one block's output held."""
+
+    def __init__(self, blocks):
+        self.blocks, self.seen, self.previous = blocks, set(), None
+
+    def see(self, key, x_in, x_out):
+        if key in self.seen or (self.blocks is not None and key not in self.blocks):
+            return
+        self.seen.add(key)
+        if self.previous is not None:
+            name, out = self.previous
+            if tuple(out.shape) != tuple(x_in.shape) or not torch.equal(out, x_in):
+                what = (f"its input {tuple(x_in.shape)} is not the output {tuple(out.shape)}"
+                        if tuple(out.shape) != tuple(x_in.shape) else "something runs between them")
+                raise ValueError(f"Layers {name!r} and {key!r} are not chained ({what}): the angular distance "
+                                 "of a span compares one block's input with a later block's output. Choose "
+                                 "consecutive blocks (list_layers(model, x) shows the order), or pass n_max=1.")
+        self.previous = (key, x_out)
+
+
+class _Chained:
+    """An accumulator whose batches go through ``_ChainCheck`` first."""
+
+    def __init__(self, accumulator, key: str, chain: _ChainCheck):
+        self.accumulator, self.key, self.chain = accumulator, key, chain
+
+    def update(self, x_in, x_out, mask=None):
+        self.chain.see(self.key, x_in, x_out)
+        self.accumulator.update(x_in, x_out, mask)
 
     def __getattr__(self, name):
         return getattr(self.accumulator, name)
@@ -207,15 +243,17 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         raise ValueError(f"last_block_output must be one of {LAST_BLOCK_OUTPUTS}, got {last_block_output!r}.")
     chosen = None if blocks is None else [blocks] if isinstance(blocks, str) else list(blocks)
     selected = select_layers(model, layers)
-    if check_n_max(n_max, len(selected) if chosen is None else len(chosen)) >= 2:
-        check_chained(model, data, chosen or selected)  # spans compare one block's input with a later one's output
+    spans = check_n_max(n_max, len(selected) if chosen is None else len(chosen)) >= 2
     last = (chosen or selected)[-1]
     norm = final_norm(model, last) if last_block_output == "final_norm" else None
+    # spans compare one block's input with a later one's output: the blocks must be chained
+    chain = _ChainCheck(chosen) if spans else None
 
     def accumulator(key):
         block = BlockAccumulator(key, angular_reduce=angular_reduce, similarity_reduce=similarity_reduce,
                                  feature_axis=feature_axis)
-        return block if norm is None or key != last else _NormedOutput(block, norm)
+        block = block if norm is None or key != last else _NormedOutput(block, norm)
+        return block if chain is None else _Chained(block, key, chain)
 
     accumulators, carried, n = stream_blocks(model, data, layers, accumulator, mask=mask, max_samples=max_samples,
                                              batch_size=batch_size, device=device, progress=progress)
