@@ -213,7 +213,9 @@ def _peak_rss_growth(conn, n, store=None):
 
 def _in_child(n, store=None):
     import multiprocessing
-    ctx = multiprocessing.get_context("fork")
+    # a fresh interpreter: a forked child shares the parent's resident heap, so what it allocates may
+    # land on pages already counted in its RSS, and the growth then reads near 0 (seen under pytest)
+    ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_peak_rss_growth, args=(child, n, store))
     proc.start()

@@ -280,24 +280,25 @@ class PreparedKernel:
         if kernel == "linear" and not debiased and self.n >= self.width:  # cka's feature path may be taken
             self.double = self.features.double()
             self.feature_norm = _cross_norm(self.double, self.double)
-        self._gram = self._self_inner = None
+        self._gram = None  # (centred Gram, its self inner product), built on first need
         self._origin = self._index = None  # for a permuted state: the state it re-indexes, and how
 
     def gram(self) -> tuple[torch.Tensor, float]:
         """The centred (biased) or U-centred (unbiased) float64 Gram matrix and ``⟨K̃, K̃⟩``, built on
         first call from the rows in blocks of ``hsic_matrix``'s size for two layers (a permuted
         state re-indexes its origin's, which is built once)."""
+        # one assignment of the pair: tasks on threads of one worker share this state, and a
+        # thread must never see the Gram without its inner product
         if self._gram is None and self._origin is not None:
-            K, self._self_inner = self._origin.gram()
-            self._gram = K[self._index][:, self._index]
+            K, inner = self._origin.gram()
+            self._gram = (K[self._index][:, self._index], inner)
         elif self._gram is None:
             k = _Kernel(self.features, self.kernel, self.sigma, self.debiased, self.name)
             step = row_chunk(self.n, 8 * self.n * 2)  # the blocks hsic_matrix([X, Y]) takes
-            self._gram = torch.cat([k.centred_block(slice(s, min(self.n, s + step)))
-                                    for s in range(0, self.n, step)])
-            flat = self._gram.reshape(-1)
-            self._self_inner = float(flat @ flat)
-        return self._gram, self._self_inner
+            K = torch.cat([k.centred_block(slice(s, min(self.n, s + step))) for s in range(0, self.n, step)])
+            flat = K.reshape(-1)
+            self._gram = (K, float(flat @ flat))
+        return self._gram
 
     def permuted(self, perm) -> "PreparedKernel":
         """The prepared state of ``X[perm]``, re-indexed from this one (nothing recomputed)."""
