@@ -23,6 +23,12 @@ goes to ``--out``/report.md.
 
     python benchmarks/smollm2_layer_pruning.py [--random-seeds 5] [--heal-steps 24] [--threads 2]
                                                [--out results/smollm2_layer_pruning]
+
+Measured (the README's run: ``--threads 1 --eval-windows 24 --calibration-per-topic 1 --heal-steps 12
+--heal-random-seeds 2``, 78 min on a loaded 2-core host): intact perplexity 25.06; best at n = 3 the
+relative update norm (34.13), at n = 6 the update norm and CKA (50.89 → 46.65 healed), at n = 9 SLEB
+(83.82); signed damage correlations: removal loss 0.96, BI 0.87, CKA 0.83, update norm 0.81,
+angular 0.77, GBS 0.75, Taylor 0.28, magnitude 0.23, ΔQ −0.11.
 """
 from __future__ import annotations
 
