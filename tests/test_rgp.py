@@ -110,8 +110,8 @@ def test_mask_matches_the_graph_of_a_linear_layer():
 
 def test_errors_name_the_argument_and_the_fix():
     model = resnet20()
-    with pytest.raises(ValueError, match=r"sparsity=0.3 .*whole"):
-        rgp_masks(model, 0.3)
+    with pytest.raises(ValueError, match=r"sparsity=0.95 keeps .* fewer than its 16 outputs.*1 − 1/16"):
+        rgp_masks(model, 0.95)  # 0.05·256 = 12.8 -> 13 connections for 16 outputs
     with pytest.raises(ValueError, match="sparsity must be a fraction"):
         rgp_masks(model, 1.0)
     with pytest.raises(ValueError, match="not Conv1d/2d/3d or Linear"):
@@ -120,7 +120,7 @@ def test_errors_name_the_argument_and_the_fix():
         rgp_masks(model, 0.5, direction="up")
     with pytest.raises(ValueError, match="fewer than three"):
         rgp_masks(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), 0.5)
-    with pytest.raises(ValueError, match="multiple of n_in"):
+    with pytest.raises(ValueError, match="multiple of n_in.*edges=6"):
         rgp_graph(4, 6, 1)
     with pytest.raises(ValueError, match="degree=5 exceeds n_in=4"):
         rgp_graph(4, 4, 5)
