@@ -96,7 +96,8 @@ def test_mask_methods_at_equal_sparsity(tmp_path):
     methods = ["random", "magnitude", "spline", "rgp", "imp", "colt"]
     assert table["method"].tolist() == ["dense"] + methods * 2
     assert table["target sparsity (%)"].tolist() == ["0"] + ["50"] * 6 + ["90"] * 6
-    ok = cells[(cells["method"] != "dense") & cells["error"].isna()]
+    assert "error" not in cells  # every method ran at every sparsity, RGP at 90 % included
+    ok = cells[cells["method"] != "dense"]
     for row in ok.itertuples():
         assert row.weights == total and row.layers == n_layers
         assert row.sparsity == pytest.approx(row.zeros / total)
@@ -106,9 +107,8 @@ def test_mask_methods_at_equal_sparsity(tmp_path):
             assert abs(row.zeros - row.target * total) <= n_layers, (row.method, row.target)
     rgp = cells[cells["method"] == "rgp"].set_index("target")
     assert rgp.loc[0.5, "zeros"] == total // 2  # whole kernels, exactly half of every layer
-    # (1 − 0.9)·16 channels is not whole: RGP cannot run there, and the table says so
-    assert isinstance(rgp.loc[0.9, "error"], str)
-    assert table.set_index(["target sparsity (%)", "method"]).loc[("90", "rgp"), "accuracy (%)"] == "n/a"
-    assert len(ok) == 2 * len(methods) - 1
+    # (1 − 0.9)·16 channels is not whole: RGP keeps the nearest whole number of connections per
+    # layer (almost-regular graphs), so it is within half a kernel of 90 % per layer (checked above)
+    assert len(ok) == 2 * len(methods)
     text = (tmp_path / "table.md").read_text()
     assert text.count("\n|") == len(table) + 2
