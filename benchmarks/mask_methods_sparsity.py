@@ -16,7 +16,8 @@ and for the count). At each target sparsity p (default 50, 80, 90 %) every metho
   ``(1 − p)·C`` whole for every layer, so it runs at 50 % but not at 80 or 90 % (16-channel layers);
 - IMP: ``lottery_imp`` with rewinding to θ_k, ``--imp-rounds`` rounds of the same training;
 - COLT: ``colt_masks`` on the two class halves (digits 0–4 and 5–9), rewinding to θ_k, rate
-  ``--colt-rate``; COLT overshoots p by the last round's disagreement (reported, not corrected).
+  ``--colt-rate``; every round prunes exactly its target count (``exact=True``: the survivors of
+  smallest min-over-splits rank), so COLT meets p like the others.
 
 Every mask is made permanent with ``apply_masks`` on θ_k and the masked network is trained for
 ``epochs − k`` epochs with the masked weights held at 0 (``torch.nn.utils.prune`` masks, removed
