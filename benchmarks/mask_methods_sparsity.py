@@ -19,7 +19,8 @@ and for the count). At each target sparsity p (default 50, 80, 90 %) every metho
   sparsity is within half a kernel of p;
 - IMP: ``lottery_imp`` with rewinding to θ_k, ``--imp-rounds`` rounds of the same training;
 - COLT: ``colt_masks`` on the two class halves (digits 0–4 and 5–9), rewinding to θ_k, rate
-  ``--colt-rate``; COLT overshoots p by the last round's disagreement (reported, not corrected).
+  ``--colt-rate``; every round prunes exactly its target count (``exact=True``: the survivors of
+  smallest min-over-splits rank), so COLT meets p like the others.
 
 Every mask is made permanent with ``apply_masks`` on θ_k and the masked network is trained for
 ``epochs − k`` epochs with the masked weights held at 0 (``torch.nn.utils.prune`` masks, removed

@@ -32,6 +32,11 @@ def _layers(model: nn.Module, layers) -> dict:
     return {n: modules[n] for n in layers}
 
 
+def _pools(names: list, scope: str) -> list:
+    """The groups of layers that share one threshold: all of ``names`` (global) or each alone."""
+    return [list(names)] if scope == "global" else [[n] for n in names]
+
+
 def _check_masks(masks, chosen: dict, name: str = "masks") -> dict:
     if not isinstance(masks, Mapping):
         raise TypeError(f"{name} must be a dict layer name -> bool tensor shaped like its weight, "
@@ -110,7 +115,7 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, layers=None, masks=Non
     weights = {n: m.weight.detach().cpu().to(torch.float64).abs().reshape(-1) for n, m in chosen.items()}
     kept = {n: previous[n].reshape(-1).clone() if n in previous else torch.ones(len(w), dtype=torch.bool)
             for n, w in weights.items()}
-    pools = [list(chosen)] if scope == "global" else [[n] for n in chosen]
+    pools = _pools(list(chosen), scope)
     for pool in pools:
         magnitude = torch.cat([weights[n] for n in pool])
         alive = torch.cat([kept[n] for n in pool])
@@ -368,19 +373,71 @@ def lottery_imp(model: nn.Module, train_fn, *, sparsity: float, rounds: int, rew
     return masks, ticket
 
 
-def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float, rate: float = 0.2,
-               max_rounds: int = 20, rewind_to=None, layers=None, scope: str = "global") -> tuple[dict, nn.Module]:
-    """Cyclic overlapping lottery tickets (COLT): masks kept only where the magnitude masks of
-    networks trained on different data splits agree.
+def _survivor_magnitudes(chosen: dict, masks: dict, split_index: int) -> dict:
+    """layer name -> the trained ``|w|`` of ``chosen``, flattened in float64, checked finite where the
+    mask keeps the weight (a NaN would otherwise be ranked silently)."""
+    magnitudes = {n: m.weight.detach().cpu().to(torch.float64).abs().reshape(-1) for n, m in chosen.items()}
+    for n, magnitude in magnitudes.items():
+        bad = int((~torch.isfinite(magnitude[masks[n].reshape(-1)])).sum())
+        if bad:
+            raise ValueError(f"train_fn left {bad} non-finite surviving weights in layer {n!r} after training on "
+                             f"splits[{split_index}]; COLT ranks the trained weights, so make train_fn converge "
+                             "(e.g. a lower learning rate).")
+    return magnitudes
+
+
+def _exact_overlap(masks: dict, split_masks: list, magnitudes: list, scope: str) -> dict:
+    """The new masks of one exact COLT round: in each pool (all layers, or each layer), of the
+    survivors of ``masks``, prune as many as each split's magnitude mask in ``split_masks`` prunes
+    (the round's count, the same for every split), those of smallest (min_s r_s, Σ_s r_s, position),
+    r_s the rank by ``|w|`` among the survivors in split s (``magnitudes[s]``; ties by position, as
+    in ``magnitude_masks``)."""
+    new = {}
+    for pool in _pools(list(masks), scope):
+        alive = torch.cat([masks[n].reshape(-1) for n in pool])
+        where = torch.nonzero(alive).reshape(-1).numpy()
+        count = int((alive & ~torch.cat([split_masks[0][n].reshape(-1) for n in pool])).sum())
+        ranks = np.empty((len(magnitudes), len(where)), dtype=np.int64)
+        for s, magnitude in enumerate(magnitudes):
+            order = np.argsort(torch.cat([magnitude[n] for n in pool]).numpy()[where], kind="stable")
+            ranks[s, order] = np.arange(len(where))
+        pruned = where[np.lexsort((where, ranks.sum(axis=0), ranks.min(axis=0)))[:count]]
+        alive[torch.from_numpy(pruned)] = False
+        for n, kept in zip(pool, torch.split(alive, [masks[n].numel() for n in pool])):
+            new[n] = kept.reshape(masks[n].shape).clone()
+    return new
+
+
+def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float, rate: float = 0.15,
+               max_rounds: int = 20, rewind_to=None, layers=None, scope: str = "global",
+               exact: bool = True) -> tuple[dict, nn.Module]:
+    """Cyclic overlapping lottery tickets (COLT): masks that keep only the weights every network,
+    trained on its own data split, ranks highly by magnitude; by default at exactly the target
+    sparsity.
 
     Round r: for each split s, start from ``θ_rw ⊙ m`` (rewound, masked; from scratch as in
     COLT), train on split s with ``train_fn(net, s)`` (masked weights held at 0, as in
-    ``lottery_imp``), and prune by magnitude a fraction ``rate`` of the weights left
-    (``magnitude_masks`` to ``min(p, 1 − (1 − q)(1 − rate))``, q the current sparsity), giving
-    m_s. The new mask is the overlap ``m = ∧_s m_s`` (a weight survives only if every split
-    keeps it). Rounds repeat until the sparsity reaches p, so the result's sparsity is at least p
-    and overshoots by at most the disagreement of the last round's masks; after ``max_rounds``
-    without reaching it, a warning says where it stopped.
+    ``lottery_imp``). The round's target is ``p_r = min(p, 1 − (1 − q)(1 − rate))``, q the
+    sparsity before it: each split's network prunes a fraction ``rate`` of the weights left. In a
+    pool (all chosen layers for ``scope="global"``, each layer for ``"layer"``) of N weights, n of
+    them surviving, the round prunes ``c = ceil(p_r·N) − (N − n)`` survivors. Let ``r_s(w)`` in
+    0..n−1 be survivor w's rank by trained ``|w|`` in split s's network, ascending (ties: the
+    earlier layer, then the lower flattened index, as in ``magnitude_masks``). Split s's magnitude
+    mask prunes ``{w : r_s(w) < c}``, so the authors' overlap ``m = ∧_s m_s`` prunes
+
+        ``{w : min_s r_s(w) < c}``,
+
+    which holds at least c weights and more wherever the splits disagree: the plain overlap
+    overshoots the target. With ``exact=True`` (the default) the round prunes exactly the c
+    survivors of smallest ``min_s r_s(w)``: the overlap at the largest common per-split count t
+    whose overlap prunes at most c weights, completed by weights of ``min_s r_s(w) = t``, those
+    of smallest ``Σ_s r_s(w)`` first, then the earlier layer and lower flattened index. A kept
+    weight is thus in the top ``n − t`` of every split, and a pruned one is among the c smallest
+    of at least one split. The rounds stop once every pool has reached p, so the result prunes
+    exactly ``ceil(p·N)`` weights per pool. With ``exact=False`` the overlap is the plain
+    intersection and the rounds stop once its overall sparsity reaches p, so the result
+    overshoots p by up to the last round's disagreement. After ``max_rounds`` without reaching
+    p, a warning says where it stopped.
 
     Parameters
     ----------
@@ -393,7 +450,8 @@ def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float,
     sparsity : float
         The sparsity p to reach, in [0, 1).
     rate : float
-        The fraction of the surviving weights each split's network prunes per round, in (0, 1).
+        The fraction of the surviving weights each split's network prunes per round, in (0, 1);
+        default 0.15, the authors' default for conv layers.
     max_rounds : int
         The most rounds.
     rewind_to : state dict or nn.Module, optional
@@ -401,12 +459,15 @@ def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float,
     layers : list of str, optional
         The layers whose weights are pruned; default every Conv1d/2d/3d and Linear.
     scope : {"global", "layer"}
-        Magnitude threshold over all chosen layers or per layer.
+        Rank over all chosen layers or within each layer.
+    exact : bool
+        True: every round prunes exactly its target count, by the rule above. False: the authors'
+        plain intersection of the per-split masks, which overshoots.
 
     Returns
     -------
     masks : dict
-        layer name -> bool tensor (True = kept), the overlap.
+        layer name -> bool tensor (True = kept).
     ticket : nn.Module
         A copy of the network at ``θ_rw ⊙ m``.
 
@@ -414,21 +475,33 @@ def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float,
     ------
     ValueError
         For fewer than two splits, a ``sparsity`` or ``rate`` out of range, ``max_rounds`` < 1, an
-        unknown layer or ``scope``, or a ``rewind_to`` of another architecture.
+        unknown layer or ``scope``, a ``rewind_to`` of another architecture, or surviving weights
+        that ``train_fn`` left non-finite.
     TypeError
         If ``train_fn`` is not callable.
 
     References
     ----------
     Hossain, Rakib, Elahi, Mohammed & Rahman, "COLT: Cyclic Overlapping Lottery Tickets for Faster
-    Pruning of Convolutional Neural Networks", arXiv:2212.12770 (2022), code
-    github.com/ismail31416/COLT: data splits, retraining from scratch, keeping the overlapping
-    weights. The per-round rate and the stopping rule above are repgraph's (from the abstract).
+    Pruning of Convolutional Neural Networks", arXiv:2212.12770 (2022), IEEE TAI (2025); code
+    github.com/ismail31416/COLT. Theirs (``main.py`` 324–404, ``prune.py`` 145–155 and 263–341,
+    ``weights.py`` 138–153): one network per data split, each trained from the same
+    initialisation; per round each prunes by ``|w|`` a fraction of its surviving weights
+    (``torch.nn.utils.prune``, whose amount applies to the unpruned weights; global by default,
+    one pool per layer type, or per layer), all are rewound to the initial weights, the masks are
+    intersected (``np.equal(m1, m2)·m1``, chained over the splits), and the rounds repeat until the
+    measured sparsity reaches the final rate; their default prunes only the conv layers, 0.15 per
+    round, to 99.1 %. That plain intersection, kept as ``exact=False``, overshoots each round's
+    target. Repgraph's: the exact count with its tie rule (the default), the last round's target
+    capped at p, one pool for all chosen layers, and the stopping per pool.
 
     Examples
     --------
-    The two splits "train" the weights to (4, 3, 2, 1) and (1, 4, 3, 2); each prunes a quarter
-    (its smallest), weight 3 and weight 0, so the overlap keeps weights 1 and 2:
+    The two splits "train" the weights to (4, 3, 2, 1) and (1, 4, 3, 2); one round at rate 0.5
+    prunes c = 2. Their ranks by ``|w|`` are (3, 2, 1, 0) and (0, 3, 2, 1), so the smallest rank
+    of each weight is (0, 2, 1, 0) and the sum (3, 5, 3, 1). The plain overlap prunes the
+    weights of smallest rank below 2, three of the four; the exact rule prunes weight 3 (0, 1)
+    and weight 0 (0, 3):
 
     >>> import torch
     >>> from torch import nn
@@ -440,15 +513,20 @@ def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float,
     ...     with torch.no_grad():
     ...         net[0].weight.copy_(split)
     >>> splits = [torch.tensor([[4.0, 3.0, 2.0, 1.0]]), torch.tensor([[1.0, 4.0, 3.0, 2.0]])]
-    >>> masks, ticket = colt_masks(model, fake_train, splits, sparsity=0.5, rate=0.25)
+    >>> masks, ticket = colt_masks(model, fake_train, splits, sparsity=0.5, rate=0.5)
     >>> masks["0"].int().tolist(), [round(w, 2) for w in ticket[0].weight[0].tolist()]
     ([[0, 1, 1, 0]], [0.0, 0.2, 0.3, 0.0])
+    >>> colt_masks(model, fake_train, splits, sparsity=0.5, rate=0.5, exact=False)[0]["0"].int().tolist()
+    [[0, 1, 0, 0]]
     """
     sparsity_target = check_ratio(sparsity, name="sparsity")
     rate = check_ratio(rate, name="rate", allow_zero=False)
     max_rounds = check_count(max_rounds, "max_rounds")
     if not callable(train_fn):
         raise TypeError(f"train_fn must be callable, train_fn(net, split) training net in place; got {train_fn!r}.")
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be True (prune exactly the target) or False (the authors' plain overlap), "
+                        f"got {exact!r}.")
     splits = list(splits)
     if len(splits) < 2:
         raise ValueError(f"splits must hold at least two data segments (COLT intersects their masks), got "
@@ -457,24 +535,33 @@ def colt_masks(model: nn.Module, train_fn, splits: Sequence, *, sparsity: float,
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
     state = _rewind_state(model, rewind_to)
     masks = {n: torch.ones(m.weight.shape, dtype=torch.bool) for n, m in _layers(model, layers).items()}
-    total = sum(m.numel() for m in masks.values())
+    # exact: every pool must reach p; plain (the authors'): the overall sparsity
+    stop_pools = _pools(list(masks), scope if exact else "global")
 
-    def current():
-        return sum(int((~m).sum()) for m in masks.values()) / total
+    def pruned(pool):
+        return sum(int((~masks[n]).sum()) for n in pool) / sum(masks[n].numel() for n in pool)
+
+    def reached():
+        return all(pruned(pool) >= sparsity_target - 1e-12 for pool in stop_pools)
 
     for _ in range(max_rounds):
-        if current() >= sparsity_target - 1e-12:
+        if reached():
             break
-        step = min(sparsity_target, 1.0 - (1.0 - current()) * (1.0 - rate))
-        split_masks = []
-        for split in splits:
+        step = min(sparsity_target, 1.0 - (1.0 - pruned(list(masks))) * (1.0 - rate))
+        split_masks, magnitudes = [], []
+        for i, split in enumerate(splits):
             net, chosen = _ticket(model, state, masks, layers)
             with _held(net, chosen, masks):
                 train_fn(net, split)
+            if exact:
+                magnitudes.append(_survivor_magnitudes(chosen, masks, i))
             split_masks.append(magnitude_masks(net, step, layers=list(chosen), masks=masks, scope=scope))
-        masks = {n: torch.stack([m[n] for m in split_masks]).all(dim=0) for n in masks}
-    if current() < sparsity_target - 1e-12:
-        warn_user(f"colt_masks: {max_rounds} rounds reached sparsity {current():.4f} of the {sparsity_target} "
-                  "asked for; raise max_rounds or rate.", RuntimeWarning)
+        if exact:
+            masks = _exact_overlap(masks, split_masks, magnitudes, scope)
+        else:
+            masks = {n: torch.stack([m[n] for m in split_masks]).all(dim=0) for n in masks}
+    if not reached():
+        warn_user(f"colt_masks: {max_rounds} rounds reached sparsity {pruned(list(masks)):.4f} of the "
+                  f"{sparsity_target} asked for; raise max_rounds or rate.", RuntimeWarning)
     ticket, _ = _ticket(model, state, masks, layers)
     return masks, ticket
