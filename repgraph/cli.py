@@ -87,6 +87,9 @@ def _refuse_digits_options(args, options) -> None:
         raise ValueError(f"{', '.join(given)} apply to the digits ResNet-20 only, not to --model {args.model}.")
 
 
+DIGITS_GRAPH_OPTIONS = {"retrain": False, "epochs": 30, "store": None}  # demo's and report's, with their defaults
+
+
 def cmd_demo(args):
     import pandas as pd
 
@@ -122,7 +125,7 @@ def _user_demo(args):
 
     from .workflows.user_model import plateau_layers
 
-    _refuse_digits_options(args, {"retrain": False, "epochs": 30, "store": None})
+    _refuse_digits_options(args, DIGITS_GRAPH_OPTIONS)
     model, (X, y) = _user_model_and_data(args)
     flags = plateau_layers(model, X, y, tol=args.tol, k=args.k, batch_size=args.batch_size, out=args.out,
                            progress=args.progress)
@@ -189,7 +192,7 @@ def cmd_report(args):
 def _user_report(args):
     from .workflows.user_model import user_model_report
 
-    _refuse_digits_options(args, {"retrain": False, "epochs": 30, "store": None})
+    _refuse_digits_options(args, DIGITS_GRAPH_OPTIONS)
     model, (X, y) = _user_model_and_data(args)
     path = user_model_report(model, X, y, args.out, title=f"{args.model} on {args.data}", k=args.k,
                              batch_size=args.batch_size, parameters={"model": args.model, "data": args.data},

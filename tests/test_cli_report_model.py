@@ -225,3 +225,15 @@ def test_report_help_offers_the_user_model_options(capsys):
     assert exit_.value.code == 0
     assert "--model MODEL a model of your own" in shown and "--trust-pickle" in shown and "--data DATA" in shown
     assert "--overwrite" in shown
+
+
+def test_the_filter_layer_is_the_first_relu_on_square_conv_maps():
+    from repgraph.models import cnn1d
+    from repgraph.workflows.user_model import filter_layer
+
+    torch.manual_seed(0)
+    assert filter_layer(small_cnn(num_classes=10, in_channels=1).eval(), torch.zeros(1, 1, 16, 16)) == "relu1"
+    # a ReLU before any conv, then one on non-square maps (birth points need square ones), then one on square maps
+    model = nn.Sequential(nn.ReLU(), nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.ReLU())
+    assert filter_layer(model, torch.zeros(1, 1, 8, 6)) == "4"
+    assert filter_layer(cnn1d(num_classes=10, in_channels=1).eval(), torch.zeros(1, 1, 40)) is None  # 1-D maps

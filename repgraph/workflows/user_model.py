@@ -153,9 +153,10 @@ def prune_user_model(model, X, y, out, *, tol: float = 0.01, k: int = 3, batch_s
 
 
 def filter_layer(model, x) -> str | None:
-    """The layer whose filters a user's report studies: the first ``nn.ReLU`` module to run after
-    a convolution with channel maps, (N, C, L) or (N, C, H, W), for its output; None when there is
-    none (a transformer, an MLP, a model whose ReLUs are functions).
+    """The layer whose filters a user's report studies: the first ``nn.ReLU`` module that runs
+    after a convolution and outputs square 2-D channel maps (N, C, H, H), as birth points need
+    them; None when there is none (a transformer, an MLP, a 1-D CNN, a model whose ReLUs are
+    functions).
 
     Parameters
     ----------
@@ -172,8 +173,9 @@ def filter_layer(model, x) -> str | None:
     for row in list_layers(model, x).itertuples():
         module = model.get_submodule(row.name)
         after_conv = after_conv or isinstance(module, torch.nn.modules.conv._ConvNd)
-        if after_conv and isinstance(module, torch.nn.ReLU) and isinstance(row.output_shape, tuple) \
-                and len(row.output_shape) in (3, 4):
+        shape = row.output_shape
+        if after_conv and isinstance(module, torch.nn.ReLU) and isinstance(shape, tuple) and len(shape) == 4 \
+                and shape[2] == shape[3]:
             return row.name
     return None
 
@@ -191,7 +193,7 @@ def user_model_report(model, X, y, out, *, title: str, k: int = 3, batch_size: i
     Parameters
     ----------
     model : nn.Module
-        The model; run in eval mode, not modified.
+        The model, in eval mode (as ``load_user_model`` returns it); not modified.
     X, y : torch.Tensor
         Inputs and their class labels.
     out : str or Path
@@ -224,8 +226,9 @@ def user_model_report(model, X, y, out, *, title: str, k: int = 3, batch_size: i
     sections = [("Modularity curve", fig), ("Modularity per layer", curve), similarity_section(acts, progress=progress)]
     layer = filter_layer(model, X[:1])
     if layer is None:
-        sections.append(("Filters", "No nn.ReLU module runs on the channel maps of a convolution, so there are no "
-                                    "filters to study; the Central-Filter and filter-criteria sections are left out."))
+        sections.append(("Filters", "No nn.ReLU module outputs a convolution's square 2-D channel maps, so there are "
+                                    "no filters to study; the Central-Filter and filter-criteria sections are left "
+                                    "out."))
     else:
         sections += filter_sections(model, (X, y), layer, ratio=ratio, progress=progress)
     table = {**(parameters or {}), "model class": type(model).__name__, "samples": len(X),
