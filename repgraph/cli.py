@@ -56,15 +56,26 @@ def _user_model_and_data(args):
     """The model of ``--model`` (a file or folder) and the ``(X, y)`` of ``--data``."""
     from .datasets.sources import data_source
     from .models.user_model import load_user_model
+    from .workflows.user_model import check_input
 
     if args.data is None:
         raise ValueError(f"--model {args.model}: a model of your own needs --data (digits, mnist1d, cifar10:DIR, "
                          "text:FILE or a tensors .pt file) to run it on.")
     model = load_user_model(args.model, trust_pickle=args.trust_pickle)
-    return model, data_source(args.data, size=args.size or 16, seed=getattr(args, "seed", 0))
+    X, y = data_source(args.data, size=args.size or 16, seed=getattr(args, "seed", 0))
+    check_input(model, X, args.data)
+    return model, (X, y)
 
 
 def _check_data_needs_model(args) -> None:
+    """``--model`` of ``demo``, ``report`` and ``prune`` is a file or folder or the digits ResNet-20,
+    and ``--data`` goes with the first only."""
+    from .workflows.digits import DEMO_MODEL
+
+    if args.model is not None and not _is_user_model(args.model) and args.model.lower() != DEMO_MODEL:
+        raise ValueError(f"--model {args.model!r} is neither an existing file or folder nor the digits "
+                         f"ResNet-20 ({DEMO_MODEL!r}): pass the path of a model of your own (a pickled "
+                         "nn.Module with --trust-pickle, or a Hugging Face folder), or omit --model.")
     if args.data is not None and not _is_user_model(args.model):
         raise ValueError("--data goes with --model PATH (a model of your own); the digits ResNet-20 runs on digits.")
 
@@ -74,6 +85,9 @@ def _refuse_digits_options(args, options) -> None:
     given = [f"--{name.replace('_', '-')}" for name, default in options.items() if getattr(args, name) != default]
     if given:
         raise ValueError(f"{', '.join(given)} apply to the digits ResNet-20 only, not to --model {args.model}.")
+
+
+DIGITS_GRAPH_OPTIONS = {"retrain": False, "epochs": 30, "store": None}  # demo's and report's, with their defaults
 
 
 def cmd_demo(args):
@@ -111,7 +125,7 @@ def _user_demo(args):
 
     from .workflows.user_model import plateau_layers
 
-    _refuse_digits_options(args, {"retrain": False, "epochs": 30, "store": None})
+    _refuse_digits_options(args, DIGITS_GRAPH_OPTIONS)
     model, (X, y) = _user_model_and_data(args)
     flags = plateau_layers(model, X, y, tol=args.tol, k=args.k, batch_size=args.batch_size, out=args.out,
                            progress=args.progress)
@@ -164,15 +178,25 @@ def cmd_prune(args):
 def cmd_report(args):
     from .workflows.digits import report
 
-    if _is_user_model(args.model):
-        raise ValueError(f"--model {args.model}: the report covers the digits ResNet-20 only; for a model of your "
-                         "own run 'repgraph demo' or 'repgraph prune' with --model and --data.")
     _check_data_needs_model(args)
     _output_folder(args)
+    if _is_user_model(args.model):
+        return _user_report(args)
 
     path = report(args.out, size=args.size, seed=args.seed, k=args.k, batch_size=args.batch_size,
                   epochs=args.epochs, retrain=args.retrain, device=args.device, store=args.store,
                   progress=args.progress)
+    print(f"Wrote {path} and its figures as PNG")
+
+
+def _user_report(args):
+    from .workflows.user_model import user_model_report
+
+    _refuse_digits_options(args, DIGITS_GRAPH_OPTIONS)
+    model, (X, y) = _user_model_and_data(args)
+    path = user_model_report(model, X, y, args.out, title=f"{args.model} on {args.data}", k=args.k,
+                             batch_size=args.batch_size, parameters={"model": args.model, "data": args.data},
+                             progress=args.progress)
     print(f"Wrote {path} and its figures as PNG")
 
 
@@ -325,9 +349,12 @@ def _results() -> argparse.ArgumentParser:
     return results
 
 
-USER_MODEL_HELP = ("a model of your own: a pickled nn.Module file (torch.save(model), with --trust-pickle) or a "
-                   "Hugging Face folder with config.json (loaded offline); TorchScript is refused (it takes no "
-                   "hooks); needs --data. Default: the digits ResNet-20")
+def _model(parser) -> None:
+    """``--model`` of the commands that run the digits ResNet-20 or a model of the user's own."""
+    parser.add_argument("--model", default=None,
+                        help="a model of your own: a pickled nn.Module file (torch.save(model), with --trust-pickle) "
+                             "or a Hugging Face folder with config.json (loaded offline); TorchScript is refused (it "
+                             "takes no hooks); needs --data. Default: the digits ResNet-20")
 
 
 def _out(parser, command: str) -> None:
@@ -357,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common, model, graph, user, results],
                           help="modularity curves of a trained and an untrained ResNet-20 on digits, or of "
                                "--model on --data")
-    demo.add_argument("--model", default=None, help=USER_MODEL_HELP)
+    _model(demo)
     _out(demo, "demo")
     demo.add_argument("--tol", type=_finite, default=0.01, help="delta Q at or below this is a plateau")
     demo.set_defaults(func=cmd_demo)
@@ -365,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", parents=[common, model, user, results],
                         help="prune the digits ResNet-20 (plateau blocks or filters), fine-tune, report; or "
                              "remove --model's plateau layers")
-    pr.add_argument("--model", default=None, help=USER_MODEL_HELP)
+    _model(pr)
     pr.add_argument("--method", choices=["layers", "filters"], default="layers")
     pr.add_argument("--criterion", default="l1",
                     help="filter criterion for --method filters: l1, clp, fsm, random, hrank, chip, entropy, "
@@ -378,9 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_prune)
 
     rep = sub.add_parser("report", parents=[common, model, graph, user, results],
-                         help="an HTML report of every analysis on the digits ResNet-20")
-    rep.add_argument("--model", default=None, help="the digits ResNet-20 only (a model of your own: use demo "
-                                                   "or prune)")
+                         help="an HTML report of every analysis on the digits ResNet-20, or on --model with "
+                              "--data")
+    _model(rep)
     _out(rep, "report")
     rep.set_defaults(func=cmd_report)
 

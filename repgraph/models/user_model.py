@@ -1,5 +1,6 @@
 """A user's model from a file or folder: a pickled ``nn.Module`` (trusted only) or a Hugging Face
-folder, loaded without any download; TorchScript files are recognised and refused with the reason."""
+folder, loaded without any download; TorchScript files are recognised and refused with the reason.
+``expected_input`` says in words what input a model takes."""
 from __future__ import annotations
 
 import json
@@ -91,3 +92,31 @@ def _hugging_face(folder: Path):
     causal = any(str(a).endswith("ForCausalLM") for a in architectures)
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
     return auto.from_pretrained(str(folder), local_files_only=True).eval()
+
+
+def expected_input(model) -> str:
+    """In words, the input ``model`` takes, read from its first layer that fixes it: an embedding's
+    token ids, a convolution's channels, a linear layer's features.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+
+    Returns
+    -------
+    str
+        E.g. ``"images (N, 3, H, W) of floats"``; ``"inputs its forward accepts"`` when no such
+        layer is found.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            return f"token ids (N, L): integers below {module.num_embeddings}"
+        if isinstance(module, torch.nn.modules.conv._ConvNd):
+            axes = {1: "L", 2: "H, W", 3: "D, H, W"}[len(module.kernel_size)]
+            return f"{'sequences' if len(module.kernel_size) == 1 else 'images'} (N, {module.in_channels}, {axes}) " \
+                   "of floats"
+        if isinstance(module, torch.nn.Linear):
+            return f"vectors (N, {module.in_features}) of floats"
+    return "inputs its forward accepts"
+

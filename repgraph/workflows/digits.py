@@ -11,8 +11,7 @@ import torch
 
 from .. import __version__
 from .._arrays import resolve_device
-from ..analyzers import birth_points, central_filters, cka_matrix, gbs_matrix, modularity_curve
-from ..builders import filter_similarity
+from ..analyzers import modularity_curve
 from ..datasets import digits
 from ..hooks import capture_activations
 from ..models import IMAGE_MODELS, SEQUENCE_MODELS, get_model
@@ -21,9 +20,9 @@ from ..pruning import (evaluate, prune_filters, redundant_layers, removable_laye
                        uncoupled_convs)
 from ..report import write_report
 from ._files import atomic_write
-from .filter_report import layer_filter_report
 from .filter_scores import filter_scores
 from .prune_experiment import prune_experiment
+from .report_sections import filter_sections, similarity_section, write_figures
 
 DIGITS_CLASSES = 10
 DEMO_MODEL = "resnet20"
@@ -159,8 +158,7 @@ def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 
     Each layer set is captured once."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import (plot_birth_point_histogram, plot_filter_graph, plot_modularity_curve,
-                            plot_similarity_heatmap)
+    from ..plotting import plot_modularity_curve
 
     out = Path(out)
     study = _modularity_study(out, size=size, seed=seed, k=k, batch_size=batch_size, epochs=epochs,
@@ -169,33 +167,14 @@ def report(out, *, size: int = 16, seed: int = 0, k: int = 3, batch_size: int = 
     fig, ax = plt.subplots(figsize=(8, 4))
     plot_modularity_curve(curves, ax=ax, title=f"ResNet-20 on digits (test accuracy {accuracy:.3f})")
     sections = [("Modularity curves: trained vs untrained", fig),
-                ("Modularity per layer", pd.concat([c.assign(model=name) for name, c in curves.items()]))]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    matrices = (gbs_matrix(acts, progress=progress), cka_matrix(acts, progress=progress),
-                cka_matrix(acts, debiased=True, progress=progress))
-    for ax, matrix in zip(axes, matrices):
-        plot_similarity_heatmap(matrix, ax=ax, half=True)  # each on its own (fitted) colour range
-    fig.tight_layout()
-    sections.append(("Layer similarity: GBS (full graph), biased CKA, debiased CKA", fig))
-    n_maps = 128
-    maps = capture_activations(model, test_set, layers=[layer], reduce=None, max_samples=n_maps,
-                               progress=progress)[layer]
-    S = filter_similarity(maps)
-    selection = central_filters(S, ratio)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    plot_filter_graph(S, selection, ax=axes[0])
-    plot_birth_point_histogram(birth_points(maps), ax=axes[1], title=f"birth points of {layer} ({n_maps} images)")
-    fig.tight_layout()
-    sections += [(f"Filters of {layer}: Central-Filter graph and birth points", fig),
-                 (f"Filter criteria of {layer}",
-                  layer_filter_report(model, test_set, layer, max_samples=n_maps, progress=progress))]
+                ("Modularity per layer", pd.concat([c.assign(model=name) for name, c in curves.items()])),
+                similarity_section(acts, progress=progress),
+                *filter_sections(model, test_set, layer, ratio=ratio, progress=progress)]
     parameters = {"model": DEMO_MODEL, "source": source, "test accuracy": round(accuracy, 4), "digits size": size,
                   "seed": seed, "modularity": f"k={k}, batches of {batch_size}", "GBS": "full cosine graph",
                   "Central Filter ratio": ratio}
     path = write_report(out / "report.html", "repgraph report: ResNet-20 on sklearn digits", sections, parameters)
-    figures = [item for _, item in sections if hasattr(item, "savefig")]
-    for name, fig in zip(("modularity.png", "similarity.png", "filters.png"), figures):
-        atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, dpi=80, format="png", bbox_inches="tight"))
+    write_figures(out, sections)
     plt.close("all")
     return path
 
