@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._arrays import resolve_device
 from .._results import described

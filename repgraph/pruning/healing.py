@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._arrays import check_count
 from .language_model import check_context, check_token_ids, next_token_nll

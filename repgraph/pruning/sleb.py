@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._results import described
 from .block_scores import model_blocks

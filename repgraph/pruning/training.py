@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._arrays import resolve_device
 from .._results import described

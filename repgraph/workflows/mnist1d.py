@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._arrays import resolve_device
 from ..analyzers import cka_matrix, gbs_matrix, layer_correspondence, modularity_curve

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..hooks.batches import input_dtype, iter_batches
 from ..hooks.handles import TemporaryHooks
