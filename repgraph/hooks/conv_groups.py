@@ -127,6 +127,20 @@ def shape_preserving_groups(model: nn.Module) -> list[ConvGroup]:
     (``conv_shape_change`` None), modules of their own or not: the blocks a plain stack offers to
     ``"blocks"``, each taken from its first member's input to its last member's output.
 
+    Parameters
+    ----------
+    model : nn.Module
+        Any module.
+
+    Returns
+    -------
+    list of ConvGroup
+        In registration order; empty when no conv group keeps the shape.
+
+    References
+    ----------
+    Lu et al., ECCV 2022 (VGG convs removed on a modularity plateau).
+
     Examples
     --------
     >>> from torch import nn

@@ -42,12 +42,22 @@ def plain_stack_blocks(model: nn.Module) -> dict[str, tuple[str, str]] | None:
     module whose output is its output) — the group's first and last member, which are the group
     itself for an ``nn.Sequential(conv, bn, relu)``.
 
+    Parameters
+    ----------
+    model : nn.Module
+        Any module.
+
     Returns
     -------
     dict or None
         None for a model that is no plain stack: it has residual blocks, a transformer's block
         stack, or no conv group (``conv_groups``); an empty dict for a plain stack whose every conv
         group changes the shape.
+
+    References
+    ----------
+    Lu et al., ECCV 2022 (VGG convs removed on a modularity plateau; their ``cvgg19_*``
+    configurations drop the deepest 512-channel convs).
 
     Examples
     --------
@@ -111,6 +121,11 @@ def layer_ends(model: nn.Module, layers) -> dict[str, tuple[str, str]]:
     ------
     ValueError, TypeError
         As ``select_layers``.
+
+    References
+    ----------
+    PyTorch's module hooks: a forward pre-hook on the first module sees the layer's input, a
+    forward hook on the last its output (``torch.nn.Module.register_forward_pre_hook``).
 
     Examples
     --------
