@@ -121,8 +121,8 @@ def test_residual_and_stack_rules_are_unchanged():
 
 def test_blocks_preset_of_a_plain_stack_picks_its_shape_keeping_groups():
     assert select_layers(_nested(), "blocks") == ["features.1", "features.4"]
-    # VGG's flat groups are no modules of their own (a hook sees one module): the top-level stages stay
-    assert select_layers(vgg11(), "blocks") == ["features", "classifier"]
+    # VGG's flat groups are named by their conv (each is hooked from its conv's input to its ReLU's output)
+    assert select_layers(vgg11(), "blocks") == ["features.11", "features.18", "features.22", "features.25"]
 
 
 def test_layer_chain_names_the_layers_that_do_not_follow_one_another():

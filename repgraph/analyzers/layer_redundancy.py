@@ -107,7 +107,8 @@ def _one_or_all(names) -> str | list[str]:
 def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | None = None, gbs_k: int | None = None,
                     cka_debiased: bool = True, modularity_k: int = 3, modularity_batch_size: int = 500,
                     modularity_n_batches: int | None = None, feature_axis=None, masked: bool = False, device=None,
-                    progress: bool = True, token_vectors: str = "every_token") -> pd.DataFrame:
+                    progress: bool = True, token_vectors: str = "every_token",
+                    chain_breaks: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The ``layer_redundancy`` table from each block's ``BlockEvidence``, in depth order.
 
     The spans' angular distances (from ``angular_in`` of the first block and ``angular_out`` of
@@ -134,13 +135,21 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
     token_vectors : str, default "every_token"
         What BI and the update norm compared, for ``attrs["reductions"]``: each real token's
         vector, or what the arrays were reduced to before (e.g. ``"last_token (at capture)"``).
+    chain_breaks : mapping of str to str, optional
+        None (default): the blocks form one chain, each block's input the previous block's
+        output. Else each block whose input is not the previous block's output -> why (a plain
+        stack's conv groups with a pool or a shape-changing conv between them); a span of n ≥ 2
+        blocks ``ℓ … ℓ+n−1`` is scored only when none of ``ℓ+1 … ℓ+n−1`` is such a block (NaN
+        otherwise), since its angle compares block ℓ's input with block ℓ+n−1's output of one
+        chain. The table then has a ``chain_break`` column (the reason, ``""`` for a block that
+        takes the previous block's output and for the first block) and ``attrs["chain_breaks"]``.
 
     Returns
     -------
     pandas.DataFrame
-        The table of ``layer_redundancy``; ``attrs["reductions"]`` names, per criterion column,
-        what it compares: ``token_vectors`` for BI and the update norm, else the per-sample
-        reduction.
+        The table of ``layer_redundancy`` (with ``chain_break`` after ``shape_preserving`` when
+        ``chain_breaks`` is given); ``attrs["reductions"]`` names, per criterion column, what it
+        compares: ``token_vectors`` for BI and the update norm, else the per-sample reduction.
 
     Raises
     ------
@@ -151,6 +160,7 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
         raise ValueError("No block to analyse: evidence is empty.")
     n_blocks = len(evidence)
     n_max = check_n_max(n_max, n_blocks)
+    breaks = {} if chain_breaks is None else dict(chain_breaks)
     rows, sims = [], {}
     for depth, block in enumerate(tqdm(evidence, desc="block redundancy", disable=not progress, leave=False)):
         sx, sy = block.similarity_in, block.similarity_out
@@ -164,7 +174,8 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
     for n in range(1, n_max + 1):
         for start in range(n_blocks):
             stop = start + n - 1
-            defined = stop < n_blocks and all(b.shape_preserving for b in evidence[start:stop + 1])
+            defined = (stop < n_blocks and all(b.shape_preserving for b in evidence[start:stop + 1])
+                       and not any(b.name in breaks for b in evidence[start + 1:stop + 1]))
             rows[start][_span_column(n)] = (
                 float(angles(evidence[start].angular_in, evidence[stop].angular_out).mean() / math.pi)
                 if defined else math.nan)
@@ -177,6 +188,10 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
     reductions = {c: token_vectors if c in ("block_influence", "relative_update_norm")
                   else similarity if c in ("gbs_in_out", "cka_in_out") else angular for c in criteria}
     columns = ["block", "depth", "shape_preserving"]
+    if chain_breaks is not None:
+        for row in rows:
+            row["chain_break"] = breaks.get(row["block"], "")
+        columns.append("chain_break")
     if labels is not None:
         curve = modularity_curve(sims, labels, k=modularity_k, batch_size=modularity_batch_size,
                                  n_batches=modularity_n_batches, device=device, progress=False)
@@ -204,7 +219,7 @@ def tabulate_blocks(evidence: list[BlockEvidence], labels=None, *, n_max: int | 
                      similarity_reduce=similarity, reductions=reductions, gbs_k=gbs_k, cka_debiased=cka_debiased,
                      cka_estimator=CKA_ESTIMATORS[bool(cka_debiased)],
                      modularity_k=modularity_k if labels is not None else None, feature_axis=feature_axis,
-                     masked=masked)
+                     masked=masked, **({} if chain_breaks is None else {"chain_breaks": breaks}))
 
 
 def layer_redundancy(acts, labels=None, *, blocks=None, n_max: int | None = None, feature_axis=None, mask=None,

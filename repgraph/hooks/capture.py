@@ -44,7 +44,9 @@ def capture_activations(model: nn.Module, data, layers="blocks", *, reduce="auto
         Module names, glob patterns (``"layer1.*"``), a predicate ``(name, module) -> bool`` or a
         preset: ``"blocks"`` (residual blocks; for transformers the stack of repeated blocks,
         BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's ``layers.N``; a plain stack's shape-keeping
-        ``nn.Sequential(conv, bn, relu)`` modules; else top-level stages),
+        conv groups: an ``nn.Sequential(conv, bn, relu)``, or a flat group of VGG's ``features``
+        named by its conv and recorded at its last member's output, its input at the conv's
+        (``repgraph.hooks.layers.layer_ends``); else top-level stages),
         ``"convs"``, ``"relus"``, ``"modularity"`` (Lu et al.: stem conv + every residual block;
         every conv for VGG).
     reduce : str, callable or None

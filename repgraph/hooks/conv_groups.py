@@ -122,8 +122,31 @@ def _axes(values) -> str:
     return str(values[0]) if len(set(values)) == 1 else "x".join(str(v) for v in values)
 
 
-def shape_preserving_groups(model: nn.Module) -> list[str]:
-    """The names of the conv groups that are modules of their own and keep the shape by their
-    conv's settings (``conv_shape_change``): the blocks a plain stack offers to ``"blocks"``."""
+def shape_preserving_groups(model: nn.Module) -> list[ConvGroup]:
+    """The conv groups (``conv_groups``) that keep the shape by their conv's settings
+    (``conv_shape_change`` None), modules of their own or not: the blocks a plain stack offers to
+    ``"blocks"``, each taken from its first member's input to its last member's output.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module.
+
+    Returns
+    -------
+    list of ConvGroup
+        In registration order; empty when no conv group keeps the shape.
+
+    References
+    ----------
+    Lu et al., ECCV 2022 (VGG convs removed on a modularity plateau).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    >>> [(g.name, g.members) for g in shape_preserving_groups(net)]
+    [('2', ('2', '3'))]
+    """
     modules = dict(model.named_modules())
-    return [g.name for g in conv_groups(model) if g.is_module and conv_shape_change(modules[g.members[0]]) is None]
+    return [g for g in conv_groups(model) if conv_shape_change(modules[g.members[0]]) is None]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .._results import described
-from .conv_groups import shape_preserving_groups
+from .conv_groups import conv_groups, shape_preserving_groups
 from .presets import PRESETS
 from .structure import block_stack, is_residual_block
 from .trace import run_with_hooks
@@ -36,29 +36,137 @@ def _transformer_blocks(model: nn.Module, residual: list[str]) -> list[str]:
     return entries if inside and len(residual) <= len(entries) else []
 
 
-def _preset(model: nn.Module, preset: str) -> list[str]:
+def plain_stack_blocks(model: nn.Module) -> dict[str, tuple[str, str]] | None:
+    """The blocks of a plain (VGG-style) stack: its conv groups that keep the shape
+    (``shape_preserving_groups``), each name -> (the module whose input is the block's input, the
+    module whose output is its output) — the group's first and last member, which are the group
+    itself for an ``nn.Sequential(conv, bn, relu)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module.
+
+    Returns
+    -------
+    dict or None
+        None for a model that is no plain stack: it has residual blocks, a transformer's block
+        stack, or no conv group (``conv_groups``); an empty dict for a plain stack whose every conv
+        group changes the shape.
+
+    References
+    ----------
+    Lu et al., ECCV 2022 (VGG convs removed on a modularity plateau; their ``cvgg19_*``
+    configurations drop the deepest 512-channel convs).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    >>> plain_stack_blocks(net)
+    {'2': ('2', '3')}
+    """
+    if any(is_residual_block(m) for m in model.modules()) or _transformer_blocks(model, []) or not conv_groups(model):
+        return None
+    return {g.name: (g.members[0], g.members[-1]) for g in shape_preserving_groups(model)}
+
+
+def _preset(model: nn.Module, preset: str) -> dict[str, tuple[str, str]]:
+    """The preset's layers, each name -> (input module, output module)."""
     named = [(n, m) for n, m in model.named_modules() if n]
     blocks = [n for n, m in named if is_residual_block(m) and not _inside(n, [b for b, mb in named if b != n and is_residual_block(mb)])]
     convs = [n for n, m in named if isinstance(m, _CONV_TYPES)]
     if preset == "convs":
-        return convs
-    if preset == "relus":
-        return [n for n, m in named if isinstance(m, nn.ReLU)]
-    stack = _transformer_blocks(model, blocks)
-    if stack:  # "blocks" and "modularity" of a transformer: its stack of repeated blocks
-        return stack
-    if preset == "blocks":
-        if blocks:
-            return blocks
-        groups = shape_preserving_groups(model)  # a plain stack: its conv groups that keep the shape
-        if groups:
-            return groups
-        return [n for n, m in model.named_children() if any(True for _ in m.parameters())]
-    # "modularity" (Lu et al., ECCV 2022): ResNets -> stem conv + every residual block; else every conv.
-    if blocks:
-        stem = [n for n in convs if not _inside(n, blocks)][:1]
-        return stem + blocks
-    return convs
+        chosen = convs
+    elif preset == "relus":
+        chosen = [n for n, m in named if isinstance(m, nn.ReLU)]
+    elif _transformer_blocks(model, blocks):  # "blocks" and "modularity" of a transformer: its stack
+        chosen = _transformer_blocks(model, blocks)
+    elif preset == "blocks":
+        plain = plain_stack_blocks(model)
+        if blocks or not plain:  # residual blocks, else (no shape-keeping conv group) the top-level stages
+            chosen = blocks or [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+        else:
+            return plain
+    elif blocks:  # "modularity" (Lu et al., ECCV 2022): ResNets -> stem conv + every residual block
+        chosen = [n for n in convs if not _inside(n, blocks)][:1] + blocks
+    else:  # every conv for VGG
+        chosen = convs
+    return {n: (n, n) for n in chosen}
+
+
+def layer_ends(model: nn.Module, layers) -> dict[str, tuple[str, str]]:
+    """Resolve a layer specification (as ``select_layers``) to each layer's name -> (the module
+    whose first input is the layer's input, the module whose output is its output).
+
+    Both are the named module itself, except for the ``"blocks"`` of a plain stack
+    (``plain_stack_blocks``): a conv group that lies among other layers of an ``nn.Sequential``
+    (VGG's flat ``features``) is no module of its own, so it is named by its conv and runs from
+    the conv's input to the output of its last member (the ReLU, or the BatchNorm or conv that
+    ends it; ``repgraph.hooks.conv_groups``). ``ActivationRecorder`` hooks those two modules.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    layers : str, list of str or callable
+        As in ``select_layers``.
+
+    Returns
+    -------
+    dict of str to (str, str)
+        In the order of ``select_layers``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``select_layers``.
+
+    References
+    ----------
+    PyTorch's module hooks: a forward pre-hook on the first module sees the layer's input, a
+    forward hook on the last its output (``torch.nn.Module.register_forward_pre_hook``).
+
+    Examples
+    --------
+    >>> from repgraph.models import vgg11
+    >>> layer_ends(vgg11(), "blocks")["features.11"], layer_ends(vgg11(), ["features.11"])
+    (('features.11', 'features.13'), {'features.11': ('features.11', 'features.11')})
+    """
+    names = [n for n, _ in model.named_modules() if n]
+    if callable(layers) and not isinstance(layers, str):
+        chosen = [n for n, m in model.named_modules() if n and layers(n, m)]
+        if not chosen:
+            raise ValueError("The layer predicate selected no module; check it against list_layers(model, x).")
+        return {n: (n, n) for n in chosen}
+    if isinstance(layers, str):
+        if layers in PRESETS:
+            ends = _preset(model, layers)
+            if not ends:
+                raise ValueError(f"The preset {layers!r} matches no module of {type(model).__name__}; "
+                                 "pass layer names instead (see list_layers(model, x)).")
+            return ends
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(x, str) for x in layers):
+        raise TypeError(f"layers must be a preset {tuple(PRESETS)}, a name, a glob pattern, a list of those, "
+                        f"or a predicate (name, module) -> bool; got {type(layers).__name__}.")
+    if not layers:
+        raise ValueError(f"layers={layers!r} selects no layer; pass at least one name, glob pattern or preset "
+                         f"{tuple(PRESETS)} (list_layers(model, x) shows every name).")
+    chosen: list[str] = []
+    for spec in layers:
+        if any(ch in spec for ch in "*?["):
+            hits = fnmatch.filter(names, spec)
+        else:
+            hits = [spec] if spec in names else []
+        if not hits:
+            close = difflib.get_close_matches(spec, names, n=5)
+            hint = f" Close matches: {', '.join(close)}." if close else ""
+            raise ValueError(f"Unknown layer {spec!r} in {type(model).__name__}.{hint} "
+                             "list_layers(model, x) shows every name.")
+        chosen.extend(h for h in hits if h not in chosen)
+    order = {n: i for i, n in enumerate(names)}
+    return {n: (n, n) for n in sorted(chosen, key=order.__getitem__)}
 
 
 def select_layers(model: nn.Module, layers) -> list[str]:
@@ -71,9 +179,10 @@ def select_layers(model: nn.Module, layers) -> list[str]:
     layers : str, list of str or callable
         A preset: ``"blocks"`` (residual blocks; for a transformer its stack of repeated blocks as
         ``block_stack`` finds it, e.g. BERT's ``encoder.layer.N``, GPT-2's ``h.N``, LLaMA's
-        ``layers.N``; for a plain stack the conv groups that are modules of their own and keep
-        the shape, ``nn.Sequential(conv, bn, relu)`` with ``conv_shape_change`` None (see
-        ``repgraph.hooks.conv_groups``); else the top-level children with parameters), ``"convs"``, ``"relus"``,
+        ``layers.N``; for a plain stack the conv groups that keep the shape, ``conv_shape_change``
+        None: an ``nn.Sequential(conv, bn, relu)`` by its name, a flat group of VGG's
+        ``features`` by its conv's name (``plain_stack_blocks``; ``layer_ends`` says where its
+        input and output are taken); else the top-level children with parameters), ``"convs"``, ``"relus"``,
         ``"modularity"`` (stem conv + residual blocks; every conv for VGG; a transformer's
         blocks); a name; a glob pattern (``"layer1.*"``); a list of names and patterns; or a
         predicate ``(name, module) -> bool``.
@@ -102,40 +211,7 @@ def select_layers(model: nn.Module, layers) -> list[str]:
     >>> select_layers(Net(), "blocks"), select_layers(Net(), "layers.*")
     (['layers.0', 'layers.1', 'layers.2'], ['layers.0', 'layers.1', 'layers.2'])
     """
-    names = [n for n, _ in model.named_modules() if n]
-    if callable(layers) and not isinstance(layers, str):
-        chosen = [n for n, m in model.named_modules() if n and layers(n, m)]
-        if not chosen:
-            raise ValueError("The layer predicate selected no module; check it against list_layers(model, x).")
-        return chosen
-    if isinstance(layers, str):
-        if layers in PRESETS:
-            chosen = _preset(model, layers)
-            if not chosen:
-                raise ValueError(f"The preset {layers!r} matches no module of {type(model).__name__}; "
-                                 "pass layer names instead (see list_layers(model, x)).")
-            return chosen
-        layers = [layers]
-    if not isinstance(layers, (list, tuple)) or not all(isinstance(x, str) for x in layers):
-        raise TypeError(f"layers must be a preset {tuple(PRESETS)}, a name, a glob pattern, a list of those, "
-                        f"or a predicate (name, module) -> bool; got {type(layers).__name__}.")
-    if not layers:
-        raise ValueError(f"layers={layers!r} selects no layer; pass at least one name, glob pattern or preset "
-                         f"{tuple(PRESETS)} (list_layers(model, x) shows every name).")
-    chosen: list[str] = []
-    for spec in layers:
-        if any(ch in spec for ch in "*?["):
-            hits = fnmatch.filter(names, spec)
-        else:
-            hits = [spec] if spec in names else []
-        if not hits:
-            close = difflib.get_close_matches(spec, names, n=5)
-            hint = f" Close matches: {', '.join(close)}." if close else ""
-            raise ValueError(f"Unknown layer {spec!r} in {type(model).__name__}.{hint} "
-                             "list_layers(model, x) shows every name.")
-        chosen.extend(h for h in hits if h not in chosen)
-    order = {n: i for i, n in enumerate(names)}
-    return sorted(chosen, key=order.__getitem__)
+    return list(layer_ends(model, layers))
 
 
 def _shape_of(output) -> str | tuple:

@@ -8,7 +8,7 @@ from torch import nn
 
 from .._warnings import warn_user
 from .handles import TemporaryHooks
-from .layers import select_layers
+from .layers import layer_ends
 from .outputs import batch_first, declared_batch_first, module_input, per_layer, select_output
 from .reducers import resolve_reducer
 
@@ -32,7 +32,10 @@ class ActivationRecorder:
         The model whose submodules are hooked; it is not put in eval mode (do that yourself, or
         use ``capture_activations``).
     layers : str, list of str or callable
-        A preset, names, glob patterns or a predicate, as in ``capture_activations``.
+        A preset, names, glob patterns or a predicate, as in ``capture_activations``. A layer
+        that is no module of its own (a flat conv group of the ``"blocks"`` of a plain stack)
+        is recorded at the output of its last module and, with ``inputs``, at the input of its
+        first (``layer_ends``).
     reducer : str, callable or None
         Applied to each batch-first output on its device: a name of ``repgraph.hooks.reducers``
         (``"flatten"``, ``"spatial_mean"``, ``"token_mean"``, ``"first_token"``,
@@ -57,6 +60,12 @@ class ActivationRecorder:
 
     Attributes
     ----------
+    layers : list of str
+        The selected layers' names.
+    ends : dict of str to (str, str)
+        Each layer -> the module whose input is recorded as its input and the module whose
+        output is recorded as its output (``layer_ends``; both the layer itself but for flat
+        conv groups).
     outputs : dict of str to list of torch.Tensor
         Each recorded name -> its tensors, one per forward, in order; ``clear()`` empties it.
     attention_mask : torch.Tensor or None
@@ -94,7 +103,8 @@ class ActivationRecorder:
     def __init__(self, model: nn.Module, layers, *, reducer=None, device="cpu", dtype=torch.float32,
                  inputs: bool = False, output=None, batch_axis=0):
         self.model = model
-        self.layers = select_layers(model, layers)
+        self.ends = layer_ends(model, layers)
+        self.layers = list(self.ends)
         self.reducer = resolve_reducer(reducer)
         self.device = None if device is None else torch.device(device)
         self.dtype = dtype
@@ -104,7 +114,7 @@ class ActivationRecorder:
         named = per_layer(batch_axis, self.layers, "batch_axis", None) if isinstance(batch_axis, Mapping) else {}
         self._confirmed_axis = {name for name, axis in named.items() if axis is not None}  # set per layer
         modules = dict(model.named_modules())
-        self._declared = {name: declared_batch_first(modules[name]) for name in self.layers}
+        self._declared = {name: declared_batch_first(modules[self.ends[name][1]]) for name in self.layers}
         for name, axis in self._axis.items():
             if isinstance(axis, bool) or not isinstance(axis, int):
                 raise TypeError(f"batch_axis for layer {name!r} must be an int, got {axis!r}.")
@@ -165,9 +175,10 @@ class ActivationRecorder:
         try:
             self._hooks.pre(self.model, self._start, with_kwargs=True)
             for name in self.layers:
+                first, last = self.ends[name]
                 if self.inputs:
-                    self._hooks.pre(modules[name], self._input_hook(name), with_kwargs=True)
-                self._hooks.forward(modules[name], self._output_hook(name))
+                    self._hooks.pre(modules[first], self._input_hook(name), with_kwargs=True)
+                self._hooks.forward(modules[last], self._output_hook(name))
         except Exception:
             self.remove()
             raise

@@ -34,6 +34,7 @@ from ..storage.store import (LABELS, DamagedStoreError, capture_folder, check_fi
 from .activations import Activations
 from .batches import _is_pair, _slice, iter_batches
 from .in_process_capture import capture_in_process, check_materialised, check_options
+from .presets import PRESETS
 from .recorder import ActivationRecorder
 from .stored import _hash_data, capture_config, reuse_or_lock
 
@@ -235,7 +236,10 @@ def capture_shards(model: nn.Module, data, layers="blocks", *, reduce="auto", ou
                                  max_samples=max_samples, progress=progress)
     if reused is not None:
         return reused
-    options = {"layers": rec.layers, "reduce": reduce, "output": output, "batch_axis": batch_axis, "inputs": inputs,
+    # a preset goes by its name: the workers resolve it as here, to the same layers and the same
+    # modules their inputs and outputs are taken from (a flat conv group's name alone is its conv)
+    chosen = layers if isinstance(layers, str) and layers in PRESETS else rec.layers
+    options = {"layers": chosen, "reduce": reduce, "output": output, "batch_axis": batch_axis, "inputs": inputs,
                "label_key": label_key, "device": device, "batch_size": batch_size}
     try:
         model_handle, data_handle = runner.share(model), runner.share(data)

@@ -34,7 +34,9 @@ def capture_config(model, rec: ActivationRecorder, output, batch_axis, label_key
     in the form the manifest gives back (JSON: a tuple as a list, ``numpy.int64(3)`` as 3), so that a
     store of the same capture compares equal."""
     spec = rec.reducer.spec
-    config = {"model": model_digest(model), "modules": modules_digest(model), "layers": rec.layers,
+    # a flat conv group is named by its conv: its span tells it from the conv alone
+    layers = [name if ends == (name, name) else f"{name} ({ends[0]} .. {ends[1]})" for name, ends in rec.ends.items()]
+    config = {"model": model_digest(model), "modules": modules_digest(model), "layers": layers,
               "reduce": spec if spec is None or isinstance(spec, str) else callable_token(spec),
               "output": value_token(output), "batch_axis": value_token(batch_axis), "inputs": rec.inputs,
               "label_key": label_key, "max_samples": max_samples, "dtype": "float32"}

@@ -9,7 +9,8 @@ from torch import nn
 from ..analyzers.block_accumulators import BlockAccumulator
 from ..analyzers.criterion_agreement import damage_correlation
 from ..analyzers.layer_redundancy import check_n_max, check_reductions, tabulate_blocks
-from ..hooks.layers import select_layers
+from ..hooks.conv_groups import conv_groups, conv_shape_change
+from ..hooks.layers import plain_stack_blocks, select_layers
 from ..pruning.block_scores import block_removal_loss
 from .streamed_blocks import stream_blocks
 
@@ -51,10 +52,12 @@ class _NormedOutput:
 
 class _ChainCheck:
     """On the first batch, that each block's input is the output of the block before it (among
-    ``blocks``, or all), compared as the blocks return: one batch of one block's output held."""
+    ``blocks``, or all), compared as the blocks return: one batch of one block's output held.
+    A break raises, or with ``record`` is kept in ``breaks`` (block -> why) for the table."""
 
-    def __init__(self, blocks):
+    def __init__(self, blocks, record: bool = False):
         self.blocks, self.seen, self.previous = blocks, set(), None
+        self.record, self.breaks = record, {}
 
     def see(self, key, x_in, x_out):
         if key in self.seen or (self.blocks is not None and key not in self.blocks):
@@ -62,12 +65,21 @@ class _ChainCheck:
         self.seen.add(key)
         if self.previous is not None:
             name, out = self.previous
-            if tuple(out.shape) != tuple(x_in.shape) or not torch.equal(out, x_in):
-                what = (f"its input {tuple(x_in.shape)} is not the output {tuple(out.shape)}"
-                        if tuple(out.shape) != tuple(x_in.shape) else "something runs between them")
+            if tuple(out.shape) != tuple(x_in.shape):
+                what = f"its input {tuple(x_in.shape)} is not the output {tuple(out.shape)}"
+                why = (f"its input {tuple(x_in.shape[1:])} per sample is not the output {tuple(out.shape[1:])} "
+                       f"of {name!r}: layers that change the shape run between them")
+            elif not torch.equal(out, x_in):
+                what = "something runs between them"
+                why = f"its input has the shape of the output of {name!r} but other values: {what}"
+            else:
+                what = None
+            if what is not None and not self.record:
                 raise ValueError(f"Layers {name!r} and {key!r} are not chained ({what}): the angular distance "
                                  "of a span compares one block's input with a later block's output. Choose "
                                  "consecutive blocks (list_layers(model, x) shows the order), or pass n_max=1.")
+            if what is not None:
+                self.breaks[key] = why
         self.previous = (key, x_out)
 
 
@@ -83,6 +95,18 @@ class _Chained:
 
     def __getattr__(self, name):
         return getattr(self.accumulator, name)
+
+
+def _refuse_plain_stack(model: nn.Module) -> None:
+    """The ``ValueError`` for ``layers="blocks"`` on a plain stack none of whose conv groups keeps
+    the shape, naming each group and what it changes."""
+    modules = dict(model.named_modules())
+    changes = "; ".join(f"{g.name!r} {conv_shape_change(modules[g.members[0]])}" for g in conv_groups(model))
+    raise ValueError(f"layers='blocks': {type(model).__name__} is a plain stack (no residual block, no block "
+                     f"stack) whose every conv group changes the shape ({changes}), so no block can be removed "
+                     "without changing a shape and there is no block to score. removable_layers(model, x, "
+                     "explain=True) says why for every layer; to compare chosen layers anyway, pass their names "
+                     "(layers=[...], see list_layers(model, x)) with n_max=1.")
 
 
 def _add_damage(table: pd.DataFrame, model: nn.Module, tokens, batch_size: int, device, progress: bool) -> None:
@@ -147,8 +171,9 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
     Parameters
     ----------
     model : nn.Module
-        A transformer (its block stack, e.g. GPT-2's ``transformer.h.*``) or a CNN with residual
-        blocks; run in eval mode under ``no_grad``, modes restored. Its dtype may be bfloat16 or
+        A transformer (its block stack, e.g. GPT-2's ``transformer.h.*``), a CNN with residual
+        blocks, or a plain (VGG-style) stack, whose blocks are its shape-keeping conv groups
+        (see Notes); run in eval mode under ``no_grad``, modes restored. Its dtype may be bfloat16 or
         float16: the hidden states are copied as float32 and the sums are float64.
     data : tensor, tuple (X, y), dict, Dataset or DataLoader
         What ``capture_activations`` accepts: token ids (N, T), images, ``(X, y)`` with labels, or a
@@ -157,7 +182,8 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         Labels for ΔQ; default the labels the data carry (none: no ΔQ). For a language model,
         e.g. the byte or token that follows each window (``repgraph.datasets.text``).
     layers : str, list or callable, default "blocks"
-        The blocks (``capture_activations``' selection), consecutive in depth order.
+        The blocks (``capture_activations``' selection), consecutive in depth order (but for the
+        ``"blocks"`` of a plain stack, see Notes).
     mask : array (N, T), optional
         1 for real tokens, 0 for padding (the shape of the blocks' outputs without the feature
         axis); default each batch's ``attention_mask`` when the model is called with one.
@@ -198,7 +224,8 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         (``model.norm``, ``ln_f``, ...), which is what ShortGPT's reference compares, since
         Hugging Face's ``hidden_states[-1]`` is taken after that norm.
     damage : token ids, optional
-        Evaluation tokens (any form ``evaluate_lm`` accepts). Adds ``damage_loss`` and
+        Evaluation tokens (any form ``evaluate_lm`` accepts); for a language model only (a plain
+        stack is refused). Adds ``damage_loss`` and
         ``damage_perplexity``: the loss and perplexity on them of the model without each block
         alone (``block_removal_loss``; NaN for a row that is not a removable block), and
         ``attrs["damage_correlation"]``: for every criterion, the Spearman correlation with the
@@ -219,13 +246,33 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
         For an unknown reduction or ``last_block_output``, ``n_max`` outside 1 … L, blocks that are
         not chained (one's input is not the previous one's output) when ``n_max`` ≥ 2, ``blocks``
         naming a block that did not run, no final norm found for ``"final_norm"``, ``damage`` for a
-        model none of whose tabulated blocks is removable; from the pass (unknown layers, blocks that never fire, NaN/Inf, a bad mask) and from
+        model none of whose tabulated blocks is removable or for a plain stack, ``layers="blocks"``
+        for a plain stack none of whose conv groups keeps the shape (naming what each changes);
+        from the pass (unknown layers, blocks that never fire, NaN/Inf, a bad mask) and from
         the table.
+
+    Notes
+    -----
+    A plain stack (``repgraph.hooks.layers.plain_stack_blocks``: conv groups, no residual block,
+    no transformer block stack) gives under ``layers="blocks"`` one row per conv group that keeps
+    the shape, named as ``removable_layers`` names it, so that ``remove_layers(model,
+    blocks_to_remove(table, n))`` removes the chosen rows. A group of VGG's flat ``features``
+    (conv, BN, ReLU among the pools and the channel-changing convs) is no module of its own: its
+    input is the conv's input and its output its last member's output
+    (``repgraph.hooks.layers.layer_ends``), so every criterion compares the group as a unit:
+    ``block_influence = 1 − mean_t cos(x_in,t, x_out,t)`` over every spatial position of every
+    sample, and so on. These groups are not chained: a pool or a conv that changes the channels
+    runs between two of them. Instead of refusing the spans, the table then has a
+    ``chain_break`` column — why a row's input is not the previous row's output (``""`` where it
+    is, and for the first row) — and ``attrs["chain_breaks"]``; a span of n ≥ 2 rows
+    ``ℓ … ℓ+n−1`` is scored only when none of rows ``ℓ+1 … ℓ+n−1`` has a break, and is NaN
+    otherwise (on ``vgg11``, only ``features.22`` then ``features.25`` form a span of 2). Chosen
+    layers (``layers=[...]``) that are not chained are still refused when ``n_max`` ≥ 2.
 
     References
     ----------
     Men et al. 2024 (ShortGPT); Gromov et al. 2024; Chen et al. 2021 (GBS); Kornblith et al. 2019
-    (CKA); Lu et al., ECCV 2022 (modularity).
+    (CKA); Lu et al., ECCV 2022 (modularity; their ``cvgg19_*`` configurations remove VGG convs).
 
     Examples
     --------
@@ -242,12 +289,22 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
     if last_block_output not in LAST_BLOCK_OUTPUTS:
         raise ValueError(f"last_block_output must be one of {LAST_BLOCK_OUTPUTS}, got {last_block_output!r}.")
     chosen = None if blocks is None else [blocks] if isinstance(blocks, str) else list(blocks)
+    plain = plain_stack_blocks(model) if isinstance(layers, str) and layers == "blocks" else None
+    if plain == {}:
+        _refuse_plain_stack(model)
+    if plain and damage is not None:
+        raise ValueError(f"damage=: the damage is a language model's loss without each block of its block stack "
+                         f"(block_removal_loss on token ids); {type(model).__name__} is a plain CNN. Measure its "
+                         "groups' damage with repgraph.evaluate(remove_layers(model, [block]), (X, y)) for each "
+                         "row's block, and pass damage=None.")
     selected = select_layers(model, layers)
     spans = check_n_max(n_max, len(selected) if chosen is None else len(chosen)) >= 2
     last = (chosen or selected)[-1]
     norm = final_norm(model, last) if last_block_output == "final_norm" else None
-    # spans compare one block's input with a later one's output: the blocks must be chained
-    chain = _ChainCheck(chosen) if spans else None
+    # spans compare one block's input with a later one's output: the blocks must be chained; a plain
+    # stack's conv groups have the layers that change the shape between them, so there the breaks are
+    # recorded (the spans across them are NaN) instead of refused
+    chain = _ChainCheck(chosen, record=True) if plain else _ChainCheck(chosen) if spans else None
 
     def accumulator(key):
         block = BlockAccumulator(key, angular_reduce=angular_reduce, similarity_reduce=similarity_reduce,
@@ -268,7 +325,7 @@ def block_redundancy(model: nn.Module, data, labels=None, *, layers="blocks", ma
                            cka_debiased=cka_debiased, modularity_k=modularity_k,
                            modularity_batch_size=modularity_batch_size, modularity_n_batches=modularity_n_batches,
                            feature_axis=feature_axis, masked=any(a.masked for a in accumulators.values()), device=device,
-                           progress=progress)
+                           progress=progress, chain_breaks=chain.breaks if plain else None)
     table.attrs["last_block_output"] = last_block_output
     if damage is not None:
         _add_damage(table, model, damage, damage_batch_size, device, progress)

@@ -27,10 +27,11 @@ def stream_blocks(model: nn.Module, data, layers, accumulator, *, mask=None, max
     give every call of every block in ``layers`` to its accumulator.
 
     An ``ActivationRecorder`` (unreduced, float32 copies on the model's device, inputs too)
-    records a block's input and output; a forward hook of repgraph's, registered on the block
-    after the recorder's, passes them at once to ``accumulator(key).update(x_in, x_out, mask)``
-    and forgets them, so at most one block's batch of hidden states is held beside the model's
-    own. ``key`` is the recorder's name of the call (``name``, ``name:1`` for a second call per
+    records a block's input and output; a forward hook of repgraph's, registered after the
+    recorder's on the module that gives the block's output (the block itself, or a flat conv
+    group's last member: ``repgraph.hooks.layers.layer_ends``), passes them at once to
+    ``accumulator(key).update(x_in, x_out, mask)`` and forgets them, so at most one block's batch
+    of hidden states is held beside the model's own. ``key`` is the recorder's name of the call (``name``, ``name:1`` for a second call per
     forward). The batch's mask is the rows of ``mask`` when given, else the ``attention_mask``
     the model is called with (dict data), else None.
 
@@ -100,7 +101,7 @@ def stream_blocks(model: nn.Module, data, layers, accumulator, *, mask=None, max
         hooks = TemporaryHooks(model)
         try:
             for name in rec.layers:
-                hooks.forward(modules[name], consume)
+                hooks.forward(modules[rec.ends[name][1]], consume)  # where the recorder takes the output
             for index, batch in enumerate(batches):
                 if max_samples is not None and seen + batch.n > max_samples:
                     batch = batch.part(0, max_samples - seen)
