@@ -38,6 +38,7 @@ _WHERE = {
                      "cap_mask_scores", "SelectiveShrinkage", "shrink_prune", "shrink_step", "AscpRegulariser",
                      "ascp_clusters", "ascp_merge", "ascp_schedule"],
                     ".pruning"),
+    "lottery_jackpot": ".pruning",
     **dict.fromkeys(["block_redundancy", "clp_scores", "criterion_importance", "filter_scores", "layer_filter_report",
                      "modularity_curves", "prune_experiment", "register_criterion", "fsm_model_scores"], ".workflows"),
     "open_store": ".distributed",

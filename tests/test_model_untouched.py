@@ -242,6 +242,9 @@ CASES = {
                     False),
     "colt_masks": ("cnn", lambda m, tmp: repgraph.colt_masks(m, lambda net, s: net(s), [X1, X1], sparsity=0.3,
                                                              rate=0.2), False),
+    # the search runs on a copy (the copy's hooks run, not these)
+    "lottery_jackpot": ("cnn", lambda m, tmp: repgraph.lottery_jackpot(m, (X, Y), sparsity=0.5, epochs=1, batch_size=3,
+                                                                       progress=False), False),
     # constructing the regulariser reads the layer names only; shrink_prune trains a copy
     "SelectiveShrinkage": ("cnn", lambda m, tmp: repgraph.SelectiveShrinkage(m, decay=1.0), False),
     "shrink_prune": ("cnn", lambda m, tmp: repgraph.shrink_prune(m, lambda net, shrink: net(X1), threshold=1e-3,

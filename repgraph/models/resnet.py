@@ -1,8 +1,11 @@
 """CIFAR-style ResNets (He et al., 2016, §4.2): a 3×3 stem with 16 channels, three stages of
 BasicBlocks with 16/32/64 channels, global average pooling and a linear classifier.
 Depth = 6n + 2 (ResNet-20/32/56/110 have n = 3/5/9/18 blocks per stage). The same network on
-sequences (N, C, L) — Conv1d/BatchNorm1d, kernel 3 — is ``ResNet1d`` (``resnet1d``)."""
+sequences (N, C, L) — Conv1d/BatchNorm1d, kernel 3 — is ``ResNet1d`` (``resnet1d``), whose
+``width`` scales the channels (w/2w/4w, default w = 16) for wider variants."""
 from __future__ import annotations
+
+from .._arrays import check_count
 
 import torch
 import torch.nn.functional as F
@@ -57,21 +60,22 @@ class ResNet(nn.Module):
     block, pool_type = BasicBlock, nn.AdaptiveAvgPool2d
 
     def __init__(self, blocks_per_stage: int, num_classes: int = 10, in_channels: int = 3,
-                 shortcut: str = "B"):
+                 shortcut: str = "B", width: int = 16):
         super().__init__()
+        width = check_count(width, "width")
         conv, bn = self.block.conv_type, self.block.bn_type
-        self.conv1 = conv(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = bn(16)
+        self.conv1 = conv(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = bn(width)
         self.relu1 = nn.ReLU()
-        planes_in = 16
-        for stage, (planes, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+        planes_in = width
+        for stage, (planes, stride) in enumerate([(width, 1), (2 * width, 2), (4 * width, 2)], start=1):
             blocks = []
             for i in range(blocks_per_stage):
                 blocks.append(self.block(planes_in, planes, stride if i == 0 else 1, shortcut))
                 planes_in = planes
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.avgpool = self.pool_type(1)
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
         for m in self.modules():
             if isinstance(m, conv):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -114,9 +118,10 @@ class BasicBlock1d(BasicBlock):
 
 
 class ResNet1d(ResNet):
-    """``ResNet`` on sequences (N, C, L): a Conv1d stem with 16 channels, three stages of
-    ``BasicBlock1d`` with 16/32/64 channels (strides 1/2/2), global average pooling over the
-    length and a linear classifier; depth 6n + 2. Any length >= 1 is accepted.
+    """``ResNet`` on sequences (N, C, L): a Conv1d stem with w channels, three stages of
+    ``BasicBlock1d`` with w/2w/4w channels (strides 1/2/2; w = ``width``, default 16),
+    global average pooling over the length and a linear classifier; depth 6n + 2. Any length
+    >= 1 is accepted.
 
     Parameters
     ----------
@@ -125,6 +130,8 @@ class ResNet1d(ResNet):
     num_classes, in_channels : int
     shortcut : {"B", "A"}
         As in ``BasicBlock``.
+    width : int, default 16
+        Channels of the stem and the first stage (the stages have width, 2·width, 4·width).
 
     Examples
     --------
@@ -136,7 +143,7 @@ class ResNet1d(ResNet):
     block, pool_type = BasicBlock1d, nn.AdaptiveAvgPool1d
 
 
-def resnet1d(num_classes=10, in_channels=1, blocks_per_stage=3, shortcut="B"):
+def resnet1d(num_classes=10, in_channels=1, blocks_per_stage=3, shortcut="B", width=16):
     """A 1-D ResNet-(6·``blocks_per_stage`` + 2), by default ResNet-20, for MNIST-1D-like sequences.
 
     Parameters
@@ -147,6 +154,9 @@ def resnet1d(num_classes=10, in_channels=1, blocks_per_stage=3, shortcut="B"):
         n in depth 6n + 2.
     shortcut : {"B", "A"}, default "B"
         Projection when a block changes shape: 1×1 conv + BN ("B") or zero padding ("A").
+    width : int, default 16
+        Channels of the stem and first stage; the stages have width, 2·width, 4·width
+        (``width=32`` is a 2× wider ResNet-20 with about 4× the weights).
 
     Returns
     -------
@@ -156,7 +166,9 @@ def resnet1d(num_classes=10, in_channels=1, blocks_per_stage=3, shortcut="B"):
     Raises
     ------
     ValueError
-        If ``shortcut`` is neither "A" nor "B".
+        If ``shortcut`` is neither "A" nor "B", or ``width`` < 1.
+    TypeError
+        If ``width`` is not an integer.
 
     References
     ----------
@@ -168,5 +180,7 @@ def resnet1d(num_classes=10, in_channels=1, blocks_per_stage=3, shortcut="B"):
     >>> model = resnet1d(num_classes=10).eval()
     >>> tuple(model(torch.zeros(2, 1, 40)).shape)
     (2, 10)
+    >>> resnet1d(width=32).fc.in_features
+    128
     """
-    return ResNet1d(blocks_per_stage, num_classes, in_channels, shortcut)
+    return ResNet1d(blocks_per_stage, num_classes, in_channels, shortcut, width)

@@ -2,7 +2,7 @@
 filter pruning (Torch-Pruning), saving and loading pruned models with their architecture, params/FLOPs, training, language-model perplexity and healing,
 loss-based block scores (removal loss, Taylor, magnitude), SLEB's greedy removal, and the
 source papers' other methods: SBPF's layer sensitivity, SNF's budget search, lottery tickets
-(IMP with rewinding, COLT), regular graph pruning (RGP), the spline criterion and early-bird
+(IMP with rewinding, COLT) and lottery jackpots (a mask search with the weights frozen), regular graph pruning (RGP), the spline criterion and early-bird
 detection."""
 from .ascp import AscpRegulariser, ascp_clusters, ascp_merge, ascp_schedule
 from .block_scores import block_removal_loss, block_taylor_scores
@@ -15,6 +15,7 @@ from .importance import ScoresImportance
 from .language_model import LMEvaluation, evaluate_lm
 from .layer_removal import removable_layers, remove_layers
 from .lottery import apply_masks, colt_masks, lottery_imp, magnitude_masks, sparsity
+from .lottery_jackpot import lottery_jackpot
 from .pruned_io import load_pruned, save_pruned
 from .rgp import rgp_graph, rgp_masks
 from .redundant import blocks_to_remove, redundant_by_similarity, redundant_layers
@@ -32,4 +33,5 @@ __all__ = ["LMEvaluation", "ScoresImportance", "apply_masks", "block_removal_los
            "snf_ratios", "sparsity", "train", "uncoupled_convs",
            "rgp_graph", "rgp_masks", "EarlyBirdDetector", "early_bird", "mask_distance", "spline_scores",
            "cap_complexity_weights", "cap_mask_scores", "SelectiveShrinkage", "shrink_prune", "shrink_step",
-           "AscpRegulariser", "ascp_clusters", "ascp_merge", "ascp_schedule"]
+           "AscpRegulariser", "ascp_clusters", "ascp_merge", "ascp_schedule",
+           "lottery_jackpot"]
