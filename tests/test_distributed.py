@@ -385,7 +385,7 @@ def test_cka_matrix_on_a_store_is_deterministic_and_close_to_in_process(client, 
     np.testing.assert_allclose(on_cluster.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-7)
 
 
-def test_minibatch_and_rbf_cka_equal_in_process_exactly(client, acts):
+def test_minibatch_and_rbf_cka_equal_in_process(client, acts):
     other = _layers(np.random.default_rng(13), widths=(5,))
     # N = 300: batches of 64 end with one of 44 (used); of 298 with one of 2 (left out, a warning);
     # 1000 > N is one batch
@@ -394,7 +394,9 @@ def test_minibatch_and_rbf_cka_equal_in_process_exactly(client, acts):
         for args in ((acts,), (acts, other)):
             expected, expected_warnings = _warned(lambda: rg.cka_matrix(*args, progress=False, **kwargs))
             got, got_warnings = _warned(lambda: rg.cka_matrix(*args, client=client, progress=False, **kwargs))
-            assert np.array_equal(got.to_numpy(), expected.to_numpy()) and got_warnings == expected_warnings
+            # to the last bits: a worker may add the batches' HSIC terms in another order
+            np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-15)
+            assert got_warnings == expected_warnings
             assert list(got.columns) == list(expected.columns)
             assert got.attrs == expected.attrs
     assert expected.attrs["n_batches"] == 1 and expected.attrs["n_samples"] == 300
