@@ -318,6 +318,234 @@ def plot_birth_point_histogram(points, ax=None, *, units=None, title: str | None
     return ax
 
 
+def _check_table(table, columns, caller: str, hint: str):
+    """Raise a clear error unless ``table`` is a non-empty DataFrame holding ``columns``."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{caller}: table must be a DataFrame, got {type(table).__name__}.")
+    missing = [c for c in columns if c not in table.columns]
+    if missing or table.empty:
+        raise ValueError(f"{caller}: table lacks column(s) {missing} or has no rows; its columns are "
+                         f"{list(table.columns)} ({hint}).")
+
+
+def plot_accuracy_before_after(table, ax=None, *, label: str = "name", before: str = "accuracy_pruned",
+                               after: str = "accuracy_finetuned", reference: float | None = None,
+                               title: str | None = None):
+    """Test accuracy of pruned networks as pairs of horizontal bars, right after pruning (grey)
+    and after fine-tuning (blue), one pair per row of ``table`` (``prune_experiment`` rows, the
+    MNIST-1D ``block_removal`` / ``filter_pruning`` tables), each bar labelled with its value.
+
+    Networks pruned to the same size (equal budgets) would sit on one x in a FLOPs-vs-accuracy
+    scatter, their names printed over each other; as rows they stay apart.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per pruned network with the columns ``label``, ``before`` and ``after``
+        (accuracies as fractions in [0, 1]), drawn top to bottom in table order.
+    ax : matplotlib Axes, optional
+        Where to draw; default a new figure sized to the rows.
+    label, before, after : str
+        The columns of the row names and of the two accuracies.
+    reference : float, optional
+        The unpruned network's accuracy (a fraction), a dashed vertical line.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not a DataFrame.
+    ValueError
+        If a column is missing or ``table`` has no rows.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> rows = pd.DataFrame({"name": ["l1", "random"], "accuracy_pruned": [0.5, 0.25],
+    ...                      "accuracy_finetuned": [0.97, 0.96]})
+    >>> ax = plot_accuracy_before_after(rows, reference=0.98)
+    >>> [t.get_text() for t in ax.get_yticklabels()], [t.get_text() for t in ax.texts]
+    (['l1', 'random'], ['50.0', '97.0', '25.0', '96.0'])
+    """
+    import numpy as np
+
+    _check_table(table, (label, before, after), "plot_accuracy_before_after", "set label=, before=, after=")
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1].astype(float)  # the first row on top
+    pruned, tuned = (100 * table[c].to_numpy(dtype=float) for c in (before, after))
+    ax.barh(y - 0.2, pruned, height=0.4, color="tab:gray", label="right after pruning")
+    ax.barh(y + 0.2, tuned, height=0.4, color="tab:blue", label="fine-tuned")
+    for row, p, t in zip(y, pruned, tuned):
+        ax.text(p + 0.5, row - 0.2, f"{p:.1f}", va="center", fontsize=7)
+        ax.text(t + 0.5, row + 0.2, f"{t:.1f}", va="center", fontsize=7)
+    if reference is not None:
+        ax.axvline(100 * reference, color="black", ls="--", lw=0.8, label=f"unpruned ({100 * reference:.1f})")
+    ax.set_yticks(y, table[label].astype(str).tolist())
+    ax.set_xlim(0, 110)  # room for the value labels of bars near 100 %
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_perplexity_change(table, ax=None, *, label: str = "criterion", before: str = "perplexity removed",
+                           after: str = "perplexity healed", reference: float | None = None,
+                           title: str | None = None):
+    """Perplexity of pruned language models on a log axis, right after the removal (grey circle)
+    and after healing (blue dot), joined by a line per row of ``table``.
+
+    Points, not bars: a bar on a log axis has no zero to start from, so its length shows where
+    the axis happens to begin rather than the value; the points' positions are the values.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per pruned model with the columns ``label``, ``before`` and ``after`` (positive
+        perplexities), drawn top to bottom in table order.
+    ax : matplotlib Axes, optional
+        Where to draw; default a new figure sized to the rows.
+    label, before, after : str
+        The columns of the row names and of the two perplexities.
+    reference : float, optional
+        The intact model's perplexity, a dashed vertical line.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not a DataFrame.
+    ValueError
+        If a column is missing, ``table`` has no rows, or a perplexity is not positive and finite.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> rows = pd.DataFrame({"criterion": ["BI", "last 1"], "perplexity removed": [12.0, 900.0],
+    ...                      "perplexity healed": [9.0, 40.0]})
+    >>> ax = plot_perplexity_change(rows, reference=8.0)
+    >>> ax.get_xscale(), [t.get_text() for t in ax.get_yticklabels()]
+    ('log', ['BI', 'last 1'])
+    """
+    import numpy as np
+
+    _check_table(table, (label, before, after), "plot_perplexity_change", "set label=, before=, after=")
+    removed, healed = (table[c].to_numpy(dtype=float) for c in (before, after))
+    values = np.r_[removed, healed, [] if reference is None else [reference]]
+    if not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError("plot_perplexity_change: every perplexity (and reference) must be positive and finite "
+                         "for a log axis.")
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1].astype(float)
+    ax.hlines(y, np.minimum(removed, healed), np.maximum(removed, healed), color="lightgray", lw=2, zorder=1)
+    ax.scatter(removed, y, s=36, facecolors="white", edgecolors="tab:gray", zorder=2, label="right after removal")
+    ax.scatter(healed, y, s=30, color="tab:blue", zorder=3, label="healed")
+    if reference is not None:
+        ax.axvline(reference, color="black", ls="--", lw=0.8, label=f"intact ({reference:.3g})")
+    ax.set_xscale("log")
+    ax.set_xlim(values.min() / 1.25, values.max() * 1.25)
+    ax.set_yticks(y, table[label].astype(str).tolist())
+    ax.set_xlabel("test perplexity (log scale)")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_filter_closeness(S, selection, ax=None, *, kind: str = "shortest_path", title: str | None = None):
+    """Each filter's closeness in the Central-Filter graph at ``selection.threshold``, as bars
+    coloured like ``plot_filter_graph`` (central filters red, their pruned delegates grey, the
+    others blue).
+
+    ``kind="shortest_path"`` draws ``closeness_centrality(S, threshold=t)``. ``kind="cf_local"``
+    draws the Central-Filter reference score through the mean similarity of a filter to its
+    neighbours, ``m_i = 1024 − 1/c_i``: the score ``c_i = deg_i / Σ_{j∈N(i)} (1024 − S_ij)``
+    equals ``1/(1024 − m_i)``, so all scores lie within about 1e-6 of 1/1024 and their bars
+    would look equal; ``m_i`` orders the filters as ``c_i`` does. Isolated filters (score 0)
+    get no bar and an "isolated" mark.
+
+    Parameters
+    ----------
+    S : array or tensor (C, C)
+        Filter similarities (``filter_similarity``).
+    selection : CentralFilters
+        ``central_filters(S, ...)``: its threshold and roles.
+    ax : matplotlib Axes, optional
+    kind : {"shortest_path", "cf_local"}
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind`` (and ``closeness_centrality``'s errors on ``S``).
+
+    References
+    ----------
+    Duan et al., "Network Compression via Central Filter", arXiv 2112.05493, §3.2.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from repgraph import central_filters
+    >>> S = np.array([[1.0, 0.9, 0.8], [0.9, 1.0, 0.1], [0.8, 0.1, 1.0]])
+    >>> ax = plot_filter_closeness(S, central_filters(S, ratio=0.34), kind="cf_local")
+    >>> [round(float(p.get_height()), 3) for p in ax.patches]    # mean similarity to the neighbours
+    [0.85, 0.9, 0.8]
+    """
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    from .analyzers.closeness import CF_OFFSET, KINDS, closeness_centrality
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    score = closeness_centrality(S, kind=kind, threshold=selection.threshold)
+    connected = score > 0
+    heights = score if kind == "shortest_path" else np.where(connected, CF_OFFSET - 1 / np.where(connected, score, 1), 0)
+    central, pruned = set(selection.delegates), set(selection.pruned)
+    colours = ["tab:red" if i in central else "tab:gray" if i in pruned else "tab:blue" for i in range(len(score))]
+    ax = _axes(ax)
+    ax.bar(np.arange(len(score)), heights, color=colours)
+    for i in np.flatnonzero(~connected):
+        ax.text(i, 0, "isolated", rotation=90, ha="center", va="bottom", fontsize=6, color="dimgray")
+    ax.set_xticks(np.arange(len(score)))
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("filter")
+    if kind == "shortest_path":
+        ax.set_ylabel("closeness on 1 − S (shortest paths)")
+    else:
+        ax.set_ylabel("mean S to its neighbours (= 1024 − 1/cf_local score)")
+        ax.set_ylim(0.0, 1.0)
+        ax.axhline(selection.threshold, color="black", ls=":", lw=0.8)  # every neighbour lies above it
+    handles = [Patch(color=c, label=n) for c, n in (("tab:red", "central filter"), ("tab:gray", "pruned (delegate)"),
+                                                      ("tab:blue", "kept"))]
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_title(title or f"{kind} closeness at S > {selection.threshold:.3g}", fontsize=9)
+    return ax
+
+
 _CRITERION_LABELS = {"delta_q": "ΔQ", "block_influence": "Block Influence", "relative_update_norm": "update norm",
                      "gbs_in_out": "GBS in/out", "cka_in_out": "CKA in/out"}
 

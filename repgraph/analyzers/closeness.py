@@ -20,8 +20,10 @@ def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | N
       scaling for disconnected graphs); 0 for an isolated node. Equals
       ``networkx.closeness_centrality(G, distance=...)``.
     - ``cf_local``: the Central-Filter reference score ``deg_i / Σ_{j∈N(i)} (1024 − S[i, j])``, which
-      only looks at direct neighbours; 0 for an isolated node. A different measure: it ranks by
-      degree first and by similarity second. Each node's lengths are summed in sorted order, so two
+      only looks at direct neighbours; 0 for an isolated node. A different measure: the degree
+      cancels, the score is ``1/(1024 − m_i)`` with ``m_i`` the mean similarity of i to its
+      neighbours, so it ranks the connected nodes by ``m_i`` alone (every score within about 1e-6
+      of 1/1024) and the isolated ones last. Each node's lengths are summed in sorted order, so two
       nodes with the same multiset of neighbour similarities tie exactly.
 
     Parameters
