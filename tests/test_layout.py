@@ -264,3 +264,27 @@ def test_import_repgraph_is_lazy_but_complete():
             "missing = [n for n in rg.__all__ if getattr(rg, n, None) is None]\nprint(missing)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _plain_tqdm_imports(sources: dict) -> list:
+    """Modules importing ``tqdm`` itself rather than ``tqdm.auto`` (a text bar in Jupyter)."""
+    found = []
+    for module, (source, _) in sources.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module == "tqdm" and node.level == 0:
+                found.append(f"{module}: from tqdm import {', '.join(a.name for a in node.names)}")
+            elif isinstance(node, ast.Import):
+                found += [f"{module}: import {a.name}" for a in node.names if a.name == "tqdm"]
+    return found
+
+
+def test_progress_bars_come_from_tqdm_auto():
+    """tqdm.auto draws a widget in Jupyter (ipywidgets is in the notebooks extra) and text elsewhere;
+    plain tqdm writes text bars into every notebook cell's stderr."""
+    assert _plain_tqdm_imports(_package_sources()) == []
+
+
+def test_the_tqdm_finder_sees_both_forms():
+    sources = {"a": ("from tqdm import tqdm\nfrom tqdm.auto import tqdm as t\n", False),
+               "b": ("import tqdm\n", False)}
+    assert _plain_tqdm_imports(sources) == ["a: from tqdm import tqdm", "b: import tqdm"]

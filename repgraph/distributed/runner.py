@@ -9,7 +9,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._config import config_context, get_config
 from .._warnings import warn_user

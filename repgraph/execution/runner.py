@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._arrays import row_chunk
 from .._config import config_context, get_config

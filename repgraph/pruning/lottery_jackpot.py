@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .._arrays import check_count, check_ratio
 from .lottery import SCOPES, _layers, _zero, magnitude_masks
