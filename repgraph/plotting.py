@@ -468,26 +468,27 @@ def plot_perplexity_change(table, ax=None, *, label: str = "criterion", before: 
     return ax
 
 
-def plot_filter_closeness(S, selection, ax=None, *, kind: str = "shortest_path", title: str | None = None):
-    """Each filter's closeness in the Central-Filter graph at ``selection.threshold``, as bars
-    coloured like ``plot_filter_graph`` (central filters red, their pruned delegates grey, the
-    others blue).
+def plot_filter_closeness(closeness, selection, ax=None, *, kind: str = "shortest_path", title: str | None = None):
+    """Each filter's closeness in the Central-Filter graph (``closeness_centrality(S, kind=kind,
+    threshold=selection.threshold)``) as bars coloured like ``plot_filter_graph``: central filters
+    red, their pruned delegates grey, the others blue.
 
-    ``kind="shortest_path"`` draws ``closeness_centrality(S, threshold=t)``. ``kind="cf_local"``
-    draws the Central-Filter reference score through the mean similarity of a filter to its
-    neighbours, ``m_i = 1024 − 1/c_i``: the score ``c_i = deg_i / Σ_{j∈N(i)} (1024 − S_ij)``
-    equals ``1/(1024 − m_i)``, so all scores lie within about 1e-6 of 1/1024 and their bars
-    would look equal; ``m_i`` orders the filters as ``c_i`` does. Isolated filters (score 0)
+    ``kind="shortest_path"`` draws the scores as they are. ``kind="cf_local"`` draws the
+    Central-Filter reference score through the mean similarity of a filter to its neighbours,
+    ``m_i = 1024 − 1/c_i``: the score ``c_i = deg_i / Σ_{j∈N(i)} (1024 − S_ij)`` equals
+    ``1/(1024 − m_i)``, so for similarities in (0, 1] all scores lie in (1/1024, 1/1023] and their
+    bars would look equal; ``m_i`` orders the filters as ``c_i`` does. Isolated filters (score 0)
     get no bar and an "isolated" mark.
 
     Parameters
     ----------
-    S : array or tensor (C, C)
-        Filter similarities (``filter_similarity``).
+    closeness : array (C,)
+        ``closeness_centrality(S, kind=kind, threshold=selection.threshold)``.
     selection : CentralFilters
-        ``central_filters(S, ...)``: its threshold and roles.
+        ``central_filters(S, ...)``: the roles and the threshold.
     ax : matplotlib Axes, optional
     kind : {"shortest_path", "cf_local"}
+        Which closeness ``closeness`` holds.
     title : str, optional
 
     Returns
@@ -497,7 +498,8 @@ def plot_filter_closeness(S, selection, ax=None, *, kind: str = "shortest_path",
     Raises
     ------
     ValueError
-        For an unknown ``kind`` (and ``closeness_centrality``'s errors on ``S``).
+        For an unknown ``kind``, or ``closeness`` not one finite non-negative value per filter of
+        ``selection``.
 
     References
     ----------
@@ -508,29 +510,35 @@ def plot_filter_closeness(S, selection, ax=None, *, kind: str = "shortest_path",
     >>> import matplotlib
     >>> matplotlib.use("Agg")
     >>> import numpy as np
-    >>> from repgraph import central_filters
+    >>> from repgraph import central_filters, closeness_centrality
     >>> S = np.array([[1.0, 0.9, 0.8], [0.9, 1.0, 0.1], [0.8, 0.1, 1.0]])
-    >>> ax = plot_filter_closeness(S, central_filters(S, ratio=0.34), kind="cf_local")
+    >>> selection = central_filters(S, ratio=0.34)
+    >>> c = closeness_centrality(S, kind="cf_local", threshold=selection.threshold)
+    >>> ax = plot_filter_closeness(c, selection, kind="cf_local")
     >>> [round(float(p.get_height()), 3) for p in ax.patches]    # mean similarity to the neighbours
     [0.85, 0.9, 0.8]
     """
     import numpy as np
     from matplotlib.patches import Patch
 
-    from .analyzers.closeness import CF_OFFSET, KINDS, closeness_centrality
+    from .builders.filter_graph import CF_OFFSET
 
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
-    score = closeness_centrality(S, kind=kind, threshold=selection.threshold)
+    if kind not in ("shortest_path", "cf_local"):
+        raise ValueError(f"kind must be 'shortest_path' or 'cf_local', got {kind!r}.")
+    score = np.asarray(closeness, dtype=float)
+    filters = len(selection.kept) + len(selection.pruned)
+    if score.shape != (filters,) or not np.isfinite(score).all() or (score < 0).any():
+        raise ValueError(f"closeness must hold one finite, non-negative value per filter ({filters}), got shape "
+                         f"{score.shape}; pass closeness_centrality(S, kind=kind, threshold=selection.threshold).")
     connected = score > 0
     heights = score if kind == "shortest_path" else np.where(connected, CF_OFFSET - 1 / np.where(connected, score, 1), 0)
     central, pruned = set(selection.delegates), set(selection.pruned)
-    colours = ["tab:red" if i in central else "tab:gray" if i in pruned else "tab:blue" for i in range(len(score))]
+    colours = ["tab:red" if i in central else "tab:gray" if i in pruned else "tab:blue" for i in range(filters)]
     ax = _axes(ax)
-    ax.bar(np.arange(len(score)), heights, color=colours)
+    ax.bar(np.arange(filters), heights, color=colours)
     for i in np.flatnonzero(~connected):
         ax.text(i, 0, "isolated", rotation=90, ha="center", va="bottom", fontsize=6, color="dimgray")
-    ax.set_xticks(np.arange(len(score)))
+    ax.set_xticks(np.arange(filters))
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel("filter")
     if kind == "shortest_path":
@@ -544,7 +552,6 @@ def plot_filter_closeness(S, selection, ax=None, *, kind: str = "shortest_path",
     ax.legend(handles=handles, fontsize=7)
     ax.set_title(title or f"{kind} closeness at S > {selection.threshold:.3g}", fontsize=9)
     return ax
-
 
 _CRITERION_LABELS = {"delta_q": "ΔQ", "block_influence": "Block Influence", "relative_update_norm": "update norm",
                      "gbs_in_out": "GBS in/out", "cka_in_out": "CKA in/out"}

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from repgraph import central_filters  # noqa: E402
+from repgraph import central_filters, closeness_centrality  # noqa: E402
 from repgraph.plotting import plot_accuracy_before_after, plot_filter_closeness, plot_perplexity_change  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def test_filter_closeness_bars_equal_networkx_and_carry_the_roles():
     S, selection = four_filters()
     t = selection.threshold
     assert 0.1 <= t < 0.7  # the graph described above
-    ax = plot_filter_closeness(S, selection, kind="shortest_path")
+    ax = plot_filter_closeness(closeness_centrality(S, threshold=t), selection, kind="shortest_path")
     G = nx.Graph()
     G.add_nodes_from(range(4))
     G.add_weighted_edges_from((i, j, 1 - S[i, j]) for i in range(4) for j in range(i + 1, 4) if S[i, j] > t)
@@ -104,7 +104,8 @@ def test_filter_closeness_bars_equal_networkx_and_carry_the_roles():
 
 def test_cf_local_bars_show_the_mean_neighbour_similarity_visibly():
     S, selection = four_filters()
-    ax = plot_filter_closeness(S, selection, kind="cf_local")
+    scores = closeness_centrality(S, kind="cf_local", threshold=selection.threshold)
+    ax = plot_filter_closeness(scores, selection, kind="cf_local")
     # by hand: filter 0's neighbours 0.9 and 0.8, filter 1's 0.9 and 0.7, filter 2's 0.8 and 0.7
     assert [p.get_height() for p in ax.patches] == pytest.approx([0.85, 0.8, 0.75, 0.0])
     assert ax.get_ylim() == (0.0, 1.0)  # the raw scores (≈ 1/1024 each) would be invisible here
@@ -113,5 +114,13 @@ def test_cf_local_bars_show_the_mean_neighbour_similarity_visibly():
 
 def test_filter_closeness_rejects_an_unknown_kind():
     S, selection = four_filters()
-    with pytest.raises(ValueError, match="kind must be one of"):
-        plot_filter_closeness(S, selection, kind="betweenness")
+    with pytest.raises(ValueError, match="kind must be"):
+        plot_filter_closeness(np.zeros(4), selection, kind="betweenness")
+
+
+def test_filter_closeness_names_scores_that_do_not_fit_the_selection():
+    S, selection = four_filters()
+    with pytest.raises(ValueError, match=r"one finite, non-negative value per filter \(4\)"):
+        plot_filter_closeness(np.ones(3), selection)
+    with pytest.raises(ValueError, match="closeness_centrality"):
+        plot_filter_closeness(np.array([0.5, np.nan, 0.1, 0.0]), selection)

@@ -5,10 +5,9 @@ import numpy as np
 from scipy.sparse.csgraph import shortest_path
 
 from .._arrays import as_square_matrix
-from ..builders.filter_graph import similarity_graph
+from ..builders.filter_graph import CF_OFFSET, similarity_graph
 
 KINDS = ("shortest_path", "cf_local")
-CF_OFFSET = 1024.0  # the Central-Filter reference turns similarity into a length as 1024 − S
 
 
 def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | None = None) -> np.ndarray:
@@ -22,8 +21,9 @@ def closeness_centrality(S, *, kind: str = "shortest_path", threshold: float | N
     - ``cf_local``: the Central-Filter reference score ``deg_i / Σ_{j∈N(i)} (1024 − S[i, j])``, which
       only looks at direct neighbours; 0 for an isolated node. A different measure: the degree
       cancels, the score is ``1/(1024 − m_i)`` with ``m_i`` the mean similarity of i to its
-      neighbours, so it ranks the connected nodes by ``m_i`` alone (every score within about 1e-6
-      of 1/1024) and the isolated ones last. Each node's lengths are summed in sorted order, so two
+      neighbours, so it ranks the connected nodes by ``m_i`` alone (for similarities in (0, 1]
+      every score lies in (1/1024, 1/1023], the scores differing by under 0.1 %) and the isolated
+      ones last. Each node's lengths are summed in sorted order, so two
       nodes with the same multiset of neighbour similarities tie exactly.
 
     Parameters

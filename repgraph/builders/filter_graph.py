@@ -10,6 +10,10 @@ from ..execution.row_sums import sum_over_rows
 from ..execution.runner import planning
 from ..execution.sources import feature_map_sources
 
+# The Central-Filter reference code turns a similarity into an edge length as 1024 − S (rank.py,
+# get_closeness_2), the length behind the cf_local closeness.
+CF_OFFSET = 1024.0
+
 
 def similarity_sum(fmaps, device=None, chunk: int = 16) -> tuple[torch.Tensor, int]:
     """``(Σ_images r, N)``: the sum over images of the per-image correlation matrices (C, C) of
