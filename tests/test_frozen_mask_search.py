@@ -3,39 +3,13 @@ sparsity within one weight per layer, the jackpot keeps the dense weights bit fo
 has a row per (target, method), a rerun trains nothing; and the BatchNorm recalibration against
 numpy's per-channel mean and unbiased variance. The layer sizes come from resnet1d's architecture
 written out by hand, not from the code under test."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("_bench_frozen_mask_search", BENCHMARKS / "frozen_mask_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def _mnist1d_generated():
-    """Generate MNIST-1D once (about 10-20 s on a loaded CPU, cached in the process, as for any
-    MNIST-1D test), so the smoke test's time is its own benchmark run."""
-    from repgraph.workflows.mnist1d import mnist1d_splits
-
-    mnist1d_splits()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("mnist1d_generated", "restore_torch_threads")
 
 
 def _masked_layer_sizes(width):
@@ -49,8 +23,8 @@ def _masked_layer_sizes(width):
     return stage1 + stage2 + stage3
 
 
-def test_frozen_mask_search_smoke(tmp_path, monkeypatch, _mnist1d_generated):
-    bench = _load()
+def test_frozen_mask_search_smoke(tmp_path, monkeypatch, load_benchmark):
+    bench = load_benchmark("frozen_mask_search")
     argv = ["--seeds", "1", "--width", "4", "--reference-width", "2", "--epochs", "1", "--search-epochs", "1",
             "--n-train", "256", "--n-test", "128", "--sparsities", "0.5", "--out", str(tmp_path)]
     result = bench.main(argv)
@@ -91,8 +65,8 @@ def test_frozen_mask_search_smoke(tmp_path, monkeypatch, _mnist1d_generated):
     assert again["cells"]["accuracy"].tolist() == cells["accuracy"].tolist()
 
 
-def test_recalibrated_batchnorm_is_the_data_statistics():
-    bench = _load()
+def test_recalibrated_batchnorm_is_the_data_statistics(load_benchmark):
+    bench = load_benchmark("frozen_mask_search")
     rng = np.random.default_rng(3)
     x = rng.normal(loc=[[2.0], [-1.0]], scale=[[0.5], [3.0]], size=(6, 2, 5))  # (N, C, L)
     data = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.zeros(6, dtype=torch.long))

@@ -1,40 +1,15 @@
 """Issue 22's two pruning benchmarks at a tiny setting: the tables' structure and the invariants
 that any run must satisfy — every criterion prunes the same ceil(C·ratio) filters of each
-uncoupled conv, and every mask method (but COLT, which may overshoot) hits the target sparsity
+uncoupled conv, and every mask method (COLT included, by its exact rounds) hits the target sparsity
 within one weight per layer, dense at exactly 0. The expected counts come from the architecture
 (resnet1d's widths), not from the code under test."""
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _mnist1d_generated():
-    """Generate MNIST-1D once for the module (about 10-20 s on a loaded CPU, cached in the process,
-    as for any MNIST-1D test), so each test's time is its own benchmark run."""
-    from repgraph.workflows.mnist1d import mnist1d_splits
-
-    mnist1d_splits()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("mnist1d_generated", "restore_torch_threads")
 
 
 # resnet1d: stages of 16, 32, 64 channels, three blocks each; the uncoupled convs are the first
@@ -42,8 +17,8 @@ def _one_thread():
 BLOCK_WIDTHS = [16] * 3 + [32] * 3 + [64] * 3
 
 
-def test_filter_criteria_at_equal_budgets(tmp_path):
-    bench = _load("filter_criteria_budget")
+def test_filter_criteria_at_equal_budgets(tmp_path, load_benchmark):
+    bench = load_benchmark("filter_criteria_budget")
     from repgraph.workflows import criteria_names
 
     argv = ["--seeds", "1", "--epochs", "1", "--finetune-epochs", "1", "--ratio", "0.5", "--n-train", "32",
@@ -83,8 +58,8 @@ def _pruned_layer_sizes():
     return [m.weight.numel() for m in layers]
 
 
-def test_mask_methods_at_equal_sparsity(tmp_path):
-    bench = _load("mask_methods_sparsity")
+def test_mask_methods_at_equal_sparsity(tmp_path, load_benchmark):
+    bench = load_benchmark("mask_methods_sparsity")
     result = bench.main(["--seeds", "1", "--epochs", "1", "--rewind-epoch", "0", "--sparsities", "0.5", "0.9",
                          "--imp-rounds", "2", "--colt-rate", "0.5", "--rgp-swaps", "5", "--n-train", "64",
                          "--n-test", "64", "--out", str(tmp_path)])
