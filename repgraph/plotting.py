@@ -458,7 +458,16 @@ def plot_perplexity_change(table, ax=None, *, label: str = "criterion", before: 
     if reference is not None:
         ax.axvline(reference, color="black", ls="--", lw=0.8, label=f"intact ({reference:.3g})")
     ax.set_xscale("log")
-    ax.set_xlim(values.min() / 1.25, values.max() * 1.25)
+    low, high = np.log(values.min()), np.log(values.max())
+    pad = 0.08 * max(high - low, np.log(1.02))  # the points fill the axis, however close they are
+    ax.set_xlim(np.exp(low - pad), np.exp(high + pad))
+    if high - low < np.log(10):  # within a decade a log axis has no labelled tick: label plain values
+        from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator, ScalarFormatter
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(y, table[label].astype(str).tolist())
     ax.set_xlabel("test perplexity (log scale)")
     ax.grid(axis="x", which="both", alpha=0.3)

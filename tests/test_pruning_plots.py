@@ -63,9 +63,24 @@ def test_perplexity_points_on_a_log_axis_with_every_value_inside():
                        and len(c.get_offsets()) == 3)
     assert removed[:, 0].tolist() == [12.0, 30.0, 9000.0] and healed[:, 0].tolist() == [9.0, 11.0, 60.0]
     low, high = ax.get_xlim()
-    assert low == pytest.approx(8.0 / 1.25) and high == pytest.approx(9000.0 * 1.25)
+    span = np.log(9000.0) - np.log(8.0)  # the reference 8 and the largest value 9000 span the data
+    assert np.log(8.0) - np.log(low) == pytest.approx(0.08 * span)
+    assert np.log(high) - np.log(9000.0) == pytest.approx(0.08 * span)
     ticks = sorted(((t.get_position()[1], t.get_text()) for t in ax.get_yticklabels()), reverse=True)
     assert [name for _, name in ticks] == ["BI", "angular", "last 2"]
+
+
+def test_perplexity_points_close_together_fill_the_axis_with_labelled_ticks():
+    """Healed perplexities within a few percent (a small model's block removal) on a log axis: no
+    decade tick falls inside, so plain values label the ticks."""
+    rows = pd.DataFrame({"criterion": ["BI", "ΔQ"], "perplexity removed": [10.84, 11.18],
+                         "perplexity healed": [10.71, 10.76]})
+    ax = plot_perplexity_change(rows, reference=10.73)
+    low, high = ax.get_xlim()
+    assert 10.5 < low < 10.71 and 11.18 < high < 11.5
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high]
+    assert len(labels) >= 2 and all(label.replace(".", "").isdigit() for label in labels), labels
 
 
 def test_perplexity_points_refuse_a_value_a_log_axis_cannot_show():
