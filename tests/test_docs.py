@@ -84,7 +84,8 @@ def test_api_pages_are_generated_from_all():
                                     _WHERE={"new_function": ".analyzers", "NewClass": ".pruning"},
                                     new_function=new_function, NewClass=NewClass, unlisted=new_function)
     pages = api.pages(package)
-    assert set(pages) == {"index.rst", "analyzers.rst", "pruning.rst", "other.rst"}  # unlisted: not under repgraph
+    # unlisted: not under repgraph; plotting: the module page, whatever the package exports
+    assert set(pages) == {"index.rst", "analyzers.rst", "pruning.rst", "other.rst", "plotting.rst"}
     assert ".. autofunction:: repgraph.new_function" in pages["analyzers.rst"]
     assert ".. autoclass:: repgraph.NewClass" in pages["pruning.rst"]
     assert ".. autofunction:: repgraph.unlisted" in pages["other.rst"]
@@ -102,9 +103,26 @@ def test_every_public_name_is_documented_on_an_api_page(site):
     assert not missing, f"names of repgraph.__all__ without an entry on an API page: {missing}"
 
 
+def test_every_plot_function_is_documented(site):
+    """repgraph.plotting is not in __all__ (``from repgraph import plotting``); its page has each of
+    its public functions, found here from the module itself."""
+    import inspect
+
+    import repgraph.plotting as plotting
+
+    functions = {f"repgraph.plotting.{n}" for n, f in vars(plotting).items()
+                 if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == plotting.__name__}
+    assert "repgraph.plotting.plot_perplexity_change" in functions
+    missing = sorted(functions - _parse(site / "api" / "plotting.html").objects)
+    assert not missing, f"plot functions without an entry on api/plotting.html: {missing}"
+
+
 def test_examples_and_guide_are_built(site):
     examples = sorted(p.stem for p in (site / "examples").glob("0*.html"))
     assert examples == sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    for stem in examples:  # the committed outputs are on the page: every figure as an image file
+        figures = [src for src in _parse(site / "examples" / f"{stem}.html").links if src.endswith(".png")]
+        assert len(figures) >= 2, f"examples/{stem}.html shows {figures}"
     guide = (site / "guide.html").read_text(encoding="utf-8")
 
     def words(heading: str) -> str:

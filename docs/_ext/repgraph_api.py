@@ -4,7 +4,8 @@ name added to the package cannot be missing from the documentation.
 Each public name goes on the page of the subpackage it is exported from (``repgraph._WHERE``, else
 the module that defines it); each page opens with the subpackage's summary and a table of its
 names, then documents each one with autodoc (numpydoc renders the sections). The pages are written
-to ``docs/api`` (git-ignored), only when their text changes.
+to ``docs/api`` (git-ignored), only when their text changes. One more page documents every public
+function of ``repgraph.plotting``, the matplotlib figures, which are a module of their own.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def pages(package) -> dict[str, str]:
              ".. toctree::", "   :maxdepth: 1", ""]
     for group in groups:
         index.append(f"   {group.lstrip('_')}")
+    index.append("   plotting")  # the matplotlib figures: a module of its own, not in __all__
     index += ["", "All names", "---------", "", ".. currentmodule:: repgraph", "", ".. autosummary::", ""]
     index += [f"   {name}" for name in sorted(package.__all__, key=str.lower)]
     index.append("")
@@ -80,8 +82,23 @@ def pages(package) -> dict[str, str]:
         for name, obj in members:
             lines += [_directive(name, obj), ""]
         out[f"{group.lstrip('_')}.rst"] = "\n".join(lines)
+    plots = plotting_functions()
+    title = "Plots: ``repgraph.plotting``"
+    lines = [title, "=" * len(title), "", _summary("repgraph.plotting"), "",
+             "Import the module: ``from repgraph import plotting``.", "",
+             ".. currentmodule:: repgraph.plotting", "", ".. autosummary::", ""]
+    lines += [f"   {name}" for name in plots] + [""]
+    lines += [f".. autofunction:: repgraph.plotting.{name}\n" for name in plots]
+    out["plotting.rst"] = "\n".join(lines)
     out["index.rst"] = "\n".join(index)
     return out
+
+
+def plotting_functions() -> list[str]:
+    """The public functions that ``repgraph.plotting`` defines (matplotlib, not in ``repgraph.__all__``)."""
+    module = importlib.import_module("repgraph.plotting")
+    return [name for name, obj in vars(module).items() if inspect.isfunction(obj) and not name.startswith("_")
+            and obj.__module__ == module.__name__]
 
 
 def generate(app) -> None:
