@@ -2,9 +2,10 @@
 
 When the build starts, each notebook becomes a MyST Markdown page in ``docs/examples``
 (git-ignored): its Markdown cells as they are, its code cells as highlighted code, and any saved
-outputs (text and PNG images; the notebooks are committed without outputs, so normally none) after
+outputs (text and PNG images: the notebooks are committed executed at their full settings) after
 their cell. The notebook itself is offered as a download. Nothing is executed: the test suite
-already runs every notebook (``tests/test_notebooks.py``), and the docs build stays fast. Only the
+checks the committed outputs and re-runs a copy of every notebook with small settings
+(``tests/test_notebooks.py``), and the docs build stays fast. Only the
 standard library is needed (no pandoc, no Jupyter).
 """
 from __future__ import annotations
@@ -64,8 +65,8 @@ def page(notebook: Path, folder: Path) -> str:
     nb = json.loads(notebook.read_text())
     language = _lexer()
     note = (":::{note}\n"
-            f"This page shows `notebooks/{notebook.name}` as committed, without running it (the notebooks "
-            "are saved without outputs; the test suite runs each one). Download it: "
+            f"This page shows `notebooks/{notebook.name}` as committed: executed at its full settings, "
+            "outputs saved (the test suite re-runs a copy with small settings). Download it: "
             f"{{download}}`{notebook.name} <{notebook.name}>`, and run it from `notebooks/` with "
             "`.venv/bin/pip install jupyterlab && .venv/bin/jupyter lab`.\n:::\n")
     parts, titled, counter = [], False, [0]
@@ -109,9 +110,9 @@ def generate(app) -> None:
         (staging / f"{notebook.stem}.md").write_text(page(notebook, staging))
     entries = "\n".join(nb.stem for nb in notebooks)
     (staging / "index.md").write_text(
-        "# Examples\n\nThe notebooks in `notebooks/`, rendered without running them. The tests execute "
-        "each one with small settings (`REPGRAPH_NOTEBOOK_SMALL=1`); open them in Jupyter to see "
-        "the figures.\n\n"
+        "# Examples\n\nThe notebooks in `notebooks/` with the outputs of their committed run at full "
+        "settings. The tests re-run a copy of each one with small settings "
+        "(`REPGRAPH_NOTEBOOK_SMALL=1`).\n\n"
         f"```{{toctree}}\n:maxdepth: 1\n\n{entries}\n```\n")
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {p.name for p in staging.iterdir()}
